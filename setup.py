@@ -1,0 +1,39 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+about = {}
+exec((Path(__file__).parent / "spacy_hybridner" / "about.py").read_text(), about)
+
+setup(
+    name="spacy-hybridner",
+    version=about["__version__"],
+    description="Transformer + BiLSTM + CRF named entity recognition as a spaCy component",
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    packages=find_packages(include=["spacy_hybridner", "spacy_hybridner.*"]),
+    python_requires=">=3.9",
+    install_requires=[
+        "spacy>=3.8,<3.9",
+        "thinc>=8.3,<8.4",
+        "torch>=2.1",
+        "spacy-transformers>=1.4,<1.5",
+        "typer>=0.9",
+        "numpy",
+        "srsly",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={
+        "spacy_factories": [
+            "hybrid_ner = spacy_hybridner.pipeline_component:make_hybrid_ner",
+        ],
+        "spacy_architectures": [
+            "spacy-hybridner.HybridNER.v1 = spacy_hybridner.architectures:build_hybrid_ner",
+        ],
+    },
+    classifiers=[
+        "Framework :: spaCy",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,87 @@
+"""Registered model architectures: thin builders that chain the layers."""
+from typing import List, Optional
+
+from spacy.tokens import Doc
+from spacy.util import registry
+from thinc.api import Model, chain
+from thinc.types import Floats2d
+
+from .layers import crf_layer, hybrid_encoder
+from .modules.encoder import check_sizes
+
+
+@registry.architectures("spacy-hybridner.HybridNER.v1")
+def build_hybrid_ner(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    width: int = 128,
+    depth: int = 2,
+    n_heads: int = 4,
+    ffn_width: int = 256,
+    lstm_depth: int = 1,
+    uni_lstm_depth: int = 0,
+    dropout: float = 0.1,
+    window: int = 256,
+    stride: int = 192,
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = {},
+    nO: Optional[int] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """HybridNER: token vectors → projection to ``width`` → positions → ``depth``
+    Transformer encoder layers → ``lstm_depth`` BiLSTM layers (→ ``uni_lstm_depth``
+    left-to-right LSTM layers) → per-tag emission scores, scored and decoded by a
+    linear-chain CRF over BILUO tags.
+
+    tok2vec (Model[List[Doc], List[Floats2d]]): Any spaCy token-to-vector layer.
+    width (int): Hidden width of the encoder.
+    depth (int): Transformer encoder layers; 0 gives a BiLSTM-CRF.
+    n_heads (int): Attention heads; must divide ``width``.
+    ffn_width (int): Width of the Transformer feed-forward blocks.
+    lstm_depth (int): BiLSTM layers; 0 gives a Transformer-CRF.
+    uni_lstm_depth (int): Left-to-right LSTM layers stacked after the BiLSTM.
+    dropout (float): Dropout inside the encoder.
+    window (int): Longest span of tokens encoded at once; longer documents are
+        processed in overlapping windows.
+    stride (int): Tokens between the starts of consecutive windows (``<= window``).
+    mixed_precision (bool): Run the encoder under autocast (GPU only).
+    grad_scaler_config (dict): Arguments for thinc's ``PyTorchGradScaler``.
+    nO (Optional[int]): Number of tags; the component sets it from its labels.
+    RETURNS (Model[List[Doc], List[Floats2d]]): Emission scores per document. The CRF
+        is the sublayer ``model.get_ref("crf")``.
+    """
+    check_sizes(
+        width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
+        lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
+    )
+    if window < 1 or not 1 <= stride <= window:
+        raise ValueError(
+            f"window ({window}) must be at least 1 and stride ({stride}) between 1 and "
+            f"window, so that consecutive windows overlap or touch and cover every token. "
+            f"For example window = 256, stride = 192."
+        )
+    encoder = hybrid_encoder(
+        width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
+        lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
+        window=window, stride=stride, mixed_precision=mixed_precision,
+        grad_scaler_config=grad_scaler_config, nO=nO,
+    )
+    crf = crf_layer(nO=nO)
+    return Model(
+        "hybrid_ner",
+        _forward,
+        init=_init,
+        layers=[chain(tok2vec, encoder), crf],
+        refs={"tok2vec": tok2vec, "encoder": encoder, "crf": crf},
+        dims={"nO": nO},
+    )
+
+
+def _forward(model: Model, docs: List[Doc], is_train: bool):
+    return model.layers[0](docs, is_train)
+
+
+def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
+    nO = model.get_dim("nO")
+    model.get_ref("encoder").set_dim("nO", nO, force=True)
+    model.get_ref("crf").set_dim("nO", nO, force=True)
+    model.layers[0].initialize(X=X)
+    model.layers[1].initialize()

@@ -1,0 +1,5 @@
+"""thinc wrappers around the PyTorch modules."""
+from .crf import crf_decode, crf_layer
+from .encoder import hybrid_encoder, window_indices
+
+__all__ = ["crf_decode", "crf_layer", "hybrid_encoder", "window_indices"]

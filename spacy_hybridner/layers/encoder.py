@@ -1,0 +1,145 @@
+"""thinc glue for the hybrid encoder: ``List[Floats2d]`` in, ``List[Floats2d]`` out.
+
+Sequences longer than ``window`` are cut into overlapping windows (a new window every
+``stride`` tokens), encoded as a batch of short sequences and stitched back: each token
+takes its output from the window in which it sits furthest from the edges. Attention
+therefore never spans more than ``window`` tokens, whatever the length of a document.
+"""
+from functools import partial
+from typing import Callable, List, Optional, Tuple
+
+import numpy
+from thinc.api import (
+    ArgsKwargs, Model, PyTorchGradScaler, PyTorchWrapper_v2, torch2xp, xp2torch,
+)
+from thinc.types import Floats2d
+
+from ..modules import HybridEncoder
+
+
+def hybrid_encoder(
+    *, width: int, depth: int, n_heads: int, ffn_width: int, lstm_depth: int,
+    uni_lstm_depth: int, dropout: float, window: int, stride: int,
+    mixed_precision: bool = False, grad_scaler_config: Optional[dict] = None,
+    nI: Optional[int] = None, nO: Optional[int] = None,
+) -> Model[List[Floats2d], List[Floats2d]]:
+    """The encoder as a thinc layer. The PyTorch module is built by ``initialize``,
+    once ``nI`` (token vector width) and ``nO`` (number of tags) are known."""
+    return Model(
+        "hybrid_encoder",
+        _forward,
+        init=_init,
+        dims={"nI": nI, "nO": nO},
+        attrs={
+            "hyper": {
+                "width": width, "depth": depth, "n_heads": n_heads, "ffn_width": ffn_width,
+                "lstm_depth": lstm_depth, "uni_lstm_depth": uni_lstm_depth, "dropout": dropout,
+            },
+            "window": window,
+            "stride": stride,
+            "mixed_precision": mixed_precision,
+            "grad_scaler_config": dict(grad_scaler_config or {}),
+        },
+    )
+
+
+def _forward(model: Model, Xs: List[Floats2d], is_train: bool):
+    return model.layers[0](Xs, is_train)
+
+
+def _init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> None:
+    if X is not None and len(X):
+        model.set_dim("nI", int(X[0].shape[1]), force=True)
+    nI, nO = model.get_dim("nI"), model.get_dim("nO")
+    module = HybridEncoder(nI, nO, **model.attrs["hyper"])
+    window, stride = model.attrs["window"], model.attrs["stride"]
+    wrapper = PyTorchWrapper_v2(
+        module,
+        convert_inputs=partial(_to_windows, window=window, stride=stride, width=nI),
+        convert_outputs=partial(_from_windows, window=window, stride=stride),
+        mixed_precision=model.attrs["mixed_precision"],
+        grad_scaler=PyTorchGradScaler(**model.attrs["grad_scaler_config"]),
+    )
+    model.layers[:] = [wrapper]
+
+
+def window_indices(
+    lengths: List[int], window: int, stride: int
+) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """Where each window reads its tokens from, and where each token's output comes from.
+
+    lengths (List[int]): Sequence lengths; the tokens of all sequences are numbered
+        0..N-1 in order.
+    RETURNS (Tuple[ndarray, ndarray, ndarray]): ``gather`` ``(W, L)``: the token read
+        at each window position, N for padding; ``select`` ``(N,)``: for each token, the
+        flat position ``w * L + i`` of the window cell it takes its output from;
+        ``window_lengths`` ``(W,)``. Windows are sorted longest first.
+    """
+    spans = []  # (offset of the sequence, window start, window end, own start, own end)
+    offset = 0
+    for n in lengths:
+        if n <= window:
+            if n > 0:
+                spans.append((offset, 0, n, 0, n))
+        else:
+            starts = list(range(0, n - window, stride)) + [n - window]
+            for k, s in enumerate(starts):
+                own_start = 0 if k == 0 else (s + starts[k - 1] + window) // 2
+                own_end = n if k == len(starts) - 1 else (starts[k + 1] + s + window) // 2
+                spans.append((offset, s, s + window, own_start, own_end))
+        offset += n
+    spans.sort(key=lambda span: span[1] - span[2])  # longest first
+    N = offset
+    W = len(spans)
+    L = max((end - start for _, start, end, _, _ in spans), default=0)
+    gather = numpy.full((W, L), N, dtype="int64")
+    select = numpy.zeros((N,), dtype="int64")
+    window_lengths = numpy.zeros((W,), dtype="int64")
+    for w, (offset, start, end, own_start, own_end) in enumerate(spans):
+        gather[w, : end - start] = numpy.arange(offset + start, offset + end)
+        select[offset + own_start : offset + own_end] = w * L + numpy.arange(
+            own_start - start, own_end - start
+        )
+        window_lengths[w] = end - start
+    return gather, select, window_lengths
+
+
+def _to_windows(
+    model: Model, Xs: List[Floats2d], is_train: bool, *, window: int, stride: int, width: int
+) -> Tuple[ArgsKwargs, Callable]:
+    ops = model.ops
+    lengths = [len(x) for x in Xs]
+    gather, _, window_lengths = window_indices(lengths, window, stride)
+    N = sum(lengths)
+    table = ops.xp.concatenate(list(Xs) + [ops.alloc2f(1, width)]) if Xs else ops.alloc2f(1, width)
+    gather_xp = ops.asarray(gather)
+    padded = table[gather_xp]
+    Xt = xp2torch(padded, requires_grad=is_train)
+    lengths_t = xp2torch(numpy.asarray(window_lengths), device="cpu")
+
+    def backprop(dXtorch: ArgsKwargs) -> List[Floats2d]:
+        d_padded = torch2xp(dXtorch.args[0])
+        d_table = ops.alloc2f(N + 1, width)
+        ops.scatter_add(d_table, gather_xp.reshape(-1), d_padded.reshape(-1, width))
+        return ops.unflatten(d_table[:N], ops.asarray1i(lengths))
+
+    return ArgsKwargs(args=(Xt, lengths_t), kwargs={}), backprop
+
+
+def _from_windows(
+    model: Model, inputs_outputs, is_train: bool, *, window: int, stride: int
+) -> Tuple[List[Floats2d], Callable]:
+    Xs, Yt = inputs_outputs
+    ops = model.ops
+    lengths = [len(x) for x in Xs]
+    _, select, _ = window_indices(lengths, window, stride)
+    K = Yt.shape[-1]
+    select_t = xp2torch(ops.asarray(select), device=Yt.device)
+    flat_t = Yt.reshape(-1, K)[select_t].float()
+    Y = ops.unflatten(torch2xp(flat_t), ops.asarray1i(lengths))
+
+    def backprop(dY: List[Floats2d]) -> ArgsKwargs:
+        d_flat = xp2torch(ops.xp.concatenate(dY) if dY else ops.alloc2f(0, K), device=Yt.device)
+        return ArgsKwargs(args=(flat_t,), kwargs={"grad_tensors": (d_flat,)})
+
+    return Y, backprop

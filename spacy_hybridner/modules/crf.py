@@ -1,0 +1,298 @@
+"""A linear-chain conditional random field over padded tag scores.
+
+Everything here works on tensors, masks and lengths: no spaCy, no thinc. Sequences
+arrive *ragged* (one flat ``(N, K)`` tensor plus a list of lengths) and are grouped
+into length-sorted buckets of bounded padded size, so one very long sequence never
+pads a whole batch to its length. Within a bucket every algorithm is vectorised over
+the batch and the tags; the only Python loop is over time steps.
+"""
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor, nn
+
+# Score given to a forbidden transition or tag while training: low enough that such
+# paths carry no probability mass, finite so that no gradient becomes NaN. Decoding
+# uses -inf instead, so a forbidden transition can never be chosen.
+TRAIN_PENALTY = -1e4
+
+
+def length_buckets(lengths: Sequence[int], max_tokens: int) -> List[List[int]]:
+    """Group the indices of non-empty sequences, longest first, so that each group's
+    padded size (``len(group) * longest``) stays within ``max_tokens``. A sequence
+    longer than ``max_tokens`` gets a group of its own.
+
+    lengths (Sequence[int]): The length of each sequence.
+    max_tokens (int): The padded size a group may reach.
+    RETURNS (List[List[int]]): Indices into ``lengths``; empty sequences are left out.
+    """
+    order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: -lengths[i])
+    buckets: List[List[int]] = []
+    current: List[int] = []
+    for i in order:
+        if current and (len(current) + 1) * lengths[current[0]] > max_tokens:
+            buckets.append(current)
+            current = []
+        current.append(i)
+    if current:
+        buckets.append(current)
+    return buckets
+
+
+def bucket_positions(
+    offsets: Sequence[int], lengths: Sequence[int], bucket: Sequence[int], pad_index: int, device
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Index tensors that cut a bucket's sequences out of a flat tensor.
+
+    RETURNS (Tuple[Tensor, Tensor, Tensor]): ``positions`` ``(B, T)``: the flat row of
+        each padded cell (``pad_index`` for padding); ``mask`` ``(B, T)``: True on real
+        tokens; ``lens`` ``(B,)``: the lengths, on ``device``.
+    """
+    lens = torch.tensor([lengths[i] for i in bucket], dtype=torch.long)
+    starts = torch.tensor([offsets[i] for i in bucket], dtype=torch.long)
+    steps = torch.arange(int(lens.max()), dtype=torch.long)
+    mask = steps[None, :] < lens[:, None]
+    positions = (starts[:, None] + steps[None, :]).masked_fill(~mask, pad_index)
+    return positions.to(device), mask.to(device), lens.to(device)
+
+
+class CRF(nn.Module):
+    """Linear-chain CRF with learned start, end and transition scores.
+
+    num_tags (int): The number of tags K.
+    allowed_start (Optional[Sequence[bool]]): Tags a sequence may start with.
+    allowed_transitions (Optional[Sequence[Sequence[bool]]]): ``[i][j]`` is True when
+        tag j may follow tag i.
+    allowed_end (Optional[Sequence[bool]]): Tags a sequence may end with.
+    segment_starts (Optional[Sequence[bool]]): Tags that open a segment (for BILUO:
+        O, B-* and U-*). ``decode`` reports, at each token, the probability of the
+        decoded segment that ends there, i.e. of an entity at its last token.
+    max_batch_tokens (int): Padded size of one bucket of sequences.
+    """
+
+    def __init__(
+        self,
+        num_tags: int,
+        allowed_start: Optional[Sequence[bool]] = None,
+        allowed_transitions: Optional[Sequence[Sequence[bool]]] = None,
+        allowed_end: Optional[Sequence[bool]] = None,
+        segment_starts: Optional[Sequence[bool]] = None,
+        max_batch_tokens: int = 65536,
+    ):
+        super().__init__()
+        if num_tags < 1:
+            raise ValueError(f"A CRF needs at least one tag, got num_tags={num_tags}.")
+        self.num_tags = num_tags
+        self.max_batch_tokens = max_batch_tokens
+        self.start_transitions = nn.Parameter(torch.zeros(num_tags))
+        self.end_transitions = nn.Parameter(torch.zeros(num_tags))
+        self.transitions = nn.Parameter(torch.zeros(num_tags, num_tags))
+
+        def as_mask(values, shape) -> Tensor:
+            if values is None:
+                return torch.ones(shape, dtype=torch.bool)
+            mask = torch.tensor(values, dtype=torch.bool)
+            if tuple(mask.shape) != shape:
+                raise ValueError(f"CRF constraint of shape {tuple(mask.shape)}, expected {shape}.")
+            return mask
+
+        K = num_tags
+        # Derived from the tag scheme, so not saved with the weights.
+        self.register_buffer("allowed_start", as_mask(allowed_start, (K,)), persistent=False)
+        self.register_buffer("allowed_end", as_mask(allowed_end, (K,)), persistent=False)
+        self.register_buffer(
+            "allowed_transitions", as_mask(allowed_transitions, (K, K)), persistent=False
+        )
+        starts = as_mask(segment_starts, (K,)) if segment_starts is not None else None
+        self.register_buffer(
+            "segment_starts",
+            starts if starts is not None else torch.ones(K, dtype=torch.bool),
+            persistent=False,
+        )
+
+    # --- scores ----------------------------------------------------------------
+    def potentials(self, penalty: float) -> Tuple[Tensor, Tensor, Tensor]:
+        """Start ``(K,)``, transition ``(K, K)`` and end ``(K,)`` scores, with forbidden
+        entries set to ``penalty``."""
+        start = self.start_transitions.masked_fill(~self.allowed_start, penalty)
+        trans = self.transitions.masked_fill(~self.allowed_transitions, penalty)
+        end = self.end_transitions.masked_fill(~self.allowed_end, penalty)
+        return start, trans, end
+
+    # --- padded algorithms (B, T, K) ---------------------------------------------
+    @staticmethod
+    def forward_scores(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor) -> Tensor:
+        """Forward algorithm. Returns log alphas ``(T, B, K)``; past a sequence's end
+        its last alpha is carried forward."""
+        alpha = start + emissions[:, 0]
+        alphas = [alpha]
+        for t in range(1, emissions.shape[1]):
+            step = torch.logsumexp(alpha.unsqueeze(2) + trans, dim=1) + emissions[:, t]
+            alpha = torch.where(mask[:, t, None], step, alpha)
+            alphas.append(alpha)
+        return torch.stack(alphas)
+
+    @staticmethod
+    def backward_scores(emissions: Tensor, mask: Tensor, trans: Tensor, end: Tensor) -> Tensor:
+        """Backward algorithm. Returns log betas ``(T, B, K)`` (``end`` at and past each
+        sequence's last token)."""
+        B, T, K = emissions.shape
+        beta = end.expand(B, K)
+        betas = [beta]
+        for t in range(T - 2, -1, -1):
+            step = torch.logsumexp(trans + (emissions[:, t + 1] + beta).unsqueeze(1), dim=2)
+            beta = torch.where(mask[:, t + 1, None], step, beta)
+            betas.append(beta)
+        betas.reverse()
+        return torch.stack(betas)
+
+    def log_partition(
+        self, emissions: Tensor, mask: Tensor, tag_mask: Optional[Tensor] = None,
+        penalty: float = TRAIN_PENALTY,
+    ) -> Tensor:
+        """log Z ``(B,)`` over all allowed paths, or over the paths whose tag at each
+        position is allowed by ``tag_mask`` ``(B, T, K)``."""
+        start, trans, end = self.potentials(penalty)
+        if tag_mask is not None:
+            emissions = emissions.masked_fill(~tag_mask, penalty)
+        alphas = self.forward_scores(emissions, mask, start, trans)
+        return torch.logsumexp(alphas[-1] + end, dim=1)
+
+    def viterbi(
+        self, emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
+    ) -> Tensor:
+        """The best path ``(B, T)`` under the given potentials. Past a sequence's end
+        the path repeats its last tag."""
+        B, T, K = emissions.shape
+        identity = torch.arange(K, device=emissions.device).expand(B, K)
+        score = start + emissions[:, 0]
+        backpointers = []
+        for t in range(1, T):
+            best, pointer = (score.unsqueeze(2) + trans).max(dim=1)
+            active = mask[:, t, None]
+            score = torch.where(active, best + emissions[:, t], score)
+            backpointers.append(torch.where(active, pointer, identity))
+        tag = (score + end).argmax(dim=1)
+        path = [tag]
+        for pointer in reversed(backpointers):
+            tag = pointer.gather(1, tag.unsqueeze(1)).squeeze(1)
+            path.append(tag)
+        path.reverse()
+        return torch.stack(path, dim=1)
+
+    def padded_nll(self, emissions: Tensor, mask: Tensor, tags: Tensor) -> Tensor:
+        """Negative log-likelihood ``(B,)`` of the gold tags ``(B, T)``. A tag of -1 is
+        *missing*: every tag is allowed there and the likelihood sums over them."""
+        emissions = emissions.float()
+        gold = torch.ones_like(emissions, dtype=torch.bool)
+        known = tags >= 0
+        one_hot = nn.functional.one_hot(tags.clamp(min=0), self.num_tags).bool()
+        gold = torch.where(known.unsqueeze(2), one_hot, gold)
+        both = self.log_partition(
+            torch.cat([emissions, emissions]),
+            torch.cat([mask, mask]),
+            torch.cat([torch.ones_like(gold), gold]),
+        )
+        log_z, log_gold = both.chunk(2)
+        return log_z - log_gold
+
+    def padded_decode(
+        self, emissions: Tensor, mask: Tensor, tag_mask: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """Viterbi path ``(B, T)``, marginals ``(B, T, K)`` and, at each token, the log
+        probability of the decoded segment ending there ``(B, T)``.
+
+        tag_mask (Optional[Tensor]): ``(B, T, K)``, True where a tag is allowed; it
+            must leave at least one allowed path.
+        """
+        emissions = emissions.float()
+        start, trans, end = self.potentials(float("-inf"))
+        if tag_mask is not None:
+            emissions = emissions.masked_fill(~tag_mask, float("-inf"))
+        path = self.viterbi(emissions, mask, start, trans, end)
+        alphas = self.forward_scores(emissions, mask, start, trans).transpose(0, 1)
+        betas = self.backward_scores(emissions, mask, trans, end).transpose(0, 1)
+        log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)  # (B,)
+        marginals = (alphas + betas - log_z[:, None, None]).exp()
+        # Segment probability: P(y_i..y_j = path_i..path_j) =
+        #   alpha_i(path_i) * prod_{t=i+1..j} trans(path_{t-1}, path_t) emit_t(path_t)
+        #   * beta_j(path_j) / Z, computed with prefix sums along the path.
+        idx = path.unsqueeze(2)
+        alpha_path = alphas.gather(2, idx).squeeze(2)
+        beta_path = betas.gather(2, idx).squeeze(2)
+        emit_path = emissions.gather(2, idx).squeeze(2)
+        step = trans[path[:, :-1], path[:, 1:]] + emit_path[:, 1:]
+        prefix = torch.cat([emit_path.new_zeros(path.shape[0], 1), step.cumsum(1)], dim=1)
+        T = path.shape[1]
+        steps = torch.arange(T, device=path.device).expand_as(path)
+        opens = self.segment_starts[path]
+        seg_start = torch.where(opens, steps, torch.zeros_like(steps)).cummax(dim=1).values
+        seg_logp = (
+            alpha_path.gather(1, seg_start)
+            + prefix
+            - prefix.gather(1, seg_start)
+            + beta_path
+            - log_z[:, None]
+        )
+        return path, marginals, seg_logp.clamp(max=0.0)
+
+    # --- ragged entry points ------------------------------------------------------
+    def forward(self, emissions: Tensor, lengths: Sequence[int], tags: Tensor) -> Tensor:
+        """Negative log-likelihood of each sequence.
+
+        emissions (Tensor): ``(N, K)`` tag scores of all sequences, concatenated.
+        lengths (Sequence[int]): The length of each sequence (they sum to N).
+        tags (Tensor): ``(N,)`` gold tag ids, -1 where the tag is missing.
+        RETURNS (Tensor): ``(len(lengths),)``; 0 for an empty sequence.
+        """
+        offsets = _offsets(lengths)
+        N = emissions.shape[0]
+        padded_emissions = torch.cat([emissions, emissions.new_zeros(1, self.num_tags)])
+        padded_tags = torch.cat([tags.long(), tags.new_full((1,), -1).long()])
+        parts, order = [], []
+        for bucket in length_buckets(lengths, self.max_batch_tokens):
+            positions, mask, _ = bucket_positions(offsets, lengths, bucket, N, emissions.device)
+            parts.append(self.padded_nll(padded_emissions[positions], mask, padded_tags[positions]))
+            order.extend(bucket)
+        nll = emissions.new_zeros(len(lengths), dtype=torch.float32)
+        if parts:
+            index = torch.tensor(order, dtype=torch.long, device=emissions.device)
+            nll = nll.index_copy(0, index, torch.cat(parts))
+        return nll
+
+    @torch.no_grad()
+    def decode(
+        self, emissions: Tensor, lengths: Sequence[int], tag_mask: Optional[Tensor] = None
+    ) -> Tuple[Tensor, Tensor]:
+        """Best tags and segment log probabilities of each sequence.
+
+        emissions (Tensor): ``(N, K)`` tag scores, concatenated.
+        lengths (Sequence[int]): The length of each sequence.
+        tag_mask (Optional[Tensor]): ``(N, K)``, True where a tag is allowed.
+        RETURNS (Tuple[Tensor, Tensor]): tags ``(N,)`` and, at each token, the log
+            probability of the decoded segment that ends there ``(N,)``.
+        """
+        offsets = _offsets(lengths)
+        N, K = emissions.shape
+        device = emissions.device
+        tags = torch.zeros(N, dtype=torch.long, device=device)
+        seg_logp = torch.zeros(N, dtype=torch.float32, device=device)
+        padded_emissions = torch.cat([emissions, emissions.new_zeros(1, K)])
+        padded_tag_mask = None
+        if tag_mask is not None:
+            padded_tag_mask = torch.cat([tag_mask, tag_mask.new_ones(1, K)])
+        for bucket in length_buckets(lengths, self.max_batch_tokens):
+            positions, mask, _ = bucket_positions(offsets, lengths, bucket, N, device)
+            bucket_mask = padded_tag_mask[positions] if padded_tag_mask is not None else None
+            path, _, logp = self.padded_decode(padded_emissions[positions], mask, bucket_mask)
+            tags[positions[mask]] = path[mask]
+            seg_logp[positions[mask]] = logp[mask]
+        return tags, seg_logp
+
+
+def _offsets(lengths: Sequence[int]) -> List[int]:
+    offsets, total = [], 0
+    for n in lengths:
+        offsets.append(total)
+        total += n
+    return offsets

@@ -1,0 +1,156 @@
+"""The hybrid encoder: projection, positions, Transformer layers, BiLSTM, tag scores.
+
+Works on padded tensors and lengths only (no spaCy, no thinc).
+"""
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+def check_sizes(
+    *, width: int, depth: int, n_heads: int, ffn_width: int, lstm_depth: int,
+    uni_lstm_depth: int, dropout: float,
+) -> None:
+    """Raise a ValueError that names the setting and the fix when sizes cannot work."""
+    if width < 1:
+        raise ValueError(f"width must be a positive number of dimensions, got {width}.")
+    for name, value in (("depth", depth), ("lstm_depth", lstm_depth), ("uni_lstm_depth", uni_lstm_depth)):
+        if value < 0:
+            raise ValueError(f"{name} must be 0 or more, got {value}.")
+    if depth > 0:
+        if n_heads < 1:
+            raise ValueError(f"n_heads must be at least 1 when depth > 0, got {n_heads}.")
+        if width % n_heads != 0:
+            raise ValueError(
+                f"width ({width}) must be divisible by n_heads ({n_heads}): each attention "
+                f"head gets width / n_heads dimensions. Change width to a multiple of "
+                f"{n_heads} (e.g. {n_heads * max(1, round(width / n_heads))}) or pick n_heads "
+                f"that divides {width}."
+            )
+        if ffn_width < 1:
+            raise ValueError(f"ffn_width must be at least 1 when depth > 0, got {ffn_width}.")
+    if lstm_depth > 0 and width % 2 != 0:
+        raise ValueError(
+            f"width ({width}) must be even when lstm_depth > 0: the BiLSTM gives each "
+            f"direction width / 2 dimensions. Use width = {width + 1}."
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sine/cosine position encodings (Vaswani et al. 2017), any length."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.width = width
+        self.register_buffer("table", self._make(512), persistent=False)
+
+    def _make(self, length: int) -> Tensor:
+        position = torch.arange(length, dtype=torch.float32)[:, None]
+        rate = torch.exp(
+            torch.arange(0, self.width, 2, dtype=torch.float32) * (-math.log(10000.0) / self.width)
+        )
+        table = torch.zeros(length, self.width)
+        table[:, 0::2] = torch.sin(position * rate)
+        table[:, 1::2] = torch.cos(position * rate)[:, : self.width // 2]
+        return table
+
+    def forward(self, length: int) -> Tensor:
+        if length > self.table.shape[0]:
+            self.table = self._make(max(length, 2 * self.table.shape[0])).to(self.table.device)
+        return self.table[:length]
+
+
+class HybridEncoder(nn.Module):
+    """Token vectors ``(B, T, nI)`` to per-tag emission scores ``(B, T, nO)``.
+
+    nI (int): Width of the incoming token vectors.
+    nO (int): Number of tags.
+    width (int): Hidden width of every layer.
+    depth (int): Transformer encoder layers (0: none).
+    n_heads (int): Attention heads per Transformer layer.
+    ffn_width (int): Width of the Transformer feed-forward blocks.
+    lstm_depth (int): Stacked BiLSTM layers after the Transformer (0: none).
+    uni_lstm_depth (int): Stacked left-to-right LSTM layers after the BiLSTM (0: none).
+    dropout (float): Dropout rate inside and between the parts.
+    max_batch_tokens (int): Sequences are run in chunks of at most this many padded
+        positions (each chunk trimmed to its longest sequence), which bounds the memory
+        of attention. Callers should pass sequences sorted longest first.
+    """
+
+    def __init__(
+        self, nI: int, nO: int, *, width: int = 128, depth: int = 2, n_heads: int = 4,
+        ffn_width: int = 256, lstm_depth: int = 1, uni_lstm_depth: int = 0,
+        dropout: float = 0.1, max_batch_tokens: int = 16384,
+    ):
+        super().__init__()
+        check_sizes(
+            width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
+            lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
+        )
+        self.nI, self.nO, self.width = nI, nO, width
+        self.max_batch_tokens = max_batch_tokens
+        self.input_proj = nn.Linear(nI, width)
+        self.positions = SinusoidalPositions(width)
+        self.input_norm = nn.LayerNorm(width)
+        self.dropout = nn.Dropout(dropout)
+        self.transformer: Optional[nn.TransformerEncoder] = None
+        if depth > 0:
+            layer = nn.TransformerEncoderLayer(
+                width, n_heads, dim_feedforward=ffn_width, dropout=dropout,
+                activation="gelu", batch_first=True, norm_first=True,
+            )
+            self.transformer = nn.TransformerEncoder(
+                layer, depth, norm=nn.LayerNorm(width), enable_nested_tensor=False
+            )
+        self.lstm: Optional[nn.LSTM] = None
+        if lstm_depth > 0:
+            self.lstm = nn.LSTM(
+                width, width // 2, num_layers=lstm_depth, bidirectional=True,
+                batch_first=True, dropout=dropout if lstm_depth > 1 else 0.0,
+            )
+        self.uni_lstm: Optional[nn.LSTM] = None
+        if uni_lstm_depth > 0:
+            self.uni_lstm = nn.LSTM(
+                width, width, num_layers=uni_lstm_depth, batch_first=True,
+                dropout=dropout if uni_lstm_depth > 1 else 0.0,
+            )
+        self.output = nn.Linear(width, nO)
+
+    def forward(self, X: Tensor, lengths: Tensor) -> Tensor:
+        """X (Tensor): ``(B, T, nI)`` padded token vectors. lengths (Tensor): ``(B,)``
+        on the CPU. RETURNS (Tensor): ``(B, T, nO)``; rows past a length are padding."""
+        B, T, _ = X.shape
+        if B == 0 or T == 0:
+            return self.output(self.input_proj(X))
+        lens = [int(n) for n in lengths]
+        outputs, i = [], 0
+        while i < B:
+            j, longest = i + 1, max(lens[i], 1)
+            while j < B and (j - i + 1) * max(longest, lens[j]) <= self.max_batch_tokens:
+                longest = max(longest, lens[j])
+                j += 1
+            Y = self._encode(X[i:j, :longest], lengths[i:j])
+            outputs.append(nn.functional.pad(Y, (0, 0, 0, T - longest)))
+            i = j
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _encode(self, X: Tensor, lengths: Tensor) -> Tensor:
+        T = X.shape[1]
+        h = self.input_proj(X) + self.positions(T)
+        h = self.dropout(self.input_norm(h))
+        lengths = lengths.clamp(min=1)
+        if self.transformer is not None:
+            steps = torch.arange(T, device=X.device)
+            padding = steps[None, :] >= lengths.to(X.device)[:, None]
+            h = self.transformer(h, src_key_padding_mask=padding)
+        for lstm in (self.lstm, self.uni_lstm):
+            if lstm is not None:
+                packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
+                out, _ = lstm(packed)
+                h, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+        return self.output(self.dropout(h))

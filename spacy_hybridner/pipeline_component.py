@@ -1,0 +1,358 @@
+"""The ``hybrid_ner`` pipeline component: HybridNER as spaCy's ``ner``."""
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+import numpy
+import srsly
+from spacy import util
+from spacy.errors import Errors
+from spacy.language import Language
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc, Span
+from spacy.training import Example, biluo_tags_to_spans, validate_examples, validate_get_examples
+from spacy.vocab import Vocab
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.types import Floats1d, Floats2d, Ints1d
+
+from .layers import crf_decode
+from .tag_scheme import biluo_constraints, biluo_tag_names
+
+DEFAULT_HYBRID_NER_MODEL = """
+[model]
+@architectures = "spacy-hybridner.HybridNER.v1"
+width = 128
+depth = 2
+n_heads = 4
+ffn_width = 256
+lstm_depth = 1
+uni_lstm_depth = 0
+dropout = 0.1
+window = 256
+stride = 192
+mixed_precision = false
+
+[model.tok2vec]
+@architectures = "spacy.Tok2Vec.v2"
+
+[model.tok2vec.embed]
+@architectures = "spacy.MultiHashEmbed.v2"
+width = 96
+attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
+rows = [5000, 1000, 2500, 2500]
+include_static_vectors = false
+
+[model.tok2vec.encode]
+@architectures = "spacy.MaxoutWindowEncoder.v2"
+width = 96
+depth = 2
+window_size = 1
+maxout_pieces = 3
+"""
+DEFAULT_MODEL = Config().from_str(DEFAULT_HYBRID_NER_MODEL)["model"]
+
+if not Span.has_extension("confidence"):
+    Span.set_extension("confidence", default=None)
+
+
+@Language.factory(
+    "hybrid_ner",
+    assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
+    default_config={
+        "model": DEFAULT_MODEL,
+        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+    },
+    default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
+)
+def make_hybrid_ner(nlp: Language, name: str, model: Model, scorer: Optional[Callable]) -> "HybridEntityRecognizer":
+    """Create a ``hybrid_ner`` component: a named entity recognizer whose model scores
+    BILUO tags (e.g. ``spacy-hybridner.HybridNER.v1``) and decodes them with a CRF.
+
+    model (Model[List[Doc], List[Floats2d]]): The emission model; its CRF is the
+        sublayer ``model.get_ref("crf")``.
+    scorer (Optional[Callable]): Defaults to spaCy's NER scorer.
+    """
+    return HybridEntityRecognizer(nlp.vocab, model, name, scorer=scorer)
+
+
+class HybridEntityRecognizer(TrainablePipe):
+    """Named entity recognition with a CRF over BILUO tags.
+
+    Predicted entities go to ``doc.ents`` (and so to ``token.ent_iob_`` and
+    ``token.ent_type_``); each carries ``span._.confidence``, the probability under the
+    CRF that exactly this span has exactly this label.
+
+    Entities already on a Doc (from an ``entity_ruler`` placed before, say) are kept:
+    decoding is constrained to agree with them, so predicted entities fill the rest of
+    the text and never overlap or cut through them. Their ``_.confidence`` is left as
+    it was.
+    """
+
+    def __init__(
+        self, vocab: Vocab, model: Model, name: str = "hybrid_ner", *,
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.scorer = scorer
+        self.cfg: Dict = {"labels": [], "nI": None}
+        self._tag_cache: Optional[Tuple] = None
+
+    # --- labels and tags ------------------------------------------------------------
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        """The entity labels, in tag order."""
+        return tuple(self.cfg["labels"])
+
+    @property
+    def label_data(self) -> List[str]:
+        return list(self.labels)
+
+    @property
+    def tag_names(self) -> List[str]:
+        """The BILUO tags the model scores: ``O`` then B-, I-, L-, U- per label."""
+        return biluo_tag_names(self.labels)
+
+    def _tags(self) -> Tuple[Dict[str, int], List[str]]:
+        if self._tag_cache is None or self._tag_cache[0] != self.labels:
+            names = self.tag_names
+            index = {tag: i for i, tag in enumerate(names)}
+            self._tag_cache = (self.labels, index, names)
+        return self._tag_cache[1], self._tag_cache[2]
+
+    def add_label(self, label: str) -> int:
+        """Add an entity label before ``initialize``. RETURNS (int): 1 if it is new."""
+        if not isinstance(label, str):
+            raise ValueError(Errors.E187)
+        if label in self.labels:
+            return 0
+        if self.is_initialized:
+            raise ValueError(
+                f"[hybrid_ner] Cannot add the label '{label}' to '{self.name}' after it was "
+                f"initialized: its CRF has one set of tags per label. Add every label before "
+                f"nlp.initialize() (ner.add_label, or labels in [initialize.components."
+                f"{self.name}]), or initialize again to retrain with the new label."
+            )
+        self.cfg["labels"].append(label)
+        self.vocab.strings.add(label)
+        return 1
+
+    @property
+    def is_initialized(self) -> bool:
+        """Whether the PyTorch modules are built (after ``initialize`` or loading)."""
+        return bool(self.model.get_ref("crf").layers)
+
+    def _set_up_model(self) -> None:
+        """Give the model its tag count and BILUO constraints."""
+        tags = self.tag_names
+        self.model.set_dim("nO", len(tags), force=True)
+        self.model.get_ref("crf").attrs["constraints"] = biluo_constraints(tags)
+
+    # --- training ---------------------------------------------------------------------
+    def initialize(
+        self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None,
+        labels: Optional[Iterable[str]] = None,
+    ) -> None:
+        """Gather labels (sorted) from the examples unless ``labels`` are given, then build
+        and initialise the model on a sample of the examples.
+
+        get_examples (Callable[[], Iterable[Example]]): Training examples.
+        nlp (Language): The pipeline (unused).
+        labels (Optional[Iterable[str]]): The entity labels, e.g. from ``spacy init labels``.
+        """
+        validate_get_examples(get_examples, "HybridEntityRecognizer.initialize")
+        if labels is not None:
+            found = list(labels)
+        else:
+            found = sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
+            for label in self.labels:  # added with add_label
+                if label not in found:
+                    found.append(label)
+        self.cfg["labels"] = []
+        self.model.get_ref("crf").layers[:] = []
+        for label in found:
+            self.add_label(label)
+        self._require_labels()
+        doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
+        if not doc_sample:
+            raise ValueError(Errors.E923.format(name=self.name))
+        self._set_up_model()
+        self.model.initialize(X=doc_sample)
+        self.cfg["nI"] = self.model.get_ref("encoder").get_dim("nI")
+
+    def _gold_tags(self, example: Example) -> Ints1d:
+        """Tag ids of the reference entities aligned to the predicted tokens; -1 where
+        the tag is missing, or could not be aligned (spaCy warns about those)."""
+        index, _ = self._tags()
+        tags = example.get_aligned_ner()
+        ids = numpy.full((len(tags),), -1, dtype="int32")
+        for i, tag in enumerate(tags):
+            if tag is None or tag == "-" or tag == "":
+                continue
+            tag_id = index.get(tag)
+            if tag_id is None:
+                label = tag.split("-", 1)[-1]
+                raise ValueError(
+                    f"[hybrid_ner] The training data has an entity with the label '{label}', "
+                    f"which the component '{self.name}' was not initialized with (its labels: "
+                    f"{list(self.labels)}). Initialize it with that label: leave labels out of "
+                    f"[initialize.components.{self.name}] so they are read from the training "
+                    f"data, or add it with add_label before nlp.initialize()."
+                )
+            ids[i] = tag_id
+        return self.model.ops.asarray1i(ids)
+
+    def update(
+        self, examples: Iterable[Example], *, drop: float = 0.0,
+        sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        """Learn from a batch of examples: CRF negative log-likelihood, summed."""
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, "HybridEntityRecognizer.update")
+        self._require_initialized()
+        # Check the gold labels before touching the weights.
+        gold = [self._gold_tags(eg) for eg in examples]
+        if not any(len(eg.predicted) for eg in examples):
+            return losses
+        set_dropout_rate(self.model, drop)
+        scores, backprop_scores = self.model.begin_update([eg.predicted for eg in examples])
+        loss, d_scores = self._crf_loss(scores, gold)
+        backprop_scores(d_scores)
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += loss
+        return losses
+
+    def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
+        """The CRF loss of ``scores`` against the examples and its gradient. As a side
+        effect the CRF's own transition scores receive their gradient."""
+        examples = list(examples)
+        validate_examples(examples, "HybridEntityRecognizer.get_loss")
+        return self._crf_loss(scores, [self._gold_tags(eg) for eg in examples])
+
+    def _crf_loss(self, scores: List[Floats2d], gold: List[Ints1d]) -> Tuple[float, List[Floats2d]]:
+        nll, backprop = self.model.get_ref("crf").begin_update((scores, gold))
+        d_scores, _ = backprop(self.model.ops.alloc1f(len(scores)) + 1.0)
+        return float(nll.sum()), d_scores
+
+    # --- prediction -------------------------------------------------------------------
+    def _require_initialized(self) -> None:
+        if not self.is_initialized:
+            raise ValueError(Errors.E109.format(name=self.name))
+
+    def _preset_mask(self, doc: Doc):
+        """Allowed tags per token that agree with entities already on the doc."""
+        if not doc.ents:
+            return None
+        index, names = self._tags()
+        mask = numpy.ones((len(doc), len(names)), dtype="bool")
+        for ent in doc.ents:
+            label = ent.label_
+            if label in self.labels:
+                if len(ent) == 1:
+                    tags = [f"U-{label}"]
+                else:
+                    tags = [f"B-{label}"] + [f"I-{label}"] * (len(ent) - 2) + [f"L-{label}"]
+            else:  # a label the model cannot produce: leave those tokens outside
+                tags = ["O"] * len(ent)
+            for i, tag in zip(range(ent.start, ent.end), tags):
+                mask[i] = False
+                mask[i, index[tag]] = True
+        return self.model.ops.asarray(mask)
+
+    def predict(self, docs: Iterable[Doc]) -> Tuple[List[Ints1d], List[Floats1d]]:
+        """Decode the best tags of each doc. RETURNS (Tuple[List[Ints1d],
+        List[Floats1d]]): tag ids and, at each token, the probability of the segment
+        ending there."""
+        docs = list(docs)
+        self._require_initialized()
+        if not any(len(doc) for doc in docs):
+            ops = self.model.ops
+            return [ops.alloc1i(len(d)) for d in docs], [ops.alloc1f(len(d)) for d in docs]
+        scores = self.model.predict(docs)
+        masks = [self._preset_mask(doc) for doc in docs]
+        return crf_decode(self.model.get_ref("crf"), scores, masks)
+
+    def set_annotations(self, docs: Iterable[Doc], predictions: Tuple[List[Ints1d], List[Floats1d]]) -> None:
+        """Write the entities to ``doc.ents``, with ``span._.confidence``."""
+        _, names = self._tags()
+        ops = self.model.ops
+        for doc, tag_ids, probs in zip(docs, *predictions):
+            tag_ids = ops.to_numpy(tag_ids)
+            probs = ops.to_numpy(probs)
+            preset = list(doc.ents)
+            spans = biluo_tags_to_spans(doc, [names[i] for i in tag_ids])
+            if preset:
+                taken = numpy.zeros((len(doc),), dtype="bool")
+                for ent in preset:
+                    taken[ent.start : ent.end] = True
+                spans = [span for span in spans if not taken[span.start : span.end].any()]
+            for span in spans:
+                span._.confidence = float(probs[span.end - 1])
+            doc.ents = sorted(preset + spans, key=lambda span: span.start)
+
+    # --- serialization ----------------------------------------------------------------
+    def _rebuild_model(self) -> None:
+        """Build the PyTorch modules from ``cfg`` so that saved weights can load."""
+        if not self.labels:
+            return
+        if self.cfg.get("nI") is None:
+            raise ValueError(
+                f"[hybrid_ner] The saved settings of '{self.name}' lack 'nI' (the width of "
+                f"its token vectors), so its model cannot be rebuilt. Re-save the pipeline "
+                f"with this version of spacy-hybridner, or retrain it."
+            )
+        self._set_up_model()
+        encoder = self.model.get_ref("encoder")
+        encoder.set_dim("nI", self.cfg["nI"], force=True)
+        encoder.set_dim("nO", self.model.get_dim("nO"), force=True)
+        self.model.get_ref("crf").set_dim("nO", self.model.get_dim("nO"), force=True)
+        encoder.initialize()
+        self.model.get_ref("crf").initialize()
+
+    def _load_model_bytes(self, data: bytes, source: str) -> None:
+        self._rebuild_model()
+        try:
+            self.model.from_bytes(data)
+        except Exception as err:
+            raise ValueError(
+                f"[hybrid_ner] Could not load the weights of '{self.name}' from {source}: "
+                f"{type(err).__name__}: {err}. The file is damaged or was written for a "
+                f"different model config. Save the pipeline again with nlp.to_disk, or "
+                f"retrain it."
+            ) from err
+
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "HybridEntityRecognizer":
+        """Load from a bytestring written by ``to_bytes``."""
+        deserialize = {
+            "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
+            "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
+            "model": lambda b: self._load_model_bytes(b, "bytes"),
+        }
+        util.from_bytes(bytes_data, deserialize, exclude)
+        return self
+
+    def from_disk(self, path, *, exclude=tuple()) -> "HybridEntityRecognizer":
+        """Load from a directory written by ``to_disk``."""
+        path = util.ensure_path(path)
+
+        def load_model(p: Path) -> None:
+            if not p.exists():
+                raise ValueError(
+                    f"[hybrid_ner] The weights file of '{self.name}' is missing: {p}. The "
+                    f"pipeline folder is incomplete; copy it again in full, save it again "
+                    f"with nlp.to_disk, or retrain it."
+                )
+            self._load_model_bytes(p.read_bytes(), str(p))
+
+        deserialize = {
+            "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
+            "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
+            "model": load_model,
+        }
+        util.from_disk(path, deserialize, exclude)
+        return self
