@@ -1,10 +1,12 @@
 """The ``hybrid_ner`` pipeline component: HybridNER as spaCy's ``ner``."""
+import os
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy
 import srsly
+import torch
 from spacy import util
 from spacy.errors import Errors
 from spacy.language import Language
@@ -50,6 +52,15 @@ window_size = 1
 maxout_pieces = 3
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_HYBRID_NER_MODEL)["model"]
+
+def _single_threaded_torch() -> None:
+    # A process forked after torch has used its thread pool (nlp.pipe(n_process=2))
+    # hangs in torch's first parallel op unless the child runs torch single-threaded.
+    # One thread per worker process is also what multiprocessing wants anyway.
+    torch.set_num_threads(1)
+
+
+os.register_at_fork(after_in_child=_single_threaded_torch)
 
 if not Span.has_extension("confidence"):
     Span.set_extension("confidence", default=None)

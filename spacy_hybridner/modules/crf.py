@@ -196,6 +196,7 @@ class CRF(nn.Module):
         log_z, log_gold = both.chunk(2)
         return log_z - log_gold
 
+    @torch.no_grad()
     def padded_decode(
         self, emissions: Tensor, mask: Tensor, tag_mask: Optional[Tensor] = None
     ) -> Tuple[Tensor, Tensor, Tensor]:

@@ -141,7 +141,9 @@ class HybridEncoder(nn.Module):
 
     def _encode(self, X: Tensor, lengths: Tensor) -> Tensor:
         T = X.shape[1]
-        h = self.input_proj(X) + self.positions(T)
+        h = self.input_proj(X)
+        if self.transformer is not None:  # the LSTMs know order without them
+            h = h + self.positions(T)
         h = self.dropout(self.input_norm(h))
         lengths = lengths.clamp(min=1)
         if self.transformer is not None:

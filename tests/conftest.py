@@ -1,0 +1,90 @@
+import os
+import subprocess
+import sys
+from typing import List, Tuple
+
+import pytest
+import spacy
+from spacy.training import Example
+from thinc.api import fix_random_seed
+
+# Tests run torch single-threaded: faster for tiny models on 2 cores, and deterministic.
+import torch
+
+torch.set_num_threads(1)
+
+TRAIN_DATA: List[Tuple[str, List[Tuple[int, int, str]]]] = [
+    ("Michael Jordan was born in Brooklyn , New York .", [(0, 14, "PER"), (27, 35, "LOC"), (38, 46, "LOC")]),
+    ("Apple hired Tim Cook in London .", [(0, 5, "ORG"), (12, 20, "PER"), (24, 30, "LOC")]),
+    ("Angela Merkel met Google executives in Berlin .", [(0, 13, "PER"), (18, 24, "ORG"), (39, 45, "LOC")]),
+    ("The weather was nice today .", []),
+    ("Microsoft opened an office in Paris .", [(0, 9, "ORG"), (30, 35, "LOC")]),
+    ("Barack Obama visited Kenya .", [(0, 12, "PER"), (21, 26, "LOC")]),
+]
+
+# A small model that learns TRAIN_DATA in a few dozen updates.
+TINY_MODEL = {
+    "@architectures": "spacy-hybridner.HybridNER.v1",
+    "width": 32,
+    "depth": 1,
+    "n_heads": 2,
+    "ffn_width": 64,
+    "lstm_depth": 1,
+    "dropout": 0.0,
+    "window": 32,
+    "stride": 24,
+    "tok2vec": {
+        "@architectures": "spacy.Tok2Vec.v2",
+        "embed": {
+            "@architectures": "spacy.MultiHashEmbed.v2",
+            "width": 32,
+            "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+            "rows": [500, 100, 200, 200],
+            "include_static_vectors": False,
+        },
+        "encode": {
+            "@architectures": "spacy.MaxoutWindowEncoder.v2",
+            "width": 32,
+            "depth": 1,
+            "window_size": 1,
+            "maxout_pieces": 2,
+        },
+    },
+}
+
+
+def make_examples(nlp, data=TRAIN_DATA) -> List[Example]:
+    return [Example.from_dict(nlp.make_doc(text), {"entities": ents}) for text, ents in data]
+
+
+def ents_of(doc):
+    return [(e.start_char, e.end_char, e.label_) for e in doc.ents]
+
+
+def train_tiny(n_iter: int = 100, seed: int = 0, model=None):
+    """A blank English pipeline with hybrid_ner trained on TRAIN_DATA."""
+    fix_random_seed(seed)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("hybrid_ner", name="ner", config={"model": model or TINY_MODEL})
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(n_iter):
+        nlp.update(examples, sgd=optimizer)
+    return nlp
+
+
+@pytest.fixture(scope="session")
+def trained_nlp():
+    return train_tiny()
+
+
+def run_python(code: str, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter; raise with its output if it fails."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"subprocess failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}")
+    return result

@@ -1,0 +1,286 @@
+"""The hybrid_ner component, in the style of spaCy's own pipeline tests."""
+import json
+import pickle
+
+import numpy
+import pytest
+import spacy
+from spacy.lang.en import English
+from spacy.tokens import Doc, DocBin
+from spacy.training import Example
+from thinc.api import fix_random_seed
+
+from conftest import TINY_MODEL, TRAIN_DATA, ents_of, make_examples, run_python, train_tiny
+
+
+def test_overfitting_IO(trained_nlp, tmp_path):
+    """Learns a handful of sentences perfectly, saves, and reloads in a new process with
+    only `import spacy` to the same entities and confidences."""
+    nlp = trained_nlp
+    scores = nlp.evaluate(make_examples(nlp))
+    assert scores["ents_f"] == 1.0
+    texts = [text for text, _ in TRAIN_DATA] + ["Tim Cook visited Berlin ."]
+    before = [
+        [(e.start_char, e.end_char, e.label_, e._.confidence) for e in doc.ents]
+        for doc in nlp.pipe(texts)
+    ]
+    for doc, (_, ents) in zip(nlp.pipe(texts), TRAIN_DATA):
+        assert ents_of(doc) == ents
+        assert all(0.0 <= e._.confidence <= 1.0 for e in doc.ents)
+        assert all(e._.confidence > 0.5 for e in doc.ents)
+    nlp.to_disk(tmp_path / "model")
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    code = (
+        "import json, spacy\n"
+        "nlp = spacy.load('model')\n"
+        "texts = json.load(open('texts.json'))\n"
+        "print(json.dumps([[(e.start_char, e.end_char, e.label_, e._.confidence) for e in d.ents] for d in nlp.pipe(texts)]))\n"
+    )
+    out = run_python(code, cwd=tmp_path).stdout
+    after = json.loads(out.strip().splitlines()[-1])
+    assert [[tuple(e) for e in doc] for doc in after] == before
+
+
+def test_to_from_bytes_and_disk_give_same_predictions(trained_nlp, tmp_path):
+    text = "Angela Merkel met Tim Cook in Paris ."
+    doc = trained_nlp(text)
+    expected = [(e.start, e.end, e.label_, e._.confidence) for e in doc.ents]
+    assert expected
+    ner_bytes = trained_nlp.get_pipe("ner").to_bytes()
+    nlp2 = spacy.blank("en")
+    nlp2.add_pipe("hybrid_ner", name="ner", config={"model": TINY_MODEL})
+    nlp2.get_pipe("ner").from_bytes(ner_bytes)
+    assert nlp2.get_pipe("ner").labels == trained_nlp.get_pipe("ner").labels
+    assert [(e.start, e.end, e.label_, e._.confidence) for e in nlp2(text).ents] == expected
+    trained_nlp.to_disk(tmp_path)
+    nlp3 = spacy.load(tmp_path)
+    assert [(e.start, e.end, e.label_, e._.confidence) for e in nlp3(text).ents] == expected
+    # The whole pipeline round-trips through bytes too, and pickles.
+    nlp4 = spacy.blank("en").from_config(trained_nlp.config).from_bytes(trained_nlp.to_bytes())
+    assert [(e.start, e.end, e.label_) for e in nlp4(text).ents] == [x[:3] for x in expected]
+    nlp5 = pickle.loads(pickle.dumps(trained_nlp))
+    assert [(e.start, e.end, e.label_) for e in nlp5(text).ents] == [x[:3] for x in expected]
+
+
+def test_initialize_gathers_sorted_labels_from_data():
+    nlp = English()
+    ner = nlp.add_pipe("hybrid_ner", config={"model": TINY_MODEL})
+    nlp.initialize(lambda: make_examples(nlp))
+    assert ner.labels == ("LOC", "ORG", "PER")
+    assert ner.tag_names[:5] == ["O", "B-LOC", "I-LOC", "L-LOC", "U-LOC"]
+
+
+def test_initialize_with_labels():
+    nlp = English()
+    ner = nlp.add_pipe("hybrid_ner", config={"model": TINY_MODEL})
+    nlp.config["initialize"]["components"]["hybrid_ner"] = {"labels": ["PER", "LOC", "ORG", "MISC"]}
+    nlp.initialize(lambda: make_examples(nlp))
+    assert ner.labels == ("PER", "LOC", "ORG", "MISC")
+    assert ner.model.get_dim("nO") == 1 + 4 * 4
+
+
+def test_initialize_examples():
+    nlp = English()
+    nlp.add_pipe("hybrid_ner", config={"model": TINY_MODEL})
+    examples = make_examples(nlp)
+    nlp.initialize(get_examples=lambda: examples)
+    # spaCy's contract: get_examples must be a callable returning examples.
+    with pytest.raises(TypeError):
+        nlp.initialize(get_examples=lambda: None)
+    with pytest.raises(TypeError):
+        nlp.initialize(get_examples=examples)
+
+
+def test_no_label():
+    nlp = English()
+    nlp.add_pipe("hybrid_ner", config={"model": TINY_MODEL})
+    with pytest.raises(ValueError, match="Labels for component"):
+        nlp.initialize()
+    with pytest.raises(ValueError, match="Labels for component"):
+        nlp.initialize(lambda: make_examples(nlp, [("No entities here .", [])]))
+
+
+def test_use_before_initialize_raises_E109():
+    nlp = English()
+    nlp.add_pipe("hybrid_ner", name="ner", config={"model": TINY_MODEL})
+    with pytest.raises(ValueError, match=r"\[E109\].*initialize"):
+        nlp("Michael Jordan")
+
+
+def test_update_with_unknown_label_names_label_and_fix_and_changes_nothing(trained_nlp):
+    nlp = trained_nlp
+    ner = nlp.get_pipe("ner")
+    before = ner.model.to_bytes()
+    example = Example.from_dict(nlp.make_doc("Python is a language ."), {"entities": [(0, 6, "LANGUAGE")]})
+    with pytest.raises(ValueError, match=r"'LANGUAGE'.*(add_label|initialize)"):
+        nlp.update([example], sgd=nlp.create_optimizer())
+    assert ner.model.to_bytes() == before
+
+
+def test_add_label_after_initialize_is_explained(trained_nlp):
+    with pytest.raises(ValueError, match="'MISC'.*initialize"):
+        trained_nlp.get_pipe("ner").add_label("MISC")
+    assert trained_nlp.get_pipe("ner").add_label("PER") == 0
+
+
+def test_misaligned_entities_warn_and_are_skipped():
+    nlp = English()
+    ner = nlp.add_pipe("hybrid_ner", name="ner", config={"model": TINY_MODEL})
+    with pytest.warns(UserWarning, match="W030"):
+        bad = Example.from_dict(nlp.make_doc("Hello Jordanx and Paris ."), {"entities": [(6, 12, "PER"), (18, 23, "LOC")]})
+    examples = make_examples(nlp) + [bad]
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(3):
+        losses = nlp.update(examples, sgd=optimizer)
+    assert numpy.isfinite(losses["ner"])
+    gold = ner._gold_tags(bad)
+    assert list(gold[:2]) == [0, -1]  # "Hello" is O, the cut-off "Jordanx" is skipped
+    assert ner.tag_names[gold[3]] == "U-LOC"
+
+
+@pytest.mark.parametrize(
+    "text", ["", "   ", "\n\t ", "?!... ,;", "🙂 🚀🚀 👍🏽", "\x00\x07 ctrl \x1b[0m text", "a" * 3000]
+)
+def test_odd_texts_give_valid_entities(trained_nlp, text):
+    doc = trained_nlp(text)
+    assert all(0 <= e.start < e.end <= len(doc) for e in doc.ents)
+    assert all(t.ent_iob_ in ("B", "I", "O") for t in doc)
+
+
+def test_batch_with_empty_docs(trained_nlp):
+    texts = ["", "Michael Jordan was born in Brooklyn , New York .", "  ", "Apple"]
+    docs = list(trained_nlp.pipe(texts))
+    assert ents_of(docs[1]) == TRAIN_DATA[0][1]
+    assert docs[0].ents == () and docs[2].ents == ()
+
+
+def test_preset_entities_are_kept_and_never_overlapped(trained_nlp):
+    """Policy: entities already on a Doc stay; predictions fill the rest around them."""
+    nlp = trained_nlp
+    text = "Michael Jordan was born in Brooklyn , New York ."
+    doc = nlp.make_doc(text)
+    # 'Jordan was' as a preset ORG cuts through the PER the model would predict, and a
+    # label the model does not know sits on 'New York'.
+    doc.ents = [doc.char_span(8, 18, "ORG"), doc.char_span(38, 46, "GPE")]
+    doc = nlp.get_pipe("ner")(doc)
+    assert (8, 18, "ORG") in ents_of(doc) and (38, 46, "GPE") in ents_of(doc)
+    assert (27, 35, "LOC") in ents_of(doc)
+    assert not any(e.start_char == 0 and e.end_char == 14 for e in doc.ents)
+    preset = [e for e in doc.ents if (e.start_char, e.end_char) in ((8, 18), (38, 46))]
+    assert len(preset) == 2 and all(e._.confidence is None for e in preset)
+
+
+def test_entity_ruler_before_hybrid_ner(trained_nlp, tmp_path):
+    trained_nlp.to_disk(tmp_path)
+    nlp = spacy.load(tmp_path)
+    ruler = nlp.add_pipe("entity_ruler", before="ner")
+    ruler.add_patterns([{"label": "ORG", "pattern": "Brooklyn"}])
+    doc = nlp("Michael Jordan was born in Brooklyn , New York .")
+    assert ents_of(doc) == [(0, 14, "PER"), (27, 35, "ORG"), (38, 46, "LOC")]
+
+
+def test_n_process_2_matches_n_process_1(trained_nlp):
+    texts = [text for text, _ in TRAIN_DATA] * 4 + ["Tim Cook and Angela Merkel in Kenya ."]
+    single = [ents_of(d) for d in trained_nlp.pipe(texts)]
+    multi = [ents_of(d) for d in trained_nlp.pipe(texts, n_process=2, batch_size=5)]
+    assert multi == single
+
+
+def test_confidences_survive_docbin(trained_nlp):
+    doc = trained_nlp("Barack Obama visited Kenya .")
+    db = DocBin(store_user_data=True, docs=[doc])
+    (doc2,) = DocBin(store_user_data=True).from_bytes(db.to_bytes()).get_docs(trained_nlp.vocab)
+    assert [e._.confidence for e in doc2.ents] == [e._.confidence for e in doc.ents]
+
+
+def test_same_seed_same_weights_and_entities():
+    a = train_tiny(n_iter=8, seed=7)
+    b = train_tiny(n_iter=8, seed=7)
+    assert a.get_pipe("ner").model.to_bytes() == b.get_pipe("ner").model.to_bytes()
+    text = "Michael Jordan met Tim Cook in Paris ."
+    assert [(e.start, e.end, e.label_, e._.confidence) for e in a(text).ents] == [
+        (e.start, e.end, e.label_, e._.confidence) for e in b(text).ents
+    ]
+    c = train_tiny(n_iter=8, seed=8)
+    assert c.get_pipe("ner").model.to_bytes() != a.get_pipe("ner").model.to_bytes()
+
+
+def test_every_parameter_is_trained_and_saved(trained_nlp):
+    """CRF transitions included: walked by the model, changed by training, saved."""
+    ner = trained_nlp.get_pipe("ner")
+    crf_module = ner.model.get_ref("crf").layers[0].shims[0]._model
+    assert crf_module.transitions.abs().sum() > 0  # initialised at zero, so it learned
+    shims = [shim for node in ner.model.walk() for shim in node.shims]
+    assert len(shims) == 2
+    fresh = spacy.blank("en")
+    fresh.add_pipe("hybrid_ner", name="ner", config={"model": TINY_MODEL}).from_bytes(ner.to_bytes())
+    crf2 = fresh.get_pipe("ner").model.get_ref("crf").layers[0].shims[0]._model
+    assert (crf2.transitions == crf_module.transitions).all()
+
+
+def test_shared_tok2vec_listener():
+    fix_random_seed(0)
+    nlp = English()
+    nlp.add_pipe("tok2vec", config={"model": TINY_MODEL["tok2vec"]})
+    model = dict(TINY_MODEL, tok2vec={"@architectures": "spacy.Tok2VecListener.v1", "width": 32, "upstream": "*"})
+    nlp.add_pipe("hybrid_ner", name="ner", config={"model": model})
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(60):
+        nlp.update(examples, sgd=optimizer)
+    assert nlp.evaluate(examples)["ents_f"] == 1.0
+    nlp2 = spacy.blank("en").from_config(nlp.config).from_bytes(nlp.to_bytes())
+    text = TRAIN_DATA[2][0]
+    assert ents_of(nlp2(text)) == ents_of(nlp(text)) == TRAIN_DATA[2][1]
+
+
+def test_missing_weights_file_is_explained(trained_nlp, tmp_path):
+    trained_nlp.to_disk(tmp_path)
+    (tmp_path / "ner" / "model").unlink()
+    with pytest.raises(ValueError, match=r"weights file .* is missing.*ner.model"):
+        spacy.load(tmp_path)
+
+
+def test_corrupted_weights_file_is_explained(trained_nlp, tmp_path):
+    trained_nlp.to_disk(tmp_path)
+    path = tmp_path / "ner" / "model"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"Could not load the weights.*damaged"):
+        spacy.load(tmp_path)
+    path.write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match=r"Could not load the weights"):
+        spacy.load(tmp_path)
+
+
+def test_impossible_sizes_in_config_are_explained():
+    nlp = English()
+    with pytest.raises(ValueError, match=r"width \(130\) must be divisible by n_heads \(4\)"):
+        nlp.add_pipe("hybrid_ner", config={"model": dict(TINY_MODEL, width=130, n_heads=4)})
+    with pytest.raises(ValueError, match="stride"):
+        nlp.add_pipe("hybrid_ner", config={"model": dict(TINY_MODEL, window=8, stride=9)})
+
+
+def test_long_document_in_bounded_memory(tmp_path, trained_nlp):
+    """A 100,000-token document is annotated; peak memory stays far from quadratic."""
+    trained_nlp.to_disk(tmp_path / "model")
+    code = (
+        "import resource, spacy, torch\n"
+        "torch.set_num_threads(1)\n"
+        "from spacy.tokens import Doc\n"
+        "nlp = spacy.load('model')\n"
+        "words = ('Michael Jordan was born in Brooklyn , New York .'.split()) * 10000\n"
+        "doc = Doc(nlp.vocab, words=words)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "doc = nlp(doc)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "labels = [(e.end - e.start, e.label_) for e in doc.ents]\n"
+        "print(len(doc), len(doc.ents), (after - before) // 1024)\n"
+        "print(sorted(set(labels)))\n"
+    )
+    out = run_python(code, cwd=tmp_path).stdout.strip().splitlines()
+    n_tokens, n_ents, grown_mb = map(int, out[-2].split())
+    assert n_tokens == 100_000
+    # The model knows this sentence: about three entities per repetition.
+    assert 25_000 <= n_ents <= 35_000
+    assert grown_mb < 1500, f"peak memory grew by {grown_mb} MB"

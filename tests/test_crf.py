@@ -1,0 +1,206 @@
+"""The CRF against brute-force enumeration of every tag sequence on tiny inputs."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from spacy_hybridner.modules import CRF, length_buckets
+from spacy_hybridner.tag_scheme import biluo_constraints, biluo_tag_names
+
+TAGS = biluo_tag_names(["PER", "LOC"])  # 9 tags
+K = len(TAGS)
+
+
+def make_crf(seed=0, constrained=True):
+    torch.manual_seed(seed)
+    crf = CRF(K, **(biluo_constraints(TAGS) if constrained else {}))
+    with torch.no_grad():
+        crf.start_transitions.normal_()
+        crf.end_transitions.normal_()
+        crf.transitions.normal_()
+    return crf
+
+
+def path_allowed(crf, path):
+    if not crf.allowed_start[path[0]] or not crf.allowed_end[path[-1]]:
+        return False
+    return all(crf.allowed_transitions[a, b] for a, b in zip(path, path[1:]))
+
+
+def path_score(crf, emissions, path):
+    score = crf.start_transitions[path[0]] + emissions[0, path[0]]
+    for t in range(1, len(path)):
+        score = score + crf.transitions[path[t - 1], path[t]] + emissions[t, path[t]]
+    return float((score + crf.end_transitions[path[-1]]).detach())
+
+
+def enumerate_paths(crf, emissions):
+    """All allowed paths of one sequence with their scores."""
+    n = emissions.shape[0]
+    return [
+        (path, path_score(crf, emissions, path))
+        for path in itertools.product(range(K), repeat=n)
+        if path_allowed(crf, path)
+    ]
+
+
+def logsumexp(values):
+    top = max(values)
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+def padded(seqs):
+    T = max(len(s) for s in seqs)
+    batch = torch.zeros(len(seqs), T, K)
+    mask = torch.zeros(len(seqs), T, dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        batch[i, : len(s)] = s
+        mask[i, : len(s)] = True
+    return batch, mask
+
+
+@pytest.fixture
+def batch():
+    torch.manual_seed(1)
+    seqs = [torch.randn(n, K) * 2 for n in (3, 1, 4, 2)]
+    return seqs
+
+
+def test_log_partition_matches_enumeration(batch):
+    crf = make_crf()
+    emissions, mask = padded(batch)
+    log_z = crf.log_partition(emissions, mask).detach()
+    for i, seq in enumerate(batch):
+        expected = logsumexp([s for _, s in enumerate_paths(crf, seq)])
+        assert float(log_z[i]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_viterbi_is_the_best_allowed_path(batch):
+    crf = make_crf()
+    emissions, mask = padded(batch)
+    path, _, _ = crf.padded_decode(emissions, mask)
+    for i, seq in enumerate(batch):
+        best = max(enumerate_paths(crf, seq), key=lambda ps: ps[1])[0]
+        assert tuple(path[i, : len(seq)].tolist()) == best
+
+
+def test_marginals_match_enumeration(batch):
+    crf = make_crf()
+    emissions, mask = padded(batch)
+    _, marginals, _ = crf.padded_decode(emissions, mask)
+    for i, seq in enumerate(batch):
+        paths = enumerate_paths(crf, seq)
+        log_z = logsumexp([s for _, s in paths])
+        for t in range(len(seq)):
+            for k in range(K):
+                expected = sum(math.exp(s - log_z) for p, s in paths if p[t] == k)
+                assert float(marginals[i, t, k]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_segment_probability_is_the_probability_of_the_span(batch):
+    """At an entity's last token, decode reports P(exactly that span, that label)."""
+    crf = make_crf()
+    emissions, mask = padded(batch)
+    path, _, seg_logp = crf.padded_decode(emissions, mask)
+    for i, seq in enumerate(batch):
+        tags = [TAGS[k] for k in path[i, : len(seq)].tolist()]
+        paths = enumerate_paths(crf, seq)
+        log_z = logsumexp([s for _, s in paths])
+        start = 0
+        for t, tag in enumerate(tags):
+            if tag[0] in "OBU":
+                start = t
+            segment = tuple(path[i, start : t + 1].tolist())
+            expected = sum(math.exp(s - log_z) for p, s in paths if p[start : t + 1] == segment)
+            assert math.exp(float(seg_logp[i, t])) == pytest.approx(expected, abs=1e-5)
+
+
+def test_nll_with_missing_tags_matches_enumeration(batch):
+    crf = make_crf()
+    emissions, mask = padded(batch)
+    torch.manual_seed(2)
+    gold = []
+    for seq in batch:
+        path = max(enumerate_paths(crf, seq), key=lambda ps: -ps[1])[0]  # any allowed path
+        tags = [k if torch.rand(()) > 0.4 else -1 for k in path]
+        gold.append(tags)
+    tags = torch.full(mask.shape, -1, dtype=torch.long)
+    for i, g in enumerate(gold):
+        tags[i, : len(g)] = torch.tensor(g)
+    nll = crf.padded_nll(emissions, mask, tags).detach()
+    for i, seq in enumerate(batch):
+        paths = enumerate_paths(crf, seq)
+        log_z = logsumexp([s for _, s in paths])
+        consistent = [s for p, s in paths if all(g in (-1, k) for g, k in zip(gold[i], p))]
+        assert float(nll[i]) == pytest.approx(log_z - logsumexp(consistent), abs=1e-4)
+
+
+def test_nll_gradient_reaches_transitions_and_emissions(batch):
+    crf = make_crf()
+    emissions, mask = padded(batch)
+    emissions.requires_grad_(True)
+    tags = torch.zeros(mask.shape, dtype=torch.long)  # all O
+    crf.padded_nll(emissions, mask, tags).sum().backward()
+    assert emissions.grad is not None and emissions.grad.abs().sum() > 0
+    assert crf.transitions.grad.abs().sum() > 0
+    assert crf.start_transitions.grad.abs().sum() > 0
+
+
+def test_ragged_calls_agree_with_padded(batch):
+    """Bucketing by length (tiny buckets here) must not change any result."""
+    crf = make_crf()
+    crf.max_batch_tokens = 4
+    emissions, mask = padded(batch)
+    lengths = [len(s) for s in batch] + [0]
+    flat = torch.cat(batch)
+    gold = torch.zeros(flat.shape[0], dtype=torch.long)
+    nll = crf(flat, lengths, gold)
+    assert nll.shape == (5,) and float(nll[4]) == 0.0
+    expected = crf.padded_nll(emissions, mask, torch.zeros(mask.shape, dtype=torch.long))
+    assert torch.allclose(nll[:4], expected, atol=1e-4)
+    tags, seg_logp = crf.decode(flat, lengths)
+    path, _, logp = crf.padded_decode(emissions, mask)
+    assert torch.equal(tags, path[mask])
+    assert torch.allclose(seg_logp, logp[mask], atol=1e-5)
+
+
+def test_decoding_never_emits_an_invalid_sequence():
+    """Emissions that strongly prefer invalid tags (I-, L- everywhere) still decode to a
+    sequence that BILUO allows."""
+    crf = make_crf()
+    torch.manual_seed(3)
+    emissions = torch.randn(8, 12, K) * 50
+    inside = [i for i, t in enumerate(TAGS) if t[0] in "IL"]
+    emissions[:, :, inside] += 100
+    mask = torch.ones(8, 12, dtype=torch.bool)
+    path, _, _ = crf.padded_decode(emissions, mask)
+    for row in path.tolist():
+        assert path_allowed(crf, row)
+
+
+def test_tag_mask_constrains_decoding(batch):
+    crf = make_crf()
+    emissions, mask = padded(batch)
+    tag_mask = torch.ones(emissions.shape, dtype=torch.bool)
+    u_per = TAGS.index("U-PER")
+    tag_mask[:, 0] = False
+    tag_mask[:, 0, u_per] = True
+    path, _, _ = crf.padded_decode(emissions, mask, tag_mask)
+    assert path[:, 0].tolist() == [u_per] * len(batch)
+
+
+def test_unconstrained_crf_matches_enumeration(batch):
+    crf = make_crf(constrained=False)
+    emissions, mask = padded(batch[:2])
+    log_z = crf.log_partition(emissions, mask).detach()
+    assert float(log_z[1]) == pytest.approx(logsumexp([s for _, s in enumerate_paths(crf, batch[1])]), abs=1e-4)
+
+
+def test_length_buckets_bound_padded_size():
+    lengths = [5, 0, 100, 3, 3, 50, 1]
+    buckets = length_buckets(lengths, max_tokens=60)
+    assert sorted(i for b in buckets for i in b) == [0, 2, 3, 4, 5, 6]
+    for bucket in buckets:
+        longest = max(lengths[i] for i in bucket)
+        assert len(bucket) == 1 or len(bucket) * longest <= 60

@@ -1,0 +1,117 @@
+"""The encoder: sizes, depth-0 variants, chunking and long-document windows."""
+import numpy
+import pytest
+import torch
+from thinc.api import Model
+
+from spacy_hybridner.layers import hybrid_encoder, window_indices
+from spacy_hybridner.modules import HybridEncoder
+from spacy_hybridner.modules.encoder import check_sizes
+
+SIZES = dict(width=16, depth=1, n_heads=2, ffn_width=32, lstm_depth=1, uni_lstm_depth=0, dropout=0.0)
+
+
+@pytest.mark.parametrize("lengths", [[10], [3, 40, 0, 17], [100, 1, 64]])
+@pytest.mark.parametrize("window,stride", [(8, 6), (8, 8), (16, 5)])
+def test_window_indices_cover_every_token_once(lengths, window, stride):
+    gather, select, window_lengths = window_indices(lengths, window, stride)
+    N = sum(lengths)
+    assert gather.shape[1] <= window
+    assert (window_lengths <= window).all()
+    assert list(window_lengths) == sorted(window_lengths, reverse=True)
+    # Each token reads its output from a cell of a window that holds that very token.
+    assert (gather.reshape(-1)[select] == numpy.arange(N)).all()
+    # ... and never from the outermost cell of a window that has a neighbour there.
+    offset = 0
+    for n in lengths:
+        if n > window:
+            w, i = numpy.divmod(select[offset : offset + n], gather.shape[1])
+            inner = numpy.arange(n)[(numpy.arange(n) >= window - stride) & (numpy.arange(n) < n - window + stride)]
+            assert ((i[inner] > 0) | (window == stride)).all()
+        offset += n
+
+
+@pytest.mark.parametrize("depth,lstm_depth,uni", [(0, 1, 0), (2, 0, 0), (0, 0, 0), (1, 1, 1)])
+def test_depth_zero_variants_train(depth, lstm_depth, uni):
+    torch.manual_seed(0)
+    sizes = dict(SIZES, depth=depth, lstm_depth=lstm_depth, uni_lstm_depth=uni)
+    module = HybridEncoder(8, 5, **sizes)
+    X = torch.randn(3, 7, 8, requires_grad=True)
+    Y = module(X, torch.tensor([7, 3, 1]))
+    assert Y.shape == (3, 7, 5)
+    Y[0].sum().backward()
+    assert X.grad is not None
+    assert all(p.grad is not None for p in module.output.parameters())
+
+
+def test_chunking_does_not_change_outputs():
+    torch.manual_seed(0)
+    module = HybridEncoder(8, 5, **SIZES).eval()
+    X = torch.randn(6, 9, 8)
+    lengths = torch.tensor([9, 9, 7, 5, 2, 1])
+    with torch.no_grad():
+        whole = module(X, lengths)
+        module.max_batch_tokens = 10
+        chunked = module(X, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.allclose(whole[i, :n], chunked[i, :n], atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "width,n_heads,lstm_depth,message",
+    [(130, 4, 1, "divisible by n_heads"), (33, 3, 1, "must be even"), (0, 1, 0, "positive")],
+)
+def test_impossible_sizes_are_explained(width, n_heads, lstm_depth, message):
+    with pytest.raises(ValueError, match=message):
+        check_sizes(width=width, depth=1, n_heads=n_heads, ffn_width=8, lstm_depth=lstm_depth, uni_lstm_depth=0, dropout=0.1)
+
+
+def make_layer(window, stride, **sizes) -> Model:
+    layer = hybrid_encoder(**dict(SIZES, **sizes), window=window, stride=stride, nO=4)
+    layer.initialize(X=[numpy.zeros((2, 6), dtype="float32")])
+    return layer
+
+
+def test_windows_are_stitched_exactly_for_a_per_token_encoder():
+    """With no context layers every token is encoded alone, so any windowing must give
+    the result of encoding the whole sequence at once."""
+    numpy.random.seed(0)
+    torch.manual_seed(0)
+    windowed = make_layer(window=5, stride=3, depth=0, lstm_depth=0)
+    whole = make_layer(window=1000, stride=1000, depth=0, lstm_depth=0)
+    whole.layers[0].shims[0]._model.load_state_dict(windowed.layers[0].shims[0]._model.state_dict())
+    Xs = [numpy.random.randn(n, 6).astype("float32") for n in (23, 4, 0, 11)]
+    for a, b in zip(windowed.predict(Xs), whole.predict(Xs)):
+        assert a.shape == b.shape
+        numpy.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_each_token_takes_the_output_of_its_own_window():
+    numpy.random.seed(0)
+    torch.manual_seed(0)
+    window, stride = 8, 6
+    layer = make_layer(window=window, stride=stride)
+    X = numpy.random.randn(20, 6).astype("float32")
+    (Y,) = layer.predict([X])
+    gather, select, _ = window_indices([20], window, stride)
+    for w in range(gather.shape[0]):
+        tokens = gather[w][gather[w] < 20]
+        (Yw,) = layer.predict([X[tokens]])
+        owned = [t for t in tokens if select[t] // gather.shape[1] == w]
+        numpy.testing.assert_allclose(Y[owned], Yw[[list(tokens).index(t) for t in owned]], atol=1e-5)
+
+
+def test_backprop_through_windows_matches_torch_autograd():
+    """The gradient reaching each input token sums its copies in overlapping windows."""
+    numpy.random.seed(0)
+    torch.manual_seed(0)
+    layer = make_layer(window=6, stride=4, depth=0, lstm_depth=0)
+    X = numpy.random.randn(15, 6).astype("float32")
+    (Y,), backprop = layer.begin_update([X])
+    dY = numpy.random.randn(*Y.shape).astype("float32")
+    (dX,) = backprop([dY])
+    module = layer.layers[0].shims[0]._model
+    Xt = torch.tensor(X, requires_grad=True)
+    Yt = module(Xt[None], torch.tensor([15]))[0]
+    Yt.backward(torch.tensor(dY))
+    numpy.testing.assert_allclose(dX, Xt.grad.numpy(), atol=1e-5)
