@@ -25,6 +25,7 @@ setup(
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={
+        "console_scripts": ["spacy-hybridner = spacy_hybridner.cli:main"],
         "spacy_factories": [
             "hybrid_ner = spacy_hybridner.pipeline_component:make_hybrid_ner",
         ],

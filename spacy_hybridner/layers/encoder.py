@@ -13,6 +13,7 @@ from thinc.api import (
     ArgsKwargs, Model, PyTorchGradScaler, PyTorchWrapper_v2, torch2xp, xp2torch,
 )
 from thinc.types import Floats2d
+from thinc.util import get_torch_default_device
 
 from ..modules import HybridEncoder
 
@@ -53,12 +54,16 @@ def _init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> None:
     nI, nO = model.get_dim("nI"), model.get_dim("nO")
     module = HybridEncoder(nI, nO, **model.attrs["hyper"])
     window, stride = model.attrs["window"], model.attrs["stride"]
+    # Mixed precision is a CUDA feature: a GPU config still trains and predicts on CPU.
+    mixed_precision = model.attrs["mixed_precision"] and get_torch_default_device().type == "cuda"
+    scaler_config = {"enabled": mixed_precision, **model.attrs["grad_scaler_config"]}
+    scaler_config["enabled"] = scaler_config["enabled"] and mixed_precision
     wrapper = PyTorchWrapper_v2(
         module,
         convert_inputs=partial(_to_windows, window=window, stride=stride, width=nI),
         convert_outputs=partial(_from_windows, window=window, stride=stride),
-        mixed_precision=model.attrs["mixed_precision"],
-        grad_scaler=PyTorchGradScaler(**model.attrs["grad_scaler_config"]),
+        mixed_precision=mixed_precision,
+        grad_scaler=PyTorchGradScaler(**scaler_config),
     )
     model.layers[:] = [wrapper]
 

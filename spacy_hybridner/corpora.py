@@ -1,0 +1,212 @@
+"""Readers for the NER corpora the project trains on, producing spaCy ``Doc`` objects.
+
+spaCy's own converters are used where they are right (CoNLL-2003 goes through
+``conll_ner_to_docs``; IOB tags become spans through ``iob_to_biluo`` and
+``biluo_tags_to_spans``). The readers here handle what those do not: the GMB CSV
+(cp1252, forward-filled sentence ids, quoted fields, a sentence cut off by a
+spreadsheet's row limit), WNUT-17's tab-only separator lines, and the CoNLL-2003 test
+file's different ``-DOCSTART-`` line. Every malformed line is reported with its file,
+line number and what was expected.
+"""
+import csv
+import random
+import re
+import zipfile
+from pathlib import Path
+from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
+
+from spacy.tokens import Doc
+from spacy.training import biluo_tags_to_spans, iob_to_biluo
+from spacy.training.converters import conll_ner_to_docs
+from spacy.vocab import Vocab
+
+Sentence = Tuple[List[str], List[str]]  # words, IOB tags
+
+IOB_TAG = re.compile(r"^(O|[BI]-[^\s]+)$")
+# A CSV saved by a spreadsheet stops at its row limit, header included.
+SPREADSHEET_ROW_LIMIT = 1_048_576
+
+
+class CorpusFormatError(ValueError):
+    """A line of a corpus file is not in the expected format."""
+
+    def __init__(self, path, line: int, problem: str, expected: str):
+        super().__init__(f"{path}, line {line}: {problem}. Expected {expected}.")
+        self.path, self.line = path, line
+
+
+def _check_tag(tag: str, path, line: int) -> None:
+    if not IOB_TAG.match(tag):
+        raise CorpusFormatError(path, line, f"bad NER tag {tag!r}", "'O' or B-/I- followed by a label")
+
+
+def _decoded_lines(data: bytes, path, encoding: str) -> Iterator[Tuple[int, str]]:
+    """(line number, text) for each line, decoded strictly, line ends removed."""
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as err:
+            raise CorpusFormatError(
+                path, number, f"bytes that are not valid {encoding} ({err.reason} at column {err.start + 1})",
+                f"a {encoding}-encoded file",
+            ) from None
+        yield number, text.rstrip("\r")
+
+
+def _read_bytes(path: Path) -> bytes:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Corpus file not found: {path}")
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if not n.endswith("/")]
+            if len(names) != 1:
+                raise ValueError(f"{path}: expected a zip archive holding one file, found {names}.")
+            return archive.read(names[0])
+    return path.read_bytes()
+
+
+# --- GMB ----------------------------------------------------------------------------
+GMB_HEADER = ["Sentence #", "Word", "POS", "Tag"]
+
+
+def read_gmb(path, limit: int = 0) -> List[Sentence]:
+    """Sentences of the GMB-derived "Annotated Corpus for NER" (Kaggle CSV).
+
+    path: ``ner_dataset.csv`` or a zip holding it. cp1252, CRLF, header
+        ``Sentence #,Word,POS,Tag``; the sentence id is filled on a sentence's first row.
+    limit (int): Stop after this many sentences (0: all).
+    RETURNS (List[Sentence]): (words, IOB2 tags) per sentence. When the file has exactly
+        a spreadsheet's row limit of rows it was cut off there, and its last, incomplete
+        sentence is dropped.
+    """
+    data = _read_bytes(path)
+    lines = _decoded_lines(data, path, "cp1252")
+    sentences: List[Sentence] = []
+    words: List[str] = []
+    tags: List[str] = []
+    n_rows = 0
+    for number, row in _csv_rows(lines, path):
+        n_rows += 1
+        if number == 1:
+            if row != GMB_HEADER:
+                raise CorpusFormatError(path, 1, f"header {row}", f"the header {GMB_HEADER}")
+            continue
+        if len(row) != 4:
+            raise CorpusFormatError(
+                path, number, f"{len(row)} columns", "4 columns: Sentence #,Word,POS,Tag"
+            )
+        sentence_id, word, _, tag = row
+        _check_tag(tag, path, number)
+        if sentence_id:
+            if words:
+                sentences.append((words, tags))
+                if limit and len(sentences) >= limit:
+                    return sentences
+            words, tags = [], []
+        elif not words:
+            raise CorpusFormatError(path, number, "a word before any sentence id", "'Sentence: N' in the first column of a sentence's first row")
+        words.append(word)
+        tags.append(tag)
+    if words and n_rows < SPREADSHEET_ROW_LIMIT:
+        sentences.append((words, tags))
+    return sentences
+
+
+def _csv_rows(lines: Iterable[Tuple[int, str]], path) -> Iterator[Tuple[int, List[str]]]:
+    for number, text in lines:
+        if not text:
+            continue
+        try:
+            (row,) = csv.reader([text])
+        except (csv.Error, ValueError) as err:
+            raise CorpusFormatError(path, number, f"unreadable CSV ({err})", "comma-separated fields, quoted where they hold commas") from None
+        yield number, row
+
+
+# --- WNUT-17 and other token<TAB>tag files --------------------------------------------
+def read_token_tag_file(path, encoding: str = "utf8") -> List[Sentence]:
+    """Sentences of a two-column ``token<TAB>tag`` file such as WNUT-17. A line that is
+    empty after stripping (WNUT-17 writes a single tab) ends a sentence."""
+    data = _read_bytes(path)
+    sentences: List[Sentence] = []
+    words: List[str] = []
+    tags: List[str] = []
+    for number, text in _decoded_lines(data, path, encoding):
+        if text.strip() == "":
+            if words:
+                sentences.append((words, tags))
+                words, tags = [], []
+            continue
+        cols = text.split("\t")
+        if len(cols) != 2 or not cols[0].strip():
+            raise CorpusFormatError(path, number, f"{len(cols)} tab-separated columns in {text!r}", "2 columns: token<TAB>tag")
+        _check_tag(cols[1].strip(), path, number)
+        words.append(cols[0].strip())
+        tags.append(cols[1].strip())
+    if words:
+        sentences.append((words, tags))
+    return sentences
+
+
+# --- CoNLL-2003 -----------------------------------------------------------------------
+CONLL_DOC_DELIMITER = "-DOCSTART- -X- O O"
+
+
+def read_conll03(path) -> List[Doc]:
+    """Documents of a CoNLL-2003 file (``token POS chunk NER``, IOB1, ``-DOCSTART-``
+    lines between documents), one Doc per document, through spaCy's converter.
+
+    Each line is checked first, since the converter silently drops what it cannot
+    read; every ``-DOCSTART-`` line is written the way the converter recognises.
+    """
+    data = _read_bytes(path)
+    lines = []
+    n_columns = None
+    for number, text in _decoded_lines(data, path, "utf8"):
+        cols = text.split()
+        if not cols:
+            lines.append("")
+            continue
+        if cols[0] == "-DOCSTART-":
+            lines.append(CONLL_DOC_DELIMITER)
+            continue
+        if n_columns is None:
+            n_columns = len(cols)
+        if len(cols) != n_columns or len(cols) < 2:
+            raise CorpusFormatError(path, number, f"{len(cols)} columns in {text!r}", f"{n_columns or 4} space-separated columns: token POS chunk NER")
+        _check_tag(cols[-1], path, number)
+        lines.append(text)
+    return list(conll_ner_to_docs("\n".join(lines), n_sents=0, no_print=True))
+
+
+# --- to Docs ---------------------------------------------------------------------------
+def sentences_to_docs(sentences: Sequence[Sentence], vocab: Vocab) -> List[Doc]:
+    """One Doc per sentence, entities from its IOB (IOB1 or IOB2) tags."""
+    docs = []
+    for words, tags in sentences:
+        doc = Doc(vocab, words=words)
+        doc.ents = biluo_tags_to_spans(doc, iob_to_biluo(tags))
+        docs.append(doc)
+    return docs
+
+
+def split_items(items: Sequence, dev: float, test: float, seed: int) -> Dict[str, list]:
+    """Shuffle with ``seed`` and cut into ``train``, ``dev`` and ``test`` parts of the
+    given fractions (the rest is train)."""
+    if dev < 0 or test < 0 or dev + test >= 1:
+        raise ValueError(f"dev ({dev}) and test ({test}) must be fractions that leave some data for training.")
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_dev = round(len(items) * dev)
+    n_test = round(len(items) * test)
+    parts = {"dev": order[:n_dev], "test": order[n_dev : n_dev + n_test], "train": order[n_dev + n_test :]}
+    return {name: [items[i] for i in sorted(idx)] for name, idx in parts.items()}
+
+
+def entity_counts(docs: Iterable[Doc]) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for doc in docs:
+        for ent in doc.ents:
+            counts[ent.label_] = counts.get(ent.label_, 0) + 1
+    return dict(sorted(counts.items()))
