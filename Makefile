@@ -1,10 +1,13 @@
-# make test : create .venv, install the package with its test extras (torch pinned
-#             to a CPU build by constraints.txt), run the test suite.
+# make run  : create .venv and install the package (torch pinned to a CPU build by
+#             constraints.txt), then run the project workflow `all`: convert the GMB
+#             data in assets/, train, evaluate on the test split, show entities, package.
+# make test : the same setup with the test extras, then the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+GPU_ID ?= -1
 
-.PHONY: setup test clean
+.PHONY: setup run test clean
 
 setup: $(VENV)/.installed
 
@@ -13,6 +16,9 @@ $(VENV)/.installed: setup.py constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[test]"
 	touch $@
+
+run: setup
+	$(BIN)/python -m spacy project run all . --vars.gpu_id $(GPU_ID)
 
 test: setup
 	$(BIN)/python -m pytest tests

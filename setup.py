@@ -23,11 +23,17 @@ setup(
         "numpy",
         "srsly",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        "report": ["matplotlib>=3.5"],
+        "test": ["pytest>=7", "matplotlib>=3.5"],
+    },
     entry_points={
         "console_scripts": ["spacy-hybridner = spacy_hybridner.cli:main"],
         "spacy_factories": [
             "hybrid_ner = spacy_hybridner.pipeline_component:make_hybrid_ner",
+        ],
+        "spacy_loggers": [
+            "spacy-hybridner.TrainingLogger.v1 = spacy_hybridner.loggers:training_logger_v1",
         ],
         "spacy_architectures": [
             "spacy-hybridner.HybridNER.v1 = spacy_hybridner.architectures:build_hybrid_ner",

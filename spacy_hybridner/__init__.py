@@ -6,6 +6,7 @@ entry points without the import.
 """
 from .about import __version__
 from .architectures import build_hybrid_ner
+from .loggers import training_logger_v1
 from .pipeline_component import HybridEntityRecognizer, make_hybrid_ner
 
 __all__ = ["HybridEntityRecognizer", "__version__", "build_hybrid_ner", "make_hybrid_ner"]

@@ -1,4 +1,5 @@
 """Command line: ``python -m spacy_hybridner COMMAND`` (also the ``spacy-hybridner`` script)."""
+import json
 from enum import Enum
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -100,3 +101,102 @@ def showcase(
 
 def main() -> None:
     app()
+
+
+@app.command("report")
+def report(
+    model: str = typer.Argument(..., help="Pipeline name or path"),
+    data_path: Path = typer.Argument(..., help="Gold .spacy file to analyse (e.g. the test split)"),
+    output_dir: Path = typer.Argument(..., help="Folder for scores.md, report.json, PNGs and worst.html"),
+    training_dir: Optional[Path] = typer.Option(None, "--training-dir", "-t", help="Training output folder holding log.jsonl, for training curves"),
+    n_worst: int = typer.Option(10, help="How many of the worst-scored documents to show in displaCy"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+) -> None:
+    """Per-type P/R/F (markdown and JSON), confusion matrix with missed and spurious
+    entities, reliability diagram of ent._.confidence with its ECE, displaCy HTML of
+    the worst documents and, given --training-dir, training curves."""
+    import spacy
+
+    from .report import load_docs, write_report
+
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
+    nlp = spacy.load(model)
+    result = write_report(nlp, load_docs(data_path, nlp), output_dir, training_dir, n_worst=n_worst)
+    typer.echo((output_dir / "scores.md").read_text(encoding="utf8"))
+    typer.echo(f"Report written to {output_dir} ({len(result['worst_documents'])} worst documents in worst.html)")
+
+
+@app.command("benchmark")
+def benchmark(
+    train: Path = typer.Argument(..., help="Training .spacy file"),
+    dev: Path = typer.Argument(..., help="Dev .spacy file (model selection)"),
+    test: Path = typer.Argument(..., help="Test .spacy file (scores and speed)"),
+    configs: List[Path] = typer.Option(
+        [Path("configs/spacy_ner.cfg"), Path("configs/hybrid_cpu.cfg")], "--config", "-c",
+        help="Configs to compare, in order; repeat the option for several",
+    ),
+    corpus: str = typer.Option(..., help="Name of the corpus, the section title in the document"),
+    budget_minutes: float = typer.Option(15.0, help="Wall-time budget of each training"),
+    output_dir: Path = typer.Option(Path("training/benchmark"), help="Where the trained models go"),
+    doc_path: Path = typer.Option(Path("docs/benchmarks.md"), help="Benchmark document to update"),
+    baseline: str = typer.Option("spacy_ner", help="Config name that speed ratios refer to"),
+    speed_batches: int = typer.Option(30, help="--batches for spacy benchmark speed"),
+    speed_repeats: int = typer.Option(3, help="Runs of spacy benchmark speed per model (median reported)"),
+    speed_batch_size: Optional[int] = typer.Option(None, help="--batch-size for spacy benchmark speed (default: the pipeline's)"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+) -> None:
+    """Train each config on the same data with the same wall-time budget, one after the
+    other, evaluate on the test split, measure speed with `spacy benchmark speed`, and
+    write the comparison to the benchmark document."""
+    import sys
+
+    from .benchmark import benchmark_config, benchmark_markdown, update_benchmark_doc
+
+    missing = [str(p) for p in [train, dev, test, *configs] if not p.exists()]
+    if missing:
+        raise typer.BadParameter(f"not found: {', '.join(missing)}")
+    command = "python -m spacy_hybridner benchmark " + " ".join(sys.argv[2:])
+    rows = []
+    for config in configs:
+        rows.append(benchmark_config(
+            config, train, dev, test, output_dir / corpus, budget_minutes * 60, gpu_id,
+            speed_batches, speed_repeats, typer.echo, speed_batch_size,
+        ))
+        typer.echo(f"== {rows[-1]['name']}: test F {100 * rows[-1]['f']:.2f}, {rows[-1]['words_per_second']:,.0f} words/s")
+    section = benchmark_markdown(rows, corpus=corpus, command=command, budget_s=budget_minutes * 60, baseline=baseline, gpu_id=gpu_id)
+    update_benchmark_doc(doc_path, corpus, section)
+    (output_dir / corpus / "benchmark.json").write_text(json.dumps(rows, indent=2), encoding="utf8")
+    typer.echo(section)
+    typer.echo(f"Written to {doc_path}")
+
+
+@app.command("visualize")
+def visualize(
+    model: str = typer.Argument(..., help="Pipeline name or path"),
+    text: Optional[str] = typer.Argument(None, help="Text to annotate (default: read from standard input)"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write displaCy HTML here instead of serving it"),
+    port: int = typer.Option(5000, help="Port of the displaCy server"),
+    host: str = typer.Option("127.0.0.1", help="Host of the displaCy server"),
+) -> None:
+    """Show the model's entities with displaCy: a local server, or an HTML file."""
+    import sys
+
+    import spacy
+    from spacy import displacy
+
+    nlp = spacy.load(model)
+    texts = [text] if text is not None else [line for line in sys.stdin.read().splitlines() if line.strip()]
+    if not texts:
+        raise typer.BadParameter("no text given: pass TEXT or pipe lines to standard input.")
+    docs = list(nlp.pipe(texts))
+    for doc in docs:
+        for ent in doc.ents:
+            confidence = "" if ent._.confidence is None else f" ({ent._.confidence:.2f})"
+            typer.echo(f"{ent.label_:<12} {ent.text}{confidence}")
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(displacy.render(docs, style="ent", page=True), encoding="utf8")
+        typer.echo(f"displaCy HTML: {output}")
+    else:
+        displacy.serve(docs, style="ent", port=port, host=host)

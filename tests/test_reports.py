@@ -1,0 +1,127 @@
+"""report and benchmark commands end to end on tiny data."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import spacy
+from spacy.tokens import DocBin
+from spacy.training import Example
+from typer.testing import CliRunner
+
+from spacy_hybridner.cli import app
+from spacy_hybridner.benchmark import update_benchmark_doc
+from spacy_hybridner.report import calibration, confusion_counts
+
+from conftest import TRAIN_DATA
+from test_cli import spacy_cli, write_corpus
+
+ROOT = Path(__file__).parent.parent
+
+
+def example(text, gold, pred, confidences=None):
+    nlp = spacy.blank("en")
+    ref = nlp.make_doc(text)
+    ref.ents = [ref.char_span(s, e, l) for s, e, l in gold]
+    doc = nlp.make_doc(text)
+    doc.ents = [doc.char_span(s, e, l) for s, e, l in pred]
+    for ent, c in zip(doc.ents, confidences or []):
+        ent._.confidence = c
+    return Example(doc, ref)
+
+
+def test_confusion_counts_missed_and_spurious():
+    eg = example(
+        "Anna met Bob in Paris today",
+        gold=[(0, 4, "PER"), (9, 12, "PER"), (16, 21, "LOC")],
+        pred=[(0, 4, "PER"), (9, 12, "ORG"), (22, 27, "DATE")],
+    )
+    labels, counts = confusion_counts([eg])
+    assert labels == ["DATE", "LOC", "ORG", "PER"]
+    assert counts == {"PER": {"PER": 1, "ORG": 1}, "LOC": {"(missed)": 1}, "(spurious)": {"DATE": 1}}
+
+
+def test_calibration_error():
+    # Two entities at 0.9 (one right), two at 0.3 (one right): ECE = 0.5*0.4 + 0.5*0.2.
+    eg = example(
+        "Anna met Bob and Carl and Dave",
+        gold=[(0, 4, "PER"), (17, 21, "PER")],
+        pred=[(0, 4, "PER"), (9, 12, "PER"), (17, 21, "PER"), (26, 30, "PER")],
+        confidences=[0.9, 0.9, 0.3, 0.3],
+    )
+    calib = calibration([eg])
+    assert calib["n_entities"] == 4
+    assert calib["ece"] == pytest.approx(0.5 * 0.4 + 0.5 * 0.2)
+
+
+@pytest.fixture(scope="module")
+def trained_with_log(tmp_path_factory):
+    path = tmp_path_factory.mktemp("trained")
+    corpus = write_corpus(path / "train.spacy")
+    spacy_cli(
+        "train", ROOT / "configs" / "hybrid_cpu.cfg", "--paths.train", corpus, "--paths.dev", corpus,
+        "--output", path / "out", "--paths.log", path / "out" / "log.jsonl",
+        "--training.max_steps", 20, "--training.eval_frequency", 5,
+    )
+    return path
+
+
+def test_report_command(trained_with_log):
+    path = trained_with_log
+    out = path / "report"
+    result = CliRunner().invoke(app, [
+        "report", str(path / "out" / "model-best"), str(path / "train.spacy"), str(out),
+        "--training-dir", str(path / "out"),
+    ])
+    assert result.exit_code == 0, result.output
+    for name in ("scores.md", "report.json", "confusion.png", "reliability.png", "training.png", "worst.html"):
+        assert (out / name).stat().st_size > 0, name
+    report = json.loads((out / "report.json").read_text())
+    expected = {}
+    for _, ents in TRAIN_DATA:
+        for _, _, label in ents:
+            expected[label] = expected.get(label, 0) + 1
+    assert report["support"] == expected
+    assert len(report["training_log"]) == 5 and "seconds" in report["training_log"][0]
+    assert "| **all** |" in (out / "scores.md").read_text()
+
+
+def test_report_without_training_log_is_explained(trained_with_log, tmp_path):
+    path = trained_with_log
+    result = CliRunner().invoke(app, [
+        "report", str(path / "out" / "model-best"), str(path / "train.spacy"), str(tmp_path), "--training-dir", str(tmp_path),
+    ])
+    assert result.exit_code != 0
+    assert "No training log" in str(result.exception)
+
+
+def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
+    corpus = write_corpus(tmp_path / "train.spacy")
+    monkeypatch.setenv("SPACY_CONFIG_OVERRIDES", "--training.max_steps 10 --training.eval_frequency 5")
+    doc = tmp_path / "benchmarks.md"
+    args = [
+        "benchmark", str(corpus), str(corpus), str(corpus), "--corpus", "tiny",
+        "--config", str(ROOT / "configs" / "spacy_ner.cfg"), "--config", str(ROOT / "configs" / "hybrid_cpu.cfg"),
+        "--budget-minutes", "3", "--output-dir", str(tmp_path / "models"), "--doc-path", str(doc),
+        "--speed-repeats", "1", "--speed-batch-size", "4",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = doc.read_text()
+    assert "## tiny" in text and "| spacy_ner |" in text and "| hybrid_cpu |" in text
+    assert "python -m spacy_hybridner benchmark" in text
+    rows = json.loads((tmp_path / "models" / "tiny" / "benchmark.json").read_text())
+    assert [r["name"] for r in rows] == ["spacy_ner", "hybrid_cpu"]
+    assert all(r["words_per_second"] > 0 and r["steps_to_best"] is not None for r in rows)
+    # Progress was visible while it ran.
+    assert "[hybrid_cpu]" in result.output and "== spacy_ner: training" in result.output
+
+
+def test_benchmark_document_sections_are_replaced(tmp_path):
+    doc = tmp_path / "benchmarks.md"
+    update_benchmark_doc(doc, "conll03", "## conll03\n\nold numbers\n")
+    update_benchmark_doc(doc, "gmb", "## gmb\n\ngmb numbers\n")
+    update_benchmark_doc(doc, "conll03", "## conll03\n\nnew numbers\n")
+    text = doc.read_text()
+    assert text.count("## conll03") == 1 and "new numbers" in text and "old numbers" not in text
+    assert "gmb numbers" in text

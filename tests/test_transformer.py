@@ -1,0 +1,66 @@
+"""HybridNER on a pretrained transformer through spacy-transformers, offline: the tests
+build a tiny random BERT with its WordPiece vocabulary in a temporary folder."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from spacy.util import load_config, load_model_from_config
+from thinc.api import fix_random_seed
+
+from conftest import TRAIN_DATA, make_examples, run_python
+
+ROOT = Path(__file__).parent.parent
+CONFIG = ROOT / "configs" / "hybrid_trf.cfg"
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    words = sorted({w.lower() for text, _ in TRAIN_DATA for w in text.split()})
+    chars = sorted({c for w in words for c in w})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + [f"##{c}" for c in chars]
+    (path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    config = BertConfig(
+        vocab_size=len(dict.fromkeys(vocab)), hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+
+
+def trf_nlp(model_path: Path):
+    config = load_config(CONFIG, overrides={"variables.transformer": str(model_path)})
+    return load_model_from_config(config, auto_fill=True, validate=True)
+
+
+def test_trf_config_trains_saves_and_reloads(tiny_bert, tmp_path):
+    fix_random_seed(0)
+    nlp = trf_nlp(tiny_bert)
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    optimizer.learn_rate = 0.01
+    losses = [nlp.update(examples, sgd=optimizer)["ner"] for _ in range(40)]
+    assert losses[-1] < losses[0] / 2
+    texts = [text for text, _ in TRAIN_DATA]
+    before = [[(e.start_char, e.end_char, e.label_, e._.confidence) for e in d.ents] for d in nlp.pipe(texts)]
+    nlp.to_disk(tmp_path / "model")
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    code = (
+        "import json, spacy\n"
+        "nlp = spacy.load('model')\n"
+        "texts = json.load(open('texts.json'))\n"
+        "print(json.dumps([[(e.start_char, e.end_char, e.label_, e._.confidence) for e in d.ents] for d in nlp.pipe(texts)]))\n"
+    )
+    out = run_python(code, cwd=tmp_path).stdout.strip().splitlines()[-1]
+    assert [[tuple(e) for e in d] for d in json.loads(out)] == before
