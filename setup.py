@@ -32,6 +32,9 @@ setup(
         "spacy_factories": [
             "hybrid_ner = spacy_hybridner.pipeline_component:make_hybrid_ner",
         ],
+        "spacy_callbacks": [
+            "spacy-hybridner.initialize_frozen.v1 = spacy_hybridner.callbacks:initialize_frozen_v1",
+        ],
         "spacy_loggers": [
             "spacy-hybridner.TrainingLogger.v1 = spacy_hybridner.loggers:training_logger_v1",
         ],

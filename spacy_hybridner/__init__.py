@@ -6,6 +6,7 @@ entry points without the import.
 """
 from .about import __version__
 from .architectures import build_hybrid_ner
+from .callbacks import initialize_frozen_v1
 from .loggers import training_logger_v1
 from .pipeline_component import HybridEntityRecognizer, make_hybrid_ner
 

@@ -1,10 +1,15 @@
 """HybridNER on a pretrained transformer through spacy-transformers, offline: the tests
 build a tiny random BERT with its WordPiece vocabulary in a temporary folder."""
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import spacy
 import torch
+from spacy.tokens import DocBin
 from spacy.util import load_config, load_model_from_config
 from thinc.api import fix_random_seed
 
@@ -64,3 +69,34 @@ def test_trf_config_trains_saves_and_reloads(tiny_bert, tmp_path):
     )
     out = run_python(code, cwd=tmp_path).stdout.strip().splitlines()[-1]
     assert [[tuple(e) for e in d] for d in json.loads(out)] == before
+def test_frozen_backbone_trains_only_the_head(tiny_bert, tmp_path):
+    """spaCy's frozen_components + annotating_components: the transformer's weights stay
+    exactly those of the pretrained model while the head learns."""
+    nlp = spacy.blank("en")
+    db = DocBin()
+    for text, ents in TRAIN_DATA:
+        doc = nlp.make_doc(text)
+        doc.ents = [doc.char_span(s, e, label) for s, e, label in ents]
+        db.add(doc)
+    db.to_disk(tmp_path / "train.spacy")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy", "train", str(CONFIG), "--output", str(tmp_path / "out"),
+         "--paths.train", str(tmp_path / "train.spacy"), "--paths.dev", str(tmp_path / "train.spacy"),
+         "--variables.transformer", str(tiny_bert), "--training.max_steps", "12",
+         "--training.eval_frequency", "6", "--training.frozen_components", '["transformer"]',
+         "--training.annotating_components", '["transformer"]'],
+        capture_output=True, text=True, env=env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    trained = spacy.load(tmp_path / "out" / "model-last")
+    hf_model = trained.get_pipe("transformer").model.transformer
+    from transformers import BertModel
+
+    original = BertModel.from_pretrained(tiny_bert).state_dict()
+    for name, value in hf_model.state_dict().items():
+        if name in original:
+            assert torch.equal(value.cpu(), original[name]), name
+    ner = trained.get_pipe("ner")
+    transitions = ner.model.get_ref("crf").layers[0].shims[0]._model.transitions
+    assert transitions.abs().sum() > 0  # the head did train
