@@ -10,4 +10,7 @@ from .callbacks import initialize_frozen_v1
 from .loggers import training_logger_v1
 from .pipeline_component import HybridEntityRecognizer, make_hybrid_ner
 
-__all__ = ["HybridEntityRecognizer", "__version__", "build_hybrid_ner", "make_hybrid_ner"]
+__all__ = [
+    "HybridEntityRecognizer", "__version__", "build_hybrid_ner", "initialize_frozen_v1",
+    "make_hybrid_ner", "training_logger_v1",
+]

@@ -5,7 +5,6 @@ which training curves against wall time need. This logger prints spaCy's console
 table and writes every evaluation step to ``path`` with ``seconds`` and ``words``.
 """
 import sys
-from pathlib import Path
 from typing import IO, Any, Callable, Dict, Optional, Tuple
 
 import srsly

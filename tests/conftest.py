@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -5,6 +6,7 @@ from typing import List, Tuple
 
 import pytest
 import spacy
+from spacy.tokens import DocBin
 from spacy.training import Example
 from thinc.api import fix_random_seed
 
@@ -88,3 +90,34 @@ def run_python(code: str, cwd=None, timeout: int = 600) -> subprocess.CompletedP
     if result.returncode != 0:
         raise AssertionError(f"subprocess failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}")
     return result
+
+
+def ents_with_confidence(docs):
+    return [[(e.start_char, e.end_char, e.label_, e._.confidence) for e in doc.ents] for doc in docs]
+
+
+def reload_and_predict(nlp, texts, tmp_path):
+    """Save the pipeline, load it in a fresh interpreter with only `import spacy`, and
+    return its entities (with confidences) on the texts."""
+    nlp.to_disk(tmp_path / "model")
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    code = (
+        "import json, spacy\n"
+        "nlp = spacy.load('model')\n"
+        "texts = json.load(open('texts.json'))\n"
+        "print(json.dumps([[(e.start_char, e.end_char, e.label_, e._.confidence) for e in d.ents] for d in nlp.pipe(texts)]))\n"
+    )
+    out = run_python(code, cwd=tmp_path).stdout.strip().splitlines()[-1]
+    return [[tuple(e) for e in doc] for doc in json.loads(out)]
+
+
+def write_corpus(path, data=TRAIN_DATA):
+    """TRAIN_DATA as a .spacy file."""
+    nlp = spacy.blank("en")
+    db = DocBin()
+    for text, ents in data:
+        doc = nlp.make_doc(text)
+        doc.ents = [doc.char_span(s, e, label) for s, e, label in ents]
+        db.add(doc)
+    db.to_disk(path)
+    return path

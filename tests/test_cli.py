@@ -3,11 +3,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import spacy
-from spacy.tokens import DocBin
 from thinc.api import Config
 
-from conftest import TRAIN_DATA, run_python
+from conftest import run_python, write_corpus
 
 ROOT = Path(__file__).parent.parent
 CONFIG = ROOT / "configs" / "hybrid_cpu.cfg"
@@ -19,17 +17,6 @@ def spacy_cli(*args, cwd=None):
     )
     assert result.returncode == 0, f"spacy {args[0]} failed:\n{result.stdout}\n{result.stderr}"
     return result
-
-
-def write_corpus(path: Path) -> Path:
-    nlp = spacy.blank("en")
-    db = DocBin()
-    for text, ents in TRAIN_DATA:
-        doc = nlp.make_doc(text)
-        doc.ents = [doc.char_span(s, e, label) for s, e, label in ents]
-        db.add(doc)
-    db.to_disk(path)
-    return path
 
 
 def test_fill_config_completes_a_minimal_config(tmp_path):

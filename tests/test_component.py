@@ -1,16 +1,18 @@
 """The hybrid_ner component, in the style of spaCy's own pipeline tests."""
-import json
 import pickle
 
 import numpy
 import pytest
 import spacy
 from spacy.lang.en import English
-from spacy.tokens import Doc, DocBin
+from spacy.tokens import DocBin
 from spacy.training import Example
 from thinc.api import fix_random_seed
 
-from conftest import TINY_MODEL, TRAIN_DATA, ents_of, make_examples, run_python, train_tiny
+from conftest import (
+    TINY_MODEL, TRAIN_DATA, ents_of, ents_with_confidence, make_examples, reload_and_predict,
+    run_python, train_tiny,
+)
 
 
 def test_overfitting_IO(trained_nlp, tmp_path):
@@ -20,25 +22,12 @@ def test_overfitting_IO(trained_nlp, tmp_path):
     scores = nlp.evaluate(make_examples(nlp))
     assert scores["ents_f"] == 1.0
     texts = [text for text, _ in TRAIN_DATA] + ["Tim Cook visited Berlin ."]
-    before = [
-        [(e.start_char, e.end_char, e.label_, e._.confidence) for e in doc.ents]
-        for doc in nlp.pipe(texts)
-    ]
+    before = ents_with_confidence(nlp.pipe(texts))
     for doc, (_, ents) in zip(nlp.pipe(texts), TRAIN_DATA):
         assert ents_of(doc) == ents
         assert all(0.0 <= e._.confidence <= 1.0 for e in doc.ents)
         assert all(e._.confidence > 0.5 for e in doc.ents)
-    nlp.to_disk(tmp_path / "model")
-    (tmp_path / "texts.json").write_text(json.dumps(texts))
-    code = (
-        "import json, spacy\n"
-        "nlp = spacy.load('model')\n"
-        "texts = json.load(open('texts.json'))\n"
-        "print(json.dumps([[(e.start_char, e.end_char, e.label_, e._.confidence) for e in d.ents] for d in nlp.pipe(texts)]))\n"
-    )
-    out = run_python(code, cwd=tmp_path).stdout
-    after = json.loads(out.strip().splitlines()[-1])
-    assert [[tuple(e) for e in doc] for doc in after] == before
+    assert reload_and_predict(nlp, texts, tmp_path) == before
 
 
 def test_to_from_bytes_and_disk_give_same_predictions(trained_nlp, tmp_path):

@@ -1,11 +1,9 @@
 """report and benchmark commands end to end on tiny data."""
 import json
-import os
 from pathlib import Path
 
 import pytest
 import spacy
-from spacy.tokens import DocBin
 from spacy.training import Example
 from typer.testing import CliRunner
 
@@ -13,8 +11,8 @@ from spacy_hybridner.cli import app
 from spacy_hybridner.benchmark import update_benchmark_doc
 from spacy_hybridner.report import calibration, confusion_counts
 
-from conftest import TRAIN_DATA
-from test_cli import spacy_cli, write_corpus
+from conftest import TRAIN_DATA, write_corpus
+from test_cli import spacy_cli
 
 ROOT = Path(__file__).parent.parent
 

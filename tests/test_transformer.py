@@ -1,6 +1,5 @@
 """HybridNER on a pretrained transformer through spacy-transformers, offline: the tests
 build a tiny random BERT with its WordPiece vocabulary in a temporary folder."""
-import json
 import os
 import subprocess
 import sys
@@ -9,11 +8,10 @@ from pathlib import Path
 import pytest
 import spacy
 import torch
-from spacy.tokens import DocBin
 from spacy.util import load_config, load_model_from_config
 from thinc.api import fix_random_seed
 
-from conftest import TRAIN_DATA, make_examples, run_python
+from conftest import TRAIN_DATA, ents_with_confidence, make_examples, reload_and_predict, write_corpus
 
 ROOT = Path(__file__).parent.parent
 CONFIG = ROOT / "configs" / "hybrid_trf.cfg"
@@ -58,27 +56,13 @@ def test_trf_config_trains_saves_and_reloads(tiny_bert, tmp_path):
     losses = [nlp.update(examples, sgd=optimizer)["ner"] for _ in range(40)]
     assert losses[-1] < losses[0] / 2
     texts = [text for text, _ in TRAIN_DATA]
-    before = [[(e.start_char, e.end_char, e.label_, e._.confidence) for e in d.ents] for d in nlp.pipe(texts)]
-    nlp.to_disk(tmp_path / "model")
-    (tmp_path / "texts.json").write_text(json.dumps(texts))
-    code = (
-        "import json, spacy\n"
-        "nlp = spacy.load('model')\n"
-        "texts = json.load(open('texts.json'))\n"
-        "print(json.dumps([[(e.start_char, e.end_char, e.label_, e._.confidence) for e in d.ents] for d in nlp.pipe(texts)]))\n"
-    )
-    out = run_python(code, cwd=tmp_path).stdout.strip().splitlines()[-1]
-    assert [[tuple(e) for e in d] for d in json.loads(out)] == before
+    assert reload_and_predict(nlp, texts, tmp_path) == ents_with_confidence(nlp.pipe(texts))
+
+
 def test_frozen_backbone_trains_only_the_head(tiny_bert, tmp_path):
     """spaCy's frozen_components + annotating_components: the transformer's weights stay
     exactly those of the pretrained model while the head learns."""
-    nlp = spacy.blank("en")
-    db = DocBin()
-    for text, ents in TRAIN_DATA:
-        doc = nlp.make_doc(text)
-        doc.ents = [doc.char_span(s, e, label) for s, e, label in ents]
-        db.add(doc)
-    db.to_disk(tmp_path / "train.spacy")
+    write_corpus(tmp_path / "train.spacy")
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     result = subprocess.run(
         [sys.executable, "-m", "spacy", "train", str(CONFIG), "--output", str(tmp_path / "out"),
