@@ -273,3 +273,12 @@ def test_long_document_in_bounded_memory(tmp_path, trained_nlp):
     # The model knows this sentence: about three entities per repetition.
     assert 25_000 <= n_ents <= 35_000
     assert grown_mb < 1500, f"peak memory grew by {grown_mb} MB"
+
+
+def test_mixed_precision_config_trains_on_cpu():
+    """mixed_precision is a CUDA feature: a GPU config still trains and predicts on CPU."""
+    nlp = train_tiny(n_iter=3, model=dict(TINY_MODEL, mixed_precision=True))
+    doc = nlp("Michael Jordan was born in Brooklyn , New York .")
+    assert all(0 <= e.start < e.end <= len(doc) for e in doc.ents)
+    wrapper = nlp.get_pipe("ner").model.get_ref("encoder").layers[0]
+    assert wrapper.shims[0]._mixed_precision is False
