@@ -117,7 +117,7 @@ def benchmark_config(
     return {
         "name": name,
         "config": str(config),
-        "train_command": " ".join(train_cmd[1:]),
+        "train_command": "python " + " ".join(train_cmd[1:]),
         "p": scores["ents_p"], "r": scores["ents_r"], "f": scores["ents_f"],
         "per_type_f": {k: v["f"] for k, v in sorted((scores.get("ents_per_type") or {}).items())},
         "words_per_second": median(speeds),

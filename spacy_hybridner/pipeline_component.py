@@ -2,7 +2,7 @@
 import os
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
 import srsly
@@ -17,6 +17,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats1d, Floats2d, Ints1d
 
+from .calibration import reliability
 from .layers import crf_decode
 from .tag_scheme import biluo_constraints, biluo_tag_names
 
@@ -107,7 +108,7 @@ class HybridEntityRecognizer(TrainablePipe):
         self.model = model
         self.name = name
         self.scorer = scorer
-        self.cfg: Dict = {"labels": [], "nI": None}
+        self.cfg: Dict = {"labels": [], "nI": None, "temperature": 1.0}
         self._tag_cache: Optional[Tuple] = None
 
     # --- labels and tags ------------------------------------------------------------
@@ -286,7 +287,7 @@ class HybridEntityRecognizer(TrainablePipe):
             return [ops.alloc1i(len(d)) for d in docs], [ops.alloc1f(len(d)) for d in docs]
         scores = self.model.predict(docs)
         masks = [self._preset_mask(doc) for doc in docs]
-        return crf_decode(self.model.get_ref("crf"), scores, masks)
+        return crf_decode(self.model.get_ref("crf"), scores, masks, self.cfg.get("temperature", 1.0))
 
     def set_annotations(self, docs: Iterable[Doc], predictions: Tuple[List[Ints1d], List[Floats1d]]) -> None:
         """Write the entities to ``doc.ents``, with ``span._.confidence``."""
@@ -305,6 +306,56 @@ class HybridEntityRecognizer(TrainablePipe):
             for span in spans:
                 span._.confidence = float(probs[span.end - 1])
             doc.ents = sorted(preset + spans, key=lambda span: span.start)
+
+    def calibrate(
+        self, examples: Iterable[Example], temperatures: Optional[Sequence[float]] = None,
+        n_bins: int = 10,
+    ) -> Dict[str, float]:
+        """Fit the temperature of ``ent._.confidence`` on held-out examples (the dev
+        set, say) and keep it in ``cfg``. The CRF's potentials are divided by the
+        temperature for the probabilities only, so the entities stay the same and only
+        their confidences change. The temperature chosen minimises the expected
+        calibration error of the entities on the examples.
+
+        examples (Iterable[Example]): Gold examples; their predicted docs are not changed.
+        temperatures (Optional[Sequence[float]]): Candidates (default: 0.5 to 8).
+        RETURNS (Dict[str, float]): temperature, ece_before (at the temperature in use
+            before), ece_after, n_entities.
+        """
+        self._require_initialized()
+        examples = list(examples)
+        docs = [eg.predicted.copy() for eg in examples]
+        for doc in docs:
+            doc.ents = []
+        _, names = self._tags()
+        crf = self.model.get_ref("crf")
+        scores = self.model.predict(docs)
+        tags, _ = crf_decode(crf, scores)
+        entities = []  # (doc, last token, correct)
+        for i, (doc, eg, doc_tags) in enumerate(zip(docs, examples, tags)):
+            gold = {(e.start_char, e.end_char): e.label_ for e in eg.reference.ents}
+            spans = biluo_tags_to_spans(doc, [names[k] for k in self.model.ops.to_numpy(doc_tags)])
+            for span in spans:
+                entities.append((i, span.end - 1, gold.get((span.start_char, span.end_char)) == span.label_))
+        current = float(self.cfg.get("temperature", 1.0))
+        if temperatures is None:
+            temperatures = [float(t) for t in numpy.geomspace(0.5, 8.0, 33)]
+        candidates = sorted(set(temperatures) | {current})
+
+        def ece(temperature: float) -> float:
+            _, probs = crf_decode(crf, scores, temperature=temperature)
+            probs = [self.model.ops.to_numpy(p) for p in probs]
+            pairs = [(float(probs[i][j]), ok) for i, j, ok in entities]
+            result = reliability(pairs, n_bins)["ece"]
+            return result if result is not None else 0.0
+
+        errors = {t: ece(t) for t in candidates}
+        best = min(candidates, key=lambda t: (errors[t], abs(numpy.log(t))))
+        self.cfg["temperature"] = best
+        return {
+            "temperature": best, "ece_before": errors[current], "ece_after": errors[best],
+            "n_entities": len(entities),
+        }
 
     # --- serialization ----------------------------------------------------------------
     def _rebuild_model(self) -> None:

@@ -7,24 +7,29 @@ spacy-hybridner[report]``).
 """
 import json
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import srsly
 from spacy import displacy
 from spacy.language import Language
 from spacy.scorer import get_ner_prf
-from spacy.tokens import Doc, DocBin
-from spacy.training import Example
+from spacy.tokens import Doc
+from spacy.training import Corpus, Example
+
+from .calibration import reliability
 
 MISSED = "(missed)"
 SPURIOUS = "(spurious)"
 
 
-def predict_examples(nlp: Language, gold_docs: Iterable[Doc], batch_size: int = 64) -> List[Example]:
-    """Run the pipeline on the gold documents' text: Examples of (predicted, gold)."""
-    gold_docs = list(gold_docs)
-    predicted = nlp.pipe((doc.text for doc in gold_docs), batch_size=batch_size)
-    return [Example(pred, gold) for pred, gold in zip(predicted, gold_docs)]
+def predict_examples(nlp: Language, data_path: Path, batch_size: int = 64) -> List[Example]:
+    """Examples of (predicted, gold) for a .spacy file, made as ``spacy evaluate`` makes
+    them: spaCy's ``Corpus`` decides the tokenization (the gold tokens where the gold
+    docs have no whitespace information, as converted CoNLL files do), then the
+    pipeline annotates the predicted docs."""
+    examples = list(Corpus(data_path)(nlp))
+    predicted = nlp.pipe((eg.predicted for eg in examples), batch_size=batch_size)
+    return [Example(pred, eg.reference) for pred, eg in zip(predicted, examples)]
 
 
 def _offsets(doc: Doc) -> Dict[Tuple[int, int], str]:
@@ -60,9 +65,8 @@ def confusion_counts(examples: Sequence[Example]) -> Tuple[List[str], Dict[str, 
 def calibration(examples: Sequence[Example], n_bins: int = 10) -> Dict:
     """Reliability of ``ent._.confidence``: predicted entities binned by confidence,
     each bin's mean confidence against its share of correct entities (same span and
-    type as a gold entity), and the expected calibration error
-    ``ECE = sum_b n_b / N * |accuracy_b - confidence_b|``.
-    """
+    type as a gold entity), and the expected calibration error (see
+    ``calibration.reliability``)."""
     pairs = []
     for eg in examples:
         gold = _offsets(eg.reference)
@@ -70,19 +74,7 @@ def calibration(examples: Sequence[Example], n_bins: int = 10) -> Dict:
             if ent._.confidence is not None:
                 correct = gold.get((ent.start_char, ent.end_char)) == ent.label_
                 pairs.append((float(ent._.confidence), correct))
-    bins = []
-    for b in range(n_bins):
-        low, high = b / n_bins, (b + 1) / n_bins
-        members = [(c, ok) for c, ok in pairs if low <= c < high or (b == n_bins - 1 and c == 1.0)]
-        if members:
-            bins.append({
-                "low": low, "high": high, "count": len(members),
-                "confidence": sum(c for c, _ in members) / len(members),
-                "accuracy": sum(ok for _, ok in members) / len(members),
-            })
-    total = len(pairs)
-    ece = sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins) if total else None
-    return {"n_entities": total, "ece": ece, "bins": bins}
+    return reliability(pairs, n_bins)
 
 
 def document_scores(examples: Sequence[Example]) -> List[Dict]:
@@ -204,14 +196,14 @@ def plot_training_curves(records: List[Dict], path: Path) -> None:
 
 # --- the report ------------------------------------------------------------------------------
 def write_report(
-    nlp: Language, gold_docs: List[Doc], output_dir: Path, training_dir: Optional[Path] = None,
+    nlp: Language, data_path: Path, output_dir: Path, training_dir: Optional[Path] = None,
     n_worst: int = 10, plots: bool = True,
 ) -> Dict:
     """Write ``scores.md``, ``report.json``, ``worst.html`` and, with ``plots``,
     ``confusion.png``, ``reliability.png`` (and ``training.png`` given a training
     folder with ``log.jsonl``) to ``output_dir``. RETURNS (Dict): what report.json holds."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    examples = predict_examples(nlp, gold_docs)
+    examples = predict_examples(nlp, data_path)
     scores = get_ner_prf(examples)
     labels, counts = confusion_counts(examples)
     support = {label: sum(counts.get(label, {}).values()) for label in labels}
@@ -254,7 +246,3 @@ def write_report(
     }
     (output_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf8")
     return report
-
-
-def load_docs(path: Path, nlp: Language) -> List[Doc]:
-    return list(DocBin().from_disk(path).get_docs(nlp.vocab))

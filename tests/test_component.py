@@ -282,3 +282,19 @@ def test_mixed_precision_config_trains_on_cpu():
     assert all(0 <= e.start < e.end <= len(doc) for e in doc.ents)
     wrapper = nlp.get_pipe("ner").model.get_ref("encoder").layers[0]
     assert wrapper.shims[0]._mixed_precision is False
+
+
+def test_calibrate_fits_temperature_keeps_entities_and_is_saved(tmp_path):
+    nlp = train_tiny(n_iter=30, seed=3)
+    ner = nlp.get_pipe("ner")
+    texts = [text for text, _ in TRAIN_DATA]
+    before = [ents_of(d) for d in nlp.pipe(texts)]
+    confidences = [e._.confidence for d in nlp.pipe(texts) for e in d.ents]
+    result = ner.calibrate(make_examples(nlp), temperatures=[0.5, 1.0, 2.0, 4.0])
+    assert result["temperature"] in (0.5, 1.0, 2.0, 4.0) and result["temperature"] == ner.cfg["temperature"]
+    assert result["ece_after"] <= result["ece_before"]
+    assert [ents_of(d) for d in nlp.pipe(texts)] == before  # entities never change
+    if result["temperature"] != 1.0:
+        assert [e._.confidence for d in nlp.pipe(texts) for e in d.ents] != confidences
+    nlp.to_disk(tmp_path)
+    assert spacy.load(tmp_path).get_pipe("ner").cfg["temperature"] == result["temperature"]

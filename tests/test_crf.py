@@ -204,3 +204,19 @@ def test_length_buckets_bound_padded_size():
     for bucket in buckets:
         longest = max(lengths[i] for i in bucket)
         assert len(bucket) == 1 or len(bucket) * longest <= 60
+
+
+def test_temperature_changes_probabilities_not_the_path(batch):
+    crf = make_crf()
+    emissions, mask = padded(batch)
+    path, _, _ = crf.padded_decode(emissions, mask)
+    hot_path, marginals, _ = crf.padded_decode(emissions, mask, temperature=2.0)
+    assert torch.equal(path, hot_path)
+    # The marginals at temperature T are those of the CRF with every potential / T.
+    scaled = make_crf()
+    with torch.no_grad():
+        for p in scaled.parameters():
+            p.div_(2.0)
+    _, expected, _ = scaled.padded_decode(emissions / 2.0, mask)
+    for i, seq in enumerate(batch):
+        assert torch.allclose(marginals[i, : len(seq)], expected[i, : len(seq)], atol=1e-5)

@@ -40,6 +40,8 @@ def test_workflow_all_runs_end_to_end(project):
     path, stdout, _ = project
     assert (path / "corpus" / "gmb" / "test.spacy").exists()
     assert (path / "training" / "gmb" / "hybrid_cpu" / "model-best" / "ner" / "model").exists()
+    assert (path / "training" / "gmb" / "hybrid_cpu" / "model-calibrated" / "ner" / "model").exists()
+    assert "temperature" in stdout
     metrics = json.loads((path / "metrics" / "gmb" / "hybrid_cpu.json").read_text())
     assert set(metrics) >= {"ents_p", "ents_r", "ents_f", "ents_per_type"}
     assert "NER (per type)" in stdout  # spacy evaluate printed P/R/F per type
@@ -51,7 +53,7 @@ def test_workflow_all_runs_end_to_end(project):
 def test_rerun_skips_unchanged_steps(project):
     path, _, args = project
     result = run([sys.executable, "-m", "spacy", "project", "run", "all", ".", *args], cwd=path, env=SMOKE_TRAINING)
-    for step in ("convert-gmb", "train-gmb", "evaluate-gmb", "showcase-gmb"):
+    for step in ("convert-gmb", "train-gmb", "calibrate-gmb", "evaluate-gmb", "showcase-gmb"):
         assert f"Skipping '{step}': nothing changed" in result.stdout
 
 
@@ -70,7 +72,7 @@ def test_package_installs_into_a_fresh_venv_and_predicts_the_same(project, tmp_p
         "ents = [[(e.start_char, e.end_char, e.label_, round(e._.confidence, 5)) for e in d.ents] for d in nlp.pipe(texts)]\n"
         "print(json.dumps({'ents': ents, 'scores': [s.round(4).tolist() for s in scores]}))\n"
     )
-    model_dir = path / "training" / "gmb" / "hybrid_cpu" / "model-best"
+    model_dir = path / "training" / "gmb" / "hybrid_cpu" / "model-calibrated"
     expected = run([sys.executable, "-c", code, model_dir, json.dumps(texts)], cwd=tmp_path).stdout
     env_dir = tmp_path / "fresh-venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)

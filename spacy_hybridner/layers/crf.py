@@ -68,6 +68,7 @@ def crf_decode(
     model: Model[CRFInput, Floats1d],
     scores: List[Floats2d],
     tag_masks: Optional[List[Optional[object]]] = None,
+    temperature: float = 1.0,
 ) -> Tuple[List[Ints1d], List[Floats1d]]:
     """Best tag ids of each sequence and, at each token, the probability of the decoded
     segment that ends there (for an entity: the probability of exactly that span).
@@ -76,6 +77,8 @@ def crf_decode(
     scores (List[Floats2d]): Tag scores of each sequence.
     tag_masks (Optional[List[Optional[Bools2d]]]): Per sequence, ``(n, K)`` True where
         a tag is allowed, or None for no constraint.
+    temperature (float): Divides the CRF's potentials for the probabilities (not the
+        tags): above 1 makes them less confident.
     RETURNS (Tuple[List[Ints1d], List[Floats1d]]): Tag ids and probabilities.
     """
     ops = model.ops
@@ -90,7 +93,7 @@ def crf_decode(
             for m, n in zip(tag_masks, lengths)
         ]
         mask = xp2torch(ops.xp.concatenate(parts), device=flat.device)
-    tags, seg_logp = module.decode(flat, lengths, mask)
+    tags, seg_logp = module.decode(flat, lengths, mask, temperature)
     lengths_xp = ops.asarray1i(lengths)
     tags_xp = ops.unflatten(torch2xp(tags.int()), lengths_xp)
     probs_xp = ops.unflatten(torch2xp(seg_logp.exp()), lengths_xp)

@@ -198,19 +198,24 @@ class CRF(nn.Module):
 
     @torch.no_grad()
     def padded_decode(
-        self, emissions: Tensor, mask: Tensor, tag_mask: Optional[Tensor] = None
+        self, emissions: Tensor, mask: Tensor, tag_mask: Optional[Tensor] = None,
+        temperature: float = 1.0,
     ) -> Tuple[Tensor, Tensor, Tensor]:
         """Viterbi path ``(B, T)``, marginals ``(B, T, K)`` and, at each token, the log
         probability of the decoded segment ending there ``(B, T)``.
 
         tag_mask (Optional[Tensor]): ``(B, T, K)``, True where a tag is allowed; it
             must leave at least one allowed path.
+        temperature (float): Probabilities come from the potentials divided by this;
+            the best path does not depend on it.
         """
         emissions = emissions.float()
         start, trans, end = self.potentials(float("-inf"))
         if tag_mask is not None:
             emissions = emissions.masked_fill(~tag_mask, float("-inf"))
         path = self.viterbi(emissions, mask, start, trans, end)
+        if temperature != 1.0:
+            emissions, start, trans, end = (x / temperature for x in (emissions, start, trans, end))
         alphas = self.forward_scores(emissions, mask, start, trans).transpose(0, 1)
         betas = self.backward_scores(emissions, mask, trans, end).transpose(0, 1)
         log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)  # (B,)
@@ -263,13 +268,15 @@ class CRF(nn.Module):
 
     @torch.no_grad()
     def decode(
-        self, emissions: Tensor, lengths: Sequence[int], tag_mask: Optional[Tensor] = None
+        self, emissions: Tensor, lengths: Sequence[int], tag_mask: Optional[Tensor] = None,
+        temperature: float = 1.0,
     ) -> Tuple[Tensor, Tensor]:
         """Best tags and segment log probabilities of each sequence.
 
         emissions (Tensor): ``(N, K)`` tag scores, concatenated.
         lengths (Sequence[int]): The length of each sequence.
         tag_mask (Optional[Tensor]): ``(N, K)``, True where a tag is allowed.
+        temperature (float): Divides the potentials for the probabilities only.
         RETURNS (Tuple[Tensor, Tensor]): tags ``(N,)`` and, at each token, the log
             probability of the decoded segment that ends there ``(N,)``.
         """
@@ -285,7 +292,9 @@ class CRF(nn.Module):
         for bucket in length_buckets(lengths, self.max_batch_tokens):
             positions, mask, _ = bucket_positions(offsets, lengths, bucket, N, device)
             bucket_mask = padded_tag_mask[positions] if padded_tag_mask is not None else None
-            path, _, logp = self.padded_decode(padded_emissions[positions], mask, bucket_mask)
+            path, _, logp = self.padded_decode(
+                padded_emissions[positions], mask, bucket_mask, temperature
+            )
             tags[positions[mask]] = path[mask]
             seg_logp[positions[mask]] = logp[mask]
         return tags, seg_logp
