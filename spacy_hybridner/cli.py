@@ -114,7 +114,7 @@ def calibrate(
     data, and save the pipeline. Entities do not change, only their confidences. A
     pipeline without hybrid_ner is saved unchanged."""
     import spacy
-    from spacy.training import Corpus
+    from spacy.training import Corpus, Example
 
     from .pipeline_component import HybridEntityRecognizer
 
@@ -128,8 +128,6 @@ def calibrate(
             docs = [eg.predicted for eg in examples]
             if upstream:  # e.g. a shared tok2vec or transformer the component listens to
                 docs = list(nlp.pipe(docs, disable=[n for n in nlp.pipe_names if n not in upstream]))
-            from spacy.training import Example
-
             result = pipe.calibrate([Example(doc, eg.reference) for doc, eg in zip(docs, examples)])
             typer.echo(
                 f"{name}: temperature {result['temperature']:.3f}; expected calibration error on "

@@ -182,6 +182,7 @@ class HybridEntityRecognizer(TrainablePipe):
                 if label not in found:
                     found.append(label)
         self.cfg["labels"] = []
+        self.cfg["temperature"] = 1.0  # a new model is not calibrated yet
         self.model.get_ref("crf").layers[:] = []
         for label in found:
             self.add_label(label)

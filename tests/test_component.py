@@ -8,10 +8,13 @@ from spacy.lang.en import English
 from spacy.tokens import DocBin
 from spacy.training import Example
 from thinc.api import fix_random_seed
+from typer.testing import CliRunner
+
+from spacy_hybridner.cli import app
 
 from conftest import (
     TINY_MODEL, TRAIN_DATA, ents_of, ents_with_confidence, make_examples, reload_and_predict,
-    run_python, train_tiny,
+    run_python, train_tiny, write_corpus,
 )
 
 
@@ -207,7 +210,7 @@ def test_every_parameter_is_trained_and_saved(trained_nlp):
     assert (crf2.transitions == crf_module.transitions).all()
 
 
-def test_shared_tok2vec_listener():
+def test_shared_tok2vec_listener(tmp_path):
     fix_random_seed(0)
     nlp = English()
     nlp.add_pipe("tok2vec", config={"model": TINY_MODEL["tok2vec"]})
@@ -221,6 +224,14 @@ def test_shared_tok2vec_listener():
     nlp2 = spacy.blank("en").from_config(nlp.config).from_bytes(nlp.to_bytes())
     text = TRAIN_DATA[2][0]
     assert ents_of(nlp2(text)) == ents_of(nlp(text)) == TRAIN_DATA[2][1]
+    # calibrate runs the shared tok2vec before the listening component.
+    nlp.to_disk(tmp_path / "model")
+    result = CliRunner().invoke(app, [
+        "calibrate", str(tmp_path / "model"), str(write_corpus(tmp_path / "dev.spacy")), str(tmp_path / "calibrated"),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "temperature" in result.output
+    assert ents_of(spacy.load(tmp_path / "calibrated")(text)) == TRAIN_DATA[2][1]
 
 
 def test_missing_weights_file_is_explained(trained_nlp, tmp_path):
