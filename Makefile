@@ -5,7 +5,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-GPU_ID ?= -1
 
 .PHONY: setup run test clean
 
@@ -18,7 +17,7 @@ $(VENV)/.installed: setup.py constraints.txt
 	touch $@
 
 run: setup
-	$(BIN)/python -m spacy project run all . --vars.gpu_id $(GPU_ID)
+	$(BIN)/python -m spacy project run all .
 
 test: setup
 	$(BIN)/python -m pytest tests
