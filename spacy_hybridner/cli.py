@@ -193,7 +193,13 @@ def benchmark(
     missing = [str(p) for p in [train, dev, test, *configs] if not p.exists()]
     if missing:
         raise typer.BadParameter(f"not found: {', '.join(missing)}")
-    command = "python -m spacy_hybridner benchmark " + " ".join(sys.argv[2:])
+    import os
+    import shlex
+
+    command = "python -m spacy_hybridner benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    overrides = os.environ.get("SPACY_CONFIG_OVERRIDES")
+    if overrides:  # spaCy applies these to every training run: part of the exact command
+        command = f"SPACY_CONFIG_OVERRIDES={shlex.quote(overrides)} {command}"
     rows = []
     for config in configs:
         rows.append(benchmark_config(
