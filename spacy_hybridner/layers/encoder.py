@@ -5,7 +5,7 @@ Sequences longer than ``window`` are cut into overlapping windows (a new window 
 takes its output from the window in which it sits furthest from the edges. Attention
 therefore never spans more than ``window`` tokens, whatever the length of a document.
 """
-from functools import partial
+from functools import lru_cache, partial
 from typing import Callable, List, Optional, Tuple
 
 import numpy
@@ -71,6 +71,15 @@ def _init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> None:
 def window_indices(
     lengths: List[int], window: int, stride: int
 ) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
+    """See ``_window_indices``; the result for a batch is computed once and shared by
+    the input and output conversion of the same forward pass (read-only arrays)."""
+    return _window_indices(tuple(lengths), window, stride)
+
+
+@lru_cache(maxsize=4)
+def _window_indices(
+    lengths: Tuple[int, ...], window: int, stride: int
+) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
     """Where each window reads its tokens from, and where each token's output comes from.
 
     lengths (List[int]): Sequence lengths; the tokens of all sequences are numbered
@@ -106,6 +115,8 @@ def window_indices(
             own_start - start, own_end - start
         )
         window_lengths[w] = end - start
+    for array in (gather, select, window_lengths):
+        array.flags.writeable = False
     return gather, select, window_lengths
 
 
