@@ -35,12 +35,20 @@ def _peak_rss_mb(pid: int) -> Optional[float]:
     return None
 
 
+STOP_GRACE_S = 120.0  # time a stopped training gets to finish its step and save
+
+
 def run_streaming(cmd: List[str], prefix: str, echo: Callable[[str], None], budget_s: Optional[float] = None) -> Dict:
     """Run a command, echo its output lines with a prefix, stop it (SIGINT) when the
     budget runs out. RETURNS (Dict): returncode, seconds, peak_rss_mb, stopped, output."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     start = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # A shell's background job inherits SIGINT as ignored (nohup ... &); restore the
+    # default so that the budget's SIGINT reaches spaCy as a KeyboardInterrupt.
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     lines: List[str] = []
 
     def pump() -> None:
@@ -51,7 +59,7 @@ def run_streaming(cmd: List[str], prefix: str, echo: Callable[[str], None], budg
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    peak, stopped = None, False
+    peak, stopped, stopped_at = None, False, 0.0
     while proc.poll() is None:
         rss = _peak_rss_mb(proc.pid)
         if rss is not None:
@@ -59,7 +67,11 @@ def run_streaming(cmd: List[str], prefix: str, echo: Callable[[str], None], budg
         if budget_s is not None and not stopped and time.time() - start > budget_s:
             echo(f"[{prefix}] wall-time budget of {budget_s / 60:.1f} min reached: stopping")
             proc.send_signal(signal.SIGINT)
-            stopped = True
+            stopped, stopped_at = True, time.time()
+        elif stopped and time.time() - stopped_at > STOP_GRACE_S:
+            echo(f"[{prefix}] still running {STOP_GRACE_S:.0f} s after SIGINT: terminating")
+            proc.terminate()
+            stopped_at = float("inf")
         time.sleep(0.5)
     reader.join(timeout=10)
     return {

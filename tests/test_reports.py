@@ -123,3 +123,27 @@ def test_benchmark_document_sections_are_replaced(tmp_path):
     text = doc.read_text()
     assert text.count("## conll03") == 1 and "new numbers" in text and "old numbers" not in text
     assert "gmb numbers" in text
+
+
+def test_budget_stops_training_even_when_sigint_was_ignored():
+    # `nohup python -m spacy_hybridner benchmark ... &` starts with SIGINT ignored, which
+    # children inherit; the budget must still stop the training child.
+    import signal
+    import sys
+    import time
+
+    from spacy_hybridner.benchmark import run_streaming
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        start = time.time()
+        result = run_streaming(
+            [sys.executable, "-c", "import time; print('training', flush=True); time.sleep(120)"],
+            "child", lambda line: None, budget_s=1.0,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result["stopped"]
+    assert time.time() - start < 60
+    assert "training" in result["output"]
+    assert "KeyboardInterrupt" in result["output"]
