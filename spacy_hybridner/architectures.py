@@ -3,7 +3,7 @@ from typing import List, Optional
 
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Model, chain
+from thinc.api import Maxout, Model, chain, concatenate, with_array
 from thinc.types import Floats2d
 
 from .layers import crf_layer, hybrid_encoder
@@ -20,6 +20,7 @@ def build_hybrid_ner(
     lstm_depth: int = 1,
     uni_lstm_depth: int = 0,
     dropout: float = 0.1,
+    token_dropout: float = 0.0,
     window: int = 256,
     stride: int = 192,
     mixed_precision: bool = False,
@@ -39,6 +40,9 @@ def build_hybrid_ner(
     lstm_depth (int): BiLSTM layers; 0 gives a Transformer-CRF.
     uni_lstm_depth (int): Left-to-right LSTM layers stacked after the BiLSTM.
     dropout (float): Dropout inside the encoder.
+    token_dropout (float): In training, the probability of blanking a token's whole
+        vector on its way into the encoder (word dropout), so that entities are also
+        recognised from their context, as unseen words must be.
     window (int): Longest span of tokens encoded at once; longer documents are
         processed in overlapping windows.
     stride (int): Tokens between the starts of consecutive windows (``<= window``).
@@ -51,6 +55,7 @@ def build_hybrid_ner(
     check_sizes(
         width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
         lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
+        token_dropout=token_dropout,
     )
     if window < 1 or not 1 <= stride <= window:
         raise ValueError(
@@ -61,7 +66,7 @@ def build_hybrid_ner(
     encoder = hybrid_encoder(
         width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
         lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
-        window=window, stride=stride, mixed_precision=mixed_precision,
+        token_dropout=token_dropout, window=window, stride=stride, mixed_precision=mixed_precision,
         grad_scaler_config=grad_scaler_config, nO=nO,
     )
     crf = crf_layer(nO=nO)
@@ -85,3 +90,42 @@ def _init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
     model.get_ref("crf").set_dim("nO", nO, force=True)
     model.layers[0].initialize(X=X)
     model.layers[1].initialize()
+
+
+@registry.architectures("spacy-hybridner.CharMultiHashEmbed.v1")
+def build_char_multi_hash_embed(
+    width: int,
+    attrs: List[str],
+    rows: List[int],
+    include_static_vectors: bool,
+    nM: int = 16,
+    nC: int = 8,
+    char_feature: str = "LOWER",
+    char_rows: int = 5000,
+) -> Model[List[Doc], List[Floats2d]]:
+    """spaCy's ``MultiHashEmbed`` and ``CharacterEmbed`` side by side, mixed down to
+    ``width`` by a Maxout layer. The hash embeddings see the attributes in ``attrs``;
+    the character embedding sees the first and last ``nC // 2`` UTF-8 bytes of each
+    word (case kept), which helps with words never seen in training.
+
+    width (int): Output width (and width of each of the two embeddings).
+    attrs (List[str]): Token attributes for ``MultiHashEmbed``, e.g. NORM, PREFIX,
+        SUFFIX, SHAPE.
+    rows (List[int]): Hash table rows per attribute in ``attrs``.
+    include_static_vectors (bool): Also use the vocab's static vectors.
+    nM (int): Width of each character embedding.
+    nC (int): Characters per word (half from the start, half from the end).
+    char_feature (str): Attribute that ``CharacterEmbed`` hashes next to the characters.
+    char_rows (int): Rows of that attribute's hash table.
+    """
+    multi_hash = registry.get("architectures", "spacy.MultiHashEmbed.v2")(
+        width=width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors,
+    )
+    chars = registry.get("architectures", "spacy.CharacterEmbed.v2")(
+        width=width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False,
+        feature=char_feature,
+    )
+    return chain(
+        concatenate(multi_hash, chars),
+        with_array(Maxout(width, 2 * width, nP=3, normalize=True, dropout=0.0)),
+    )

@@ -1,4 +1,5 @@
 """The hybrid_ner component, in the style of spaCy's own pipeline tests."""
+import copy
 import pickle
 
 import numpy
@@ -295,6 +296,46 @@ def test_mixed_precision_config_trains_on_cpu():
     assert wrapper.shims[0]._mixed_precision is False
 
 
+
+def test_bfloat16_mixed_precision_path_learns_and_predicts_in_float32_after_reload(monkeypatch, tmp_path):
+    """On a GPU with bfloat16 (compute capability >= 8) the encoder autocasts itself,
+    without thinc's float16 autocast and loss scaling. The same code runs under CPU
+    autocast here: it learns, and the saved pipeline predicts the same entities in
+    float32 where mixed precision is off (as on a CPU-only machine)."""
+    import torch
+
+    from spacy_hybridner.layers import encoder as encoder_layer
+
+    monkeypatch.setattr(encoder_layer, "get_torch_default_device", lambda: torch.device("cuda", 0))
+    monkeypatch.setattr(encoder_layer, "mixed_precision_dtype", lambda device: torch.bfloat16)
+    nlp = train_tiny(n_iter=100, model=dict(TINY_MODEL, mixed_precision=True))
+    wrapper = nlp.get_pipe("ner").model.get_ref("encoder").layers[0]
+    assert wrapper.shims[0]._model.autocast_dtype == torch.bfloat16
+    assert wrapper.shims[0]._mixed_precision is False
+    assert nlp.evaluate(make_examples(nlp))["ents_f"] == 1.0
+    expected = [ents_of(doc) for doc in nlp.pipe([text for text, _ in TRAIN_DATA])]
+    monkeypatch.undo()
+    reloaded = [[e[:3] for e in doc] for doc in reload_and_predict(nlp, [text for text, _ in TRAIN_DATA], tmp_path)]
+    assert reloaded == expected
+
+
+def test_encoder_autocast_keeps_float32_outputs_and_lstm():
+    import torch
+
+    from spacy_hybridner.modules import HybridEncoder
+
+    torch.manual_seed(0)
+    plain = HybridEncoder(8, 5, width=16, depth=1, n_heads=2, ffn_width=32, lstm_depth=1, dropout=0.0).eval()
+    mixed = HybridEncoder(8, 5, width=16, depth=1, n_heads=2, ffn_width=32, lstm_depth=1, dropout=0.0,
+                          autocast_dtype=torch.bfloat16).eval()
+    mixed.load_state_dict(plain.state_dict())
+    X, lengths = torch.randn(3, 7, 8), torch.tensor([7, 3, 1])
+    Y = mixed(X, lengths)
+    assert Y.dtype == torch.float32
+    assert torch.allclose(Y, plain(X, lengths), atol=0.1)
+    Y.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in mixed.lstm.parameters())
+
 def test_calibrate_fits_temperature_keeps_entities_and_is_saved(tmp_path):
     nlp = train_tiny(n_iter=30, seed=3)
     ner = nlp.get_pipe("ner")
@@ -309,3 +350,19 @@ def test_calibrate_fits_temperature_keeps_entities_and_is_saved(tmp_path):
         assert [e._.confidence for d in nlp.pipe(texts) for e in d.ents] != confidences
     nlp.to_disk(tmp_path)
     assert spacy.load(tmp_path).get_pipe("ner").cfg["temperature"] == result["temperature"]
+
+
+def test_character_embedding_with_token_dropout_learns_and_reloads(tmp_path):
+    """The CharMultiHashEmbed layer (hash embeddings + character embeddings) and word
+    dropout train like the default model, and the pipeline reloads to the same output."""
+    model = copy.deepcopy(TINY_MODEL)
+    model["token_dropout"] = 0.1
+    model["tok2vec"]["embed"] = {
+        "@architectures": "spacy-hybridner.CharMultiHashEmbed.v1",
+        "width": 32, "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+        "rows": [500, 100, 200, 200], "include_static_vectors": False, "nM": 8, "nC": 4,
+    }
+    nlp = train_tiny(n_iter=100, model=model)
+    assert nlp.evaluate(make_examples(nlp))["ents_f"] == 1.0
+    texts = [text for text, _ in TRAIN_DATA] + ["Tim Cook visited Berlin ."]
+    assert reload_and_predict(nlp, texts, tmp_path) == ents_with_confidence(nlp.pipe(texts))

@@ -66,6 +66,23 @@ def test_impossible_sizes_are_explained(width, n_heads, lstm_depth, message):
         check_sizes(width=width, depth=1, n_heads=n_heads, ffn_width=8, lstm_depth=lstm_depth, uni_lstm_depth=0, dropout=0.1)
 
 
+def test_token_dropout_blanks_whole_tokens_in_training_only():
+    torch.manual_seed(0)
+    module = HybridEncoder(8, 5, **dict(SIZES, depth=0), token_dropout=0.5)
+    X = torch.randn(4, 50, 8, requires_grad=True)
+    lengths = torch.tensor([50, 50, 50, 50])
+    module(X, lengths).sum().backward()
+    # A blanked token passes no gradient back to its vector; the others do.
+    blanked = (X.grad.abs().sum(-1) == 0).float().mean().item()
+    assert 0.3 < blanked < 0.7
+    X.grad = None
+    module.eval()
+    module(X, lengths).sum().backward()
+    assert (X.grad.abs().sum(-1) > 0).all()
+    with pytest.raises(ValueError, match="token_dropout"):
+        HybridEncoder(8, 5, **SIZES, token_dropout=1.0)
+
+
 def make_layer(window, stride, **sizes) -> Model:
     layer = hybrid_encoder(**dict(SIZES, **sizes), window=window, stride=stride, nO=4)
     layer.initialize(X=[numpy.zeros((2, 6), dtype="float32")])

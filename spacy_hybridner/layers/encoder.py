@@ -9,6 +9,7 @@ from functools import lru_cache, partial
 from typing import Callable, List, Optional, Tuple
 
 import numpy
+import torch
 from thinc.api import (
     ArgsKwargs, Model, PyTorchGradScaler, PyTorchWrapper_v2, torch2xp, xp2torch,
 )
@@ -21,7 +22,7 @@ from ..modules import HybridEncoder
 def hybrid_encoder(
     *, width: int, depth: int, n_heads: int, ffn_width: int, lstm_depth: int,
     uni_lstm_depth: int, dropout: float, window: int, stride: int,
-    mixed_precision: bool = False, grad_scaler_config: Optional[dict] = None,
+    token_dropout: float = 0.0, mixed_precision: bool = False, grad_scaler_config: Optional[dict] = None,
     nI: Optional[int] = None, nO: Optional[int] = None,
 ) -> Model[List[Floats2d], List[Floats2d]]:
     """The encoder as a thinc layer. The PyTorch module is built by ``initialize``,
@@ -35,6 +36,7 @@ def hybrid_encoder(
             "hyper": {
                 "width": width, "depth": depth, "n_heads": n_heads, "ffn_width": ffn_width,
                 "lstm_depth": lstm_depth, "uni_lstm_depth": uni_lstm_depth, "dropout": dropout,
+                "token_dropout": token_dropout,
             },
             "window": window,
             "stride": stride,
@@ -52,20 +54,36 @@ def _init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> None:
     if X is not None and len(X):
         model.set_dim("nI", int(X[0].shape[1]), force=True)
     nI, nO = model.get_dim("nI"), model.get_dim("nO")
-    module = HybridEncoder(nI, nO, **model.attrs["hyper"])
     window, stride = model.attrs["window"], model.attrs["stride"]
     # Mixed precision is a CUDA feature: a GPU config still trains and predicts on CPU.
-    mixed_precision = model.attrs["mixed_precision"] and get_torch_default_device().type == "cuda"
-    scaler_config = {"enabled": mixed_precision, **model.attrs["grad_scaler_config"]}
-    scaler_config["enabled"] = scaler_config["enabled"] and mixed_precision
+    device = get_torch_default_device()
+    mixed_precision = model.attrs["mixed_precision"] and device.type == "cuda"
+    dtype = mixed_precision_dtype(device) if mixed_precision else None
+    # bfloat16: the module autocasts itself (no loss scaling needed); float16: thinc's
+    # autocast with its gradient scaler.
+    module = HybridEncoder(
+        nI, nO, **model.attrs["hyper"],
+        autocast_dtype=torch.bfloat16 if dtype == torch.bfloat16 else None,
+    )
+    float16 = dtype == torch.float16
+    scaler_config = {"enabled": float16, **model.attrs["grad_scaler_config"]}
+    scaler_config["enabled"] = scaler_config["enabled"] and float16
     wrapper = PyTorchWrapper_v2(
         module,
         convert_inputs=partial(_to_windows, window=window, stride=stride, width=nI),
         convert_outputs=partial(_from_windows, window=window, stride=stride),
-        mixed_precision=mixed_precision,
+        mixed_precision=float16,
         grad_scaler=PyTorchGradScaler(**scaler_config),
     )
     model.layers[:] = [wrapper]
+
+
+def mixed_precision_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on GPUs that compute in it natively (compute capability 8.0 and up:
+    A100, H100, RTX 30xx and later), float16 elsewhere."""
+    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+        return torch.bfloat16
+    return torch.float16
 
 
 def window_indices(

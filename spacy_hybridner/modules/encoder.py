@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 def check_sizes(
     *, width: int, depth: int, n_heads: int, ffn_width: int, lstm_depth: int,
-    uni_lstm_depth: int, dropout: float,
+    uni_lstm_depth: int, dropout: float, token_dropout: float = 0.0,
 ) -> None:
     """Raise a ValueError that names the setting and the fix when sizes cannot work."""
     if width < 1:
@@ -39,6 +39,8 @@ def check_sizes(
         )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+    if not 0.0 <= token_dropout < 1.0:
+        raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}.")
 
 
 class SinusoidalPositions(nn.Module):
@@ -77,6 +79,13 @@ class HybridEncoder(nn.Module):
     lstm_depth (int): Stacked BiLSTM layers after the Transformer (0: none).
     uni_lstm_depth (int): Stacked left-to-right LSTM layers after the BiLSTM (0: none).
     dropout (float): Dropout rate inside and between the parts.
+    token_dropout (float): In training, the probability of blanking a whole incoming
+        token vector, so that tags are also learned from context alone (as for words
+        never seen in training).
+    autocast_dtype (Optional[torch.dtype]): Run the projection, the Transformer layers
+        and the output layer under ``torch.autocast`` with this dtype (``torch.bfloat16``
+        for mixed precision without loss scaling); the LSTMs always run in float32 and
+        the emissions come back as float32. None: no autocast of its own.
     max_batch_tokens (int): Sequences are run in chunks of at most this many padded
         positions (each chunk trimmed to its longest sequence), which bounds the memory
         of attention. Callers should pass sequences sorted longest first.
@@ -85,14 +94,18 @@ class HybridEncoder(nn.Module):
     def __init__(
         self, nI: int, nO: int, *, width: int = 128, depth: int = 2, n_heads: int = 4,
         ffn_width: int = 256, lstm_depth: int = 1, uni_lstm_depth: int = 0,
-        dropout: float = 0.1, max_batch_tokens: int = 16384,
+        dropout: float = 0.1, token_dropout: float = 0.0,
+        autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = 16384,
     ):
         super().__init__()
         check_sizes(
             width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
             lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
+            token_dropout=token_dropout,
         )
         self.nI, self.nO, self.width = nI, nO, width
+        self.token_dropout = token_dropout
+        self.autocast_dtype = autocast_dtype
         self.max_batch_tokens = max_batch_tokens
         self.input_proj = nn.Linear(nI, width)
         self.positions = SinusoidalPositions(width)
@@ -124,6 +137,12 @@ class HybridEncoder(nn.Module):
     def forward(self, X: Tensor, lengths: Tensor) -> Tensor:
         """X (Tensor): ``(B, T, nI)`` padded token vectors. lengths (Tensor): ``(B,)``
         on the CPU. RETURNS (Tensor): ``(B, T, nO)``; rows past a length are padding."""
+        if self.autocast_dtype is not None:
+            with torch.autocast(device_type=X.device.type, dtype=self.autocast_dtype):
+                return self._forward(X, lengths).float()
+        return self._forward(X, lengths)
+
+    def _forward(self, X: Tensor, lengths: Tensor) -> Tensor:
         B, T, _ = X.shape
         if B == 0 or T == 0:
             return self.output(self.input_proj(X))
@@ -141,6 +160,9 @@ class HybridEncoder(nn.Module):
 
     def _encode(self, X: Tensor, lengths: Tensor) -> Tensor:
         T = X.shape[1]
+        if self.training and self.token_dropout > 0.0:
+            keep = torch.rand(X.shape[:2], device=X.device) >= self.token_dropout
+            X = X * keep.unsqueeze(-1).to(X.dtype)
         h = self.input_proj(X)
         if self.transformer is not None:  # the LSTMs know order without them
             h = h + self.positions(T)
@@ -152,7 +174,11 @@ class HybridEncoder(nn.Module):
             h = self.transformer(h, src_key_padding_mask=padding)
         for lstm in (self.lstm, self.uni_lstm):
             if lstm is not None:
-                packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
-                out, _ = lstm(packed)
-                h, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
+                # float32 whatever the autocast: the plain path of every LSTM kernel.
+                with torch.autocast(device_type=h.device.type, enabled=False):
+                    packed = pack_padded_sequence(
+                        h.float(), lengths.cpu(), batch_first=True, enforce_sorted=False
+                    )
+                    out, _ = lstm(packed)
+                    h, _ = pad_packed_sequence(out, batch_first=True, total_length=T)
         return self.output(self.dropout(h))
