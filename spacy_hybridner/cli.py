@@ -130,8 +130,10 @@ def calibrate(
                 docs = list(nlp.pipe(docs, disable=[n for n in nlp.pipe_names if n not in upstream]))
             result = pipe.calibrate([Example(doc, eg.reference) for doc, eg in zip(docs, examples)])
             typer.echo(
-                f"{name}: temperature {result['temperature']:.3f}; expected calibration error on "
-                f"{data_path} ({result['n_entities']} entities): {result['ece_before']:.4f} -> {result['ece_after']:.4f}"
+                f"{name}: temperature {result['temperature']:.3f}; on {data_path} "
+                f"({result['n_entities']} entities), log loss {result['nll_before']:.4f} -> "
+                f"{result['nll_after']:.4f}, expected calibration error {result['ece_before']:.4f} -> "
+                f"{result['ece_after']:.4f}"
             )
         upstream.append(name)
     if not any(isinstance(pipe, HybridEntityRecognizer) for _, pipe in nlp.pipeline):
