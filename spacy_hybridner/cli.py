@@ -180,8 +180,8 @@ def benchmark(
     output_dir: Path = typer.Option(Path("training/benchmark"), help="Where the trained models go"),
     doc_path: Path = typer.Option(Path("docs/benchmarks.md"), help="Benchmark document to update"),
     baseline: str = typer.Option("spacy_ner", help="Config name that speed ratios refer to"),
-    speed_batches: int = typer.Option(30, help="--batches for spacy benchmark speed"),
-    speed_repeats: int = typer.Option(3, help="Runs of spacy benchmark speed per model (median reported)"),
+    speed_batches: int = typer.Option(30, min=30, help="--batches for spacy benchmark speed (spaCy needs at least 30; use --speed-batch-size for shorter runs)"),
+    speed_repeats: int = typer.Option(3, min=1, help="Runs of spacy benchmark speed per model (median reported)"),
     speed_batch_size: Optional[int] = typer.Option(None, help="--batch-size for spacy benchmark speed (default: the pipeline's)"),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
 ) -> None:

@@ -115,6 +115,18 @@ def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     assert "[hybrid_cpu]" in result.output and "== spacy_ner: training" in result.output
 
 
+
+def test_benchmark_rejects_bad_options_before_training(tmp_path):
+    corpus = write_corpus(tmp_path / "train.spacy")
+    args = [
+        "benchmark", str(corpus), str(corpus), str(corpus), "--corpus", "tiny",
+        "--output-dir", str(tmp_path / "models"), "--speed-batches", "10",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "--speed-batches" in result.output and "30" in result.output
+    assert not (tmp_path / "models").exists()
+
 def test_benchmark_document_sections_are_replaced(tmp_path):
     doc = tmp_path / "benchmarks.md"
     update_benchmark_doc(doc, "conll03", "## conll03\n\nold numbers\n")
