@@ -347,24 +347,29 @@ class HybridEntityRecognizer(TrainablePipe):
 
         correct = numpy.asarray([ok for _, _, ok in entities], dtype="float64")
 
-        def measure(temperature: float) -> Tuple[float, float]:
+        def confidences(temperature: float) -> numpy.ndarray:
             _, probs = crf_decode(crf, scores, temperature=temperature)
             probs = [self.model.ops.to_numpy(p) for p in probs]
-            conf = numpy.asarray([float(probs[i][j]) for i, j, _ in entities], dtype="float64")
-            if not len(conf):
-                return 0.0, 0.0
-            p = numpy.clip(conf, 1e-7, 1 - 1e-7)
-            nll = float(-numpy.mean(correct * numpy.log(p) + (1 - correct) * numpy.log(1 - p)))
-            ece = reliability(list(zip(conf.tolist(), correct.astype(bool).tolist())), n_bins)["ece"]
-            return nll, ece
+            return numpy.asarray([float(probs[i][j]) for i, j, _ in entities], dtype="float64")
 
-        measured = {t: measure(t) for t in candidates}
-        best = min(candidates, key=lambda t: (measured[t][0], abs(numpy.log(t))))
+        def log_loss(conf: numpy.ndarray) -> float:
+            if not len(conf):
+                return 0.0
+            p = numpy.clip(conf, 1e-7, 1 - 1e-7)
+            return float(-numpy.mean(correct * numpy.log(p) + (1 - correct) * numpy.log(1 - p)))
+
+        def ece(conf: numpy.ndarray) -> float:
+            result = reliability(list(zip(conf.tolist(), correct.astype(bool).tolist())), n_bins)["ece"]
+            return result if result is not None else 0.0
+
+        conf = {t: confidences(t) for t in candidates}
+        losses = {t: log_loss(conf[t]) for t in candidates}
+        best = min(candidates, key=lambda t: (losses[t], abs(numpy.log(t))))
         self.cfg["temperature"] = best
         return {
             "temperature": best,
-            "nll_before": measured[current][0], "nll_after": measured[best][0],
-            "ece_before": measured[current][1], "ece_after": measured[best][1],
+            "nll_before": losses[current], "nll_after": losses[best],
+            "ece_before": ece(conf[current]), "ece_after": ece(conf[best]),
             "n_entities": len(entities),
         }
 

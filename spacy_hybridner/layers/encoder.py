@@ -66,8 +66,8 @@ def _init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> None:
         autocast_dtype=torch.bfloat16 if dtype == torch.bfloat16 else None,
     )
     float16 = dtype == torch.float16
-    scaler_config = {"enabled": float16, **model.attrs["grad_scaler_config"]}
-    scaler_config["enabled"] = scaler_config["enabled"] and float16
+    scaler_config = dict(model.attrs["grad_scaler_config"])
+    scaler_config["enabled"] = float16 and scaler_config.get("enabled", True)
     wrapper = PyTorchWrapper_v2(
         module,
         convert_inputs=partial(_to_windows, window=window, stride=stride, width=nI),
@@ -80,8 +80,8 @@ def _init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> None:
 
 def mixed_precision_dtype(device: torch.device) -> torch.dtype:
     """bfloat16 on GPUs that compute in it natively (compute capability 8.0 and up:
-    A100, H100, RTX 30xx and later), float16 elsewhere."""
-    if device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 8:
+    A100, H100, RTX 30xx and later; ROCm), float16 elsewhere."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False):
         return torch.bfloat16
     return torch.float16
 
