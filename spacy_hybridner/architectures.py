@@ -1,12 +1,16 @@
 """Registered model architectures: thin builders that chain the layers."""
 from typing import List, Optional
 
+from spacy.attrs import intify_attr
+from spacy.ml import _character_embed
+from spacy.ml.featureextractor import FeatureExtractor
+from spacy.ml.staticvectors import StaticVectors
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Maxout, Model, chain, concatenate, with_array
+from thinc.api import HashEmbed, Maxout, Model, chain, concatenate, list2ragged, ragged2list, with_array
 from thinc.types import Floats2d
 
-from .layers import crf_layer, hybrid_encoder
+from .layers import crf_layer, hybrid_encoder, word_dropout
 from .modules.encoder import check_sizes
 
 
@@ -128,4 +132,62 @@ def build_char_multi_hash_embed(
     return chain(
         concatenate(multi_hash, chars),
         with_array(Maxout(width, 2 * width, nP=3, normalize=True, dropout=0.0)),
+    )
+
+
+# Attributes that name the word itself; word_dropout applies to their tables.
+WORD_ATTRS = ("NORM", "LOWER", "ORTH")
+
+
+@registry.architectures("spacy-hybridner.CharMultiHashEmbed.v2")
+def build_char_multi_hash_embed_v2(
+    width: int,
+    attrs: List[str],
+    rows: List[int],
+    include_static_vectors: bool,
+    nM: int = 16,
+    nC: int = 8,
+    word_dropout_rate: float = 0.0,
+) -> Model[List[Doc], List[Floats2d]]:
+    """Hash embeddings of ``attrs`` and character embeddings, concatenated and mixed
+    down to ``width`` by one Maxout layer. Unlike v1 (spaCy's ``MultiHashEmbed`` and
+    ``CharacterEmbed`` each with its own Maxout, then a third), there is one mixing
+    layer and no second hash table of the word, which makes it cheaper; and the
+    word-identity tables (NORM, LOWER, ORTH) can be dropped out by whole rows.
+
+    width (int): Output width, and width of each hash table.
+    attrs (List[str]): Token attributes to hash-embed, e.g. NORM, PREFIX, SUFFIX, SHAPE.
+    rows (List[int]): Hash table rows per attribute in ``attrs``.
+    include_static_vectors (bool): Also use the vocab's static vectors.
+    nM (int): Width of each character embedding.
+    nC (int): Characters per word (half from the start, half from the end, as UTF-8
+        bytes, case kept).
+    word_dropout_rate (float): In training, the probability of zeroing a token's row
+        of a word-identity table, so that words never seen in training are tagged
+        from their characters, shape and context.
+    """
+    if len(rows) != len(attrs):
+        raise ValueError(
+            f"CharMultiHashEmbed got {len(attrs)} attrs but {len(rows)} rows: give one "
+            "number of rows per attribute."
+        )
+    if not 0.0 <= word_dropout_rate < 1.0:
+        raise ValueError(f"word_dropout_rate must be in [0, 1), got {word_dropout_rate}.")
+    tables = []
+    for i, (attr, n_rows) in enumerate(zip(attrs, rows)):
+        table = HashEmbed(width, n_rows, column=i, seed=8 + i, dropout=0.0)
+        if word_dropout_rate > 0.0 and intify_attr(attr) in {intify_attr(a) for a in WORD_ATTRS}:
+            table = chain(table, word_dropout(word_dropout_rate))
+        tables.append(table)
+    parts = [
+        chain(FeatureExtractor(attrs), list2ragged(), with_array(concatenate(*tables))),
+        chain(_character_embed.CharacterEmbed(nM=nM, nC=nC), list2ragged()),
+    ]
+    if include_static_vectors:
+        parts.append(StaticVectors(width, dropout=0.0))
+    n_inputs = width * (len(attrs) + include_static_vectors) + nM * nC
+    return chain(
+        concatenate(*parts),
+        with_array(Maxout(width, n_inputs, nP=3, normalize=True, dropout=0.0)),
+        ragged2list(),
     )

@@ -369,13 +369,20 @@ def test_calibrate_fits_temperature_keeps_entities_and_is_saved(tmp_path):
     assert spacy.load(tmp_path).get_pipe("ner").cfg["temperature"] == result["temperature"]
 
 
-def test_character_embedding_with_token_dropout_learns_and_reloads(tmp_path):
-    """The CharMultiHashEmbed layer (hash embeddings + character embeddings) and word
+@pytest.mark.parametrize(
+    "embed",
+    [
+        {"@architectures": "spacy-hybridner.CharMultiHashEmbed.v1"},
+        {"@architectures": "spacy-hybridner.CharMultiHashEmbed.v2", "word_dropout_rate": 0.25},
+    ],
+)
+def test_character_embedding_with_token_dropout_learns_and_reloads(tmp_path, embed):
+    """The CharMultiHashEmbed layers (hash embeddings + character embeddings) with word
     dropout train like the default model, and the pipeline reloads to the same output."""
     model = copy.deepcopy(TINY_MODEL)
     model["token_dropout"] = 0.1
     model["tok2vec"]["embed"] = {
-        "@architectures": "spacy-hybridner.CharMultiHashEmbed.v1",
+        **embed,
         "width": 32, "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
         "rows": [500, 100, 200, 200], "include_static_vectors": False, "nM": 8, "nC": 4,
     }

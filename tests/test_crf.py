@@ -220,3 +220,33 @@ def test_temperature_changes_probabilities_not_the_path(batch):
     _, expected, _ = scaled.padded_decode(emissions / 2.0, mask)
     for i, seq in enumerate(batch):
         assert torch.allclose(marginals[i, : len(seq)], expected[i, : len(seq)], atol=1e-5)
+
+
+def test_scaled_recursions_match_the_log_space_ones(batch):
+    """decode's probability-space forward/backward gives the log-space alphas and betas."""
+    crf = make_crf()
+    emissions, mask = padded(batch)
+    start, trans, end = crf.potentials(float("-inf"))
+    alphas, betas = crf.scaled_forward_backward(emissions, mask, start, trans, end)
+    expected_alphas = crf.forward_scores(emissions, mask, start, trans)
+    expected_betas = crf.backward_scores(emissions, mask, trans, end)
+    reachable = torch.isfinite(expected_alphas)
+    assert torch.equal(torch.isfinite(alphas), reachable)
+    assert torch.allclose(alphas[reachable].float(), expected_alphas[reachable], atol=1e-4)
+    reachable = torch.isfinite(expected_betas)
+    assert torch.equal(torch.isfinite(betas), reachable)
+    assert torch.allclose(betas[reachable].float(), expected_betas[reachable], atol=1e-4)
+
+
+def test_decode_falls_back_to_log_space_when_probabilities_underflow():
+    """The only path is tag 0 then tag 1, which scores 3000 below tag 0: in probability
+    space its mass underflows even in float64, so decode uses the log-space recursions."""
+    crf = CRF(2, allowed_start=[True, False], allowed_transitions=[[False, True], [True, True]])
+    emissions = torch.tensor([[[0.0, -3000.0], [0.0, -3000.0]]])
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    start, trans, end = crf.potentials(float("-inf"))
+    assert crf.scaled_forward_backward(emissions, mask, start, trans, end) is None
+    path, marginals, seg_logp = crf.padded_decode(emissions, mask)
+    assert path.tolist() == [[0, 1]]
+    assert marginals[0, 0, 0] == pytest.approx(1.0) and marginals[0, 1, 1] == pytest.approx(1.0)
+    assert torch.isfinite(seg_logp).all() and seg_logp[0, 1] == pytest.approx(0.0, abs=1e-5)

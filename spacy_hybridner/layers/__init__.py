@@ -1,5 +1,6 @@
 """thinc wrappers around the PyTorch modules."""
 from .crf import crf_decode, crf_layer
 from .encoder import hybrid_encoder, window_indices
+from .word_dropout import word_dropout
 
-__all__ = ["crf_decode", "crf_layer", "hybrid_encoder", "window_indices"]
+__all__ = ["crf_decode", "crf_layer", "hybrid_encoder", "window_indices", "word_dropout"]

@@ -146,6 +146,55 @@ class CRF(nn.Module):
         betas.reverse()
         return torch.stack(betas)
 
+    @staticmethod
+    def scaled_forward_backward(
+        emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
+    ) -> Optional[Tuple[Tensor, Tensor]]:
+        """The log alphas and betas of ``forward_scores`` and ``backward_scores``, both
+        ``(T, B, K)`` in float64, computed in probability space with one normalising scale
+        per step (Rabiner 1989): a matrix product per step instead of a logsumexp, about
+        twice as fast when the loop, not the arithmetic, is the cost. RETURNS None when a
+        step underflows (all its mass below float64's range), so that the caller can use
+        the log-space recursions instead."""
+        em = emissions.double()
+        B, T, K = em.shape
+        weights = trans.double().exp()
+        shift = em.amax(dim=2, keepdim=True)  # (B, T, 1): keeps exp() in range
+        probs = (em - shift).exp()
+        first = start.double() + em[:, 0]
+        scale = first.amax(dim=1, keepdim=True)
+        alpha = (first - scale).exp()
+        alphas, alpha_scales = [alpha], [scale]
+        for t in range(1, T):
+            step = (alpha @ weights) * probs[:, t]
+            total = step.sum(dim=1, keepdim=True)
+            active = mask[:, t, None]
+            alpha = torch.where(active, step / total, alpha)
+            scale = torch.where(active, scale + total.log() + shift[:, t], scale)
+            alphas.append(alpha)
+            alpha_scales.append(scale)
+        last = end.double()
+        scale = last.amax().expand(B, 1)
+        beta = (last - scale).exp().expand(B, K)
+        betas, beta_scales = [beta], [scale]
+        for t in range(T - 2, -1, -1):
+            step = (beta * probs[:, t + 1]) @ weights.t()
+            total = step.sum(dim=1, keepdim=True)
+            active = mask[:, t + 1, None]
+            beta = torch.where(active, step / total, beta)
+            scale = torch.where(active, scale + total.log() + shift[:, t + 1], scale)
+            betas.append(beta)
+            beta_scales.append(scale)
+        betas.reverse()
+        beta_scales.reverse()
+        alpha_scales_t, beta_scales_t = torch.stack(alpha_scales), torch.stack(beta_scales)
+        if not (torch.isfinite(alpha_scales_t).all() and torch.isfinite(beta_scales_t).all()):
+            return None
+        return (
+            torch.stack(alphas).log() + alpha_scales_t,
+            torch.stack(betas).log() + beta_scales_t,
+        )
+
     def log_partition(
         self, emissions: Tensor, mask: Tensor, tag_mask: Optional[Tensor] = None,
         penalty: float = TRAIN_PENALTY,
@@ -216,8 +265,13 @@ class CRF(nn.Module):
         path = self.viterbi(emissions, mask, start, trans, end)
         if temperature != 1.0:
             emissions, start, trans, end = (x / temperature for x in (emissions, start, trans, end))
-        alphas = self.forward_scores(emissions, mask, start, trans).transpose(0, 1)
-        betas = self.backward_scores(emissions, mask, trans, end).transpose(0, 1)
+        scaled = self.scaled_forward_backward(emissions, mask, start, trans, end)
+        if scaled is not None:
+            emissions, start, trans, end = (x.double() for x in (emissions, start, trans, end))
+            alphas, betas = (x.transpose(0, 1) for x in scaled)
+        else:
+            alphas = self.forward_scores(emissions, mask, start, trans).transpose(0, 1)
+            betas = self.backward_scores(emissions, mask, trans, end).transpose(0, 1)
         log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)  # (B,)
         marginals = (alphas + betas - log_z[:, None, None]).exp()
         # Segment probability: P(y_i..y_j = path_i..path_j) =
@@ -240,7 +294,7 @@ class CRF(nn.Module):
             + beta_path
             - log_z[:, None]
         )
-        return path, marginals, seg_logp.clamp(max=0.0)
+        return path, marginals.float(), seg_logp.clamp(max=0.0).float()
 
     # --- ragged entry points ------------------------------------------------------
     def forward(self, emissions: Tensor, lengths: Sequence[int], tags: Tensor) -> Tensor:
