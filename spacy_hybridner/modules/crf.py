@@ -151,17 +151,18 @@ class CRF(nn.Module):
         emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
     ) -> Optional[Tuple[Tensor, Tensor]]:
         """The log alphas and betas of ``forward_scores`` and ``backward_scores``, both
-        ``(T, B, K)`` in float64, computed in probability space with one normalising scale
-        per step (Rabiner 1989): a matrix product per step instead of a logsumexp, about
-        twice as fast when the loop, not the arithmetic, is the cost. RETURNS None when a
-        step underflows (all its mass below float64's range), so that the caller can use
-        the log-space recursions instead."""
-        em = emissions.double()
+        ``(T, B, K)``, computed in probability space with one normalising scale per step
+        (Rabiner 1989): a matrix product per step instead of a logsumexp, about 1.6 times
+        as fast when the loop, not the arithmetic, is the cost. In float64 (float32 on
+        Apple's MPS, which has no float64). RETURNS None when a step underflows (all its
+        mass below the float range), so that the caller can use the log-space recursions."""
+        dtype = torch.float32 if emissions.device.type == "mps" else torch.float64
+        em = emissions.to(dtype)
         B, T, K = em.shape
-        weights = trans.double().exp()
+        weights = trans.to(dtype).exp()
         shift = em.amax(dim=2, keepdim=True)  # (B, T, 1): keeps exp() in range
         probs = (em - shift).exp()
-        first = start.double() + em[:, 0]
+        first = start.to(dtype) + em[:, 0]
         scale = first.amax(dim=1, keepdim=True)
         alpha = (first - scale).exp()
         alphas, alpha_scales = [alpha], [scale]
@@ -173,7 +174,7 @@ class CRF(nn.Module):
             scale = torch.where(active, scale + total.log() + shift[:, t], scale)
             alphas.append(alpha)
             alpha_scales.append(scale)
-        last = end.double()
+        last = end.to(dtype)
         scale = last.amax().expand(B, 1)
         beta = (last - scale).exp().expand(B, K)
         betas, beta_scales = [beta], [scale]
@@ -267,8 +268,8 @@ class CRF(nn.Module):
             emissions, start, trans, end = (x / temperature for x in (emissions, start, trans, end))
         scaled = self.scaled_forward_backward(emissions, mask, start, trans, end)
         if scaled is not None:
-            emissions, start, trans, end = (x.double() for x in (emissions, start, trans, end))
             alphas, betas = (x.transpose(0, 1) for x in scaled)
+            emissions, start, trans, end = (x.to(alphas.dtype) for x in (emissions, start, trans, end))
         else:
             alphas = self.forward_scores(emissions, mask, start, trans).transpose(0, 1)
             betas = self.backward_scores(emissions, mask, trans, end).transpose(0, 1)
