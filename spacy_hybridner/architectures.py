@@ -136,7 +136,7 @@ def build_char_multi_hash_embed(
 
 
 # Attributes that name the word itself; word_dropout applies to their tables.
-WORD_ATTRS = ("NORM", "LOWER", "ORTH")
+WORD_ATTRS = frozenset(intify_attr(name) for name in ("NORM", "LOWER", "ORTH"))
 
 
 @registry.architectures("spacy-hybridner.CharMultiHashEmbed.v2")
@@ -176,7 +176,7 @@ def build_char_multi_hash_embed_v2(
     tables = []
     for i, (attr, n_rows) in enumerate(zip(attrs, rows)):
         table = HashEmbed(width, n_rows, column=i, seed=8 + i, dropout=0.0)
-        if word_dropout_rate > 0.0 and intify_attr(attr) in {intify_attr(a) for a in WORD_ATTRS}:
+        if word_dropout_rate > 0.0 and intify_attr(attr) in WORD_ATTRS:
             table = chain(table, word_dropout(word_dropout_rate))
         tables.append(table)
     parts = [
