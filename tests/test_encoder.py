@@ -132,3 +132,28 @@ def test_backprop_through_windows_matches_torch_autograd():
     Yt = module(Xt[None], torch.tensor([15]))[0]
     Yt.backward(torch.tensor(dY))
     numpy.testing.assert_allclose(dX, Xt.grad.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional,num_layers", [(True, 1), (True, 2), (False, 2)])
+def test_lstm_on_padded_input_equals_the_packed_call(bidirectional, num_layers):
+    """On the CPU run_lstm runs each direction on padded input (the fused kernel); it
+    must compute what the packed call computes, values and gradients, with zeros past
+    each length."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from spacy_hybridner.modules.encoder import run_lstm
+
+    torch.manual_seed(0)
+    lstm = torch.nn.LSTM(6, 4, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
+    X = torch.randn(4, 9, 6, requires_grad=True)
+    lengths = torch.tensor([9, 3, 1, 6])
+    packed = pack_padded_sequence(X, lengths, batch_first=True, enforce_sorted=False)
+    expected = pad_packed_sequence(lstm(packed)[0], batch_first=True, total_length=9)[0]
+    got = run_lstm(lstm, X, lengths)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert (got[1, 3:] == 0).all() and (got[2, 1:] == 0).all()
+    weights = list(lstm.parameters())
+    grads_expected = torch.autograd.grad(expected.pow(2).sum(), [X, *weights])
+    grads_got = torch.autograd.grad(got.pow(2).sum(), [X, *weights])
+    for a, b in zip(grads_got, grads_expected):
+        assert torch.allclose(a, b, atol=1e-5)
