@@ -250,3 +250,44 @@ def test_decode_falls_back_to_log_space_when_probabilities_underflow():
     assert path.tolist() == [[0, 1]]
     assert marginals[0, 0, 0] == pytest.approx(1.0) and marginals[0, 1, 1] == pytest.approx(1.0)
     assert torch.isfinite(seg_logp).all() and seg_logp[0, 1] == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("lengths", [(3, 1, 4, 2), (1,), (517, 300, 1, 64)])
+def test_tree_partition_matches_the_log_space_recursion(lengths):
+    """Training's log Z (pairwise products of transfer matrices) equals the forward
+    algorithm in float64, values and gradients, for odd and even lengths, padding,
+    length-1 sequences and a gold tag mask."""
+    crf = make_crf()
+    torch.manual_seed(2)
+    emissions, mask = padded([torch.randn(n, K) * 4 for n in lengths])
+    tag_mask = torch.rand(emissions.shape) < 0.8
+    tag_mask[..., TAGS.index("O")] = True  # keeps an allowed path through every row
+    for tags in (None, tag_mask):
+        em32 = emissions.clone().requires_grad_()
+        em64 = emissions.double().requires_grad_()
+        start, trans, end = crf.potentials(-1e4)
+        got = crf.tree_log_partition(
+            em32 if tags is None else em32.masked_fill(~tags, -1e4), mask, start, trans, end
+        )
+        s, tr, e = (x.double() for x in (start, trans, end))
+        masked64 = em64 if tags is None else em64.masked_fill(~tags, -1e4)
+        expected = torch.logsumexp(crf.forward_scores(masked64, mask, s, tr)[-1] + e, dim=1)
+        assert torch.allclose(got.double(), expected, rtol=1e-6, atol=1e-3)
+        (grad_got,) = torch.autograd.grad(got.sum(), em32)
+        (grad_expected,) = torch.autograd.grad(expected.sum(), em64)
+        assert torch.allclose(grad_got.double(), grad_expected, atol=1e-4)
+
+
+def test_partition_falls_back_to_log_space_when_the_tree_underflows():
+    """Tag 0 then tag 1 is the only path and it scores 3000 below the best tags: the
+    products underflow to zero, the tree's log Z is not finite, log_partition (and so
+    the training loss) comes from the log-space recursion and stays finite."""
+    crf = CRF(2, allowed_start=[True, False], allowed_transitions=[[False, True], [True, True]])
+    emissions = torch.tensor([[[0.0, -3000.0], [0.0, -3000.0]]], requires_grad=True)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    start, trans, end = crf.potentials(-1e4)
+    assert not torch.isfinite(crf.tree_log_partition(emissions, mask, start, trans, end)).all()
+    log_z = crf.log_partition(emissions, mask)
+    assert log_z.item() == pytest.approx(-3000.0)
+    log_z.sum().backward()
+    assert torch.isfinite(emissions.grad).all()

@@ -205,8 +205,45 @@ class CRF(nn.Module):
         start, trans, end = self.potentials(penalty)
         if tag_mask is not None:
             emissions = emissions.masked_fill(~tag_mask, penalty)
+        log_z = self.tree_log_partition(emissions, mask, start, trans, end)
+        if bool(torch.isfinite(log_z).all()):
+            return log_z
         alphas = self.forward_scores(emissions, mask, start, trans)
         return torch.logsumexp(alphas[-1] + end, dim=1)
+
+    @staticmethod
+    def tree_log_partition(
+        emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
+    ) -> Tensor:
+        """log Z ``(B,)`` as a product of the per-step transfer matrices
+        ``exp(trans) * exp(emissions[t])``, multiplied pairwise in a balanced tree: log2(T)
+        rounds of batched matrix products instead of T - 1 sequential logsumexp steps, so
+        the autograd graph has a few dozen nodes, not thousands. Each round divides its
+        products by their largest entry and keeps the log of that scale. In the emissions'
+        dtype. The result is not finite when a product underflows (or no path is
+        allowed); ``log_partition`` then uses the log-space recursion."""
+        B, T, K = emissions.shape
+        dtype = emissions.dtype
+        shift = emissions.amax(dim=2, keepdim=True)  # (B, T, 1): keeps exp() in range
+        probs = (emissions - shift).exp()
+        identity = torch.eye(K, dtype=dtype, device=emissions.device)
+        steps = trans.to(dtype).exp() * probs[:, 1:, None, :]  # (B, T - 1, K, K)
+        steps = torch.where(mask[:, 1:, None, None], steps, identity)
+        log_scale = (shift[:, 1:, 0] * mask[:, 1:]).sum(dim=1)
+        if steps.shape[1] == 0:
+            steps = identity.expand(B, 1, K, K)
+        while steps.shape[1] > 1:
+            if steps.shape[1] % 2:
+                steps = torch.cat([steps, identity.expand(B, 1, K, K)], dim=1)
+            product = steps[:, 0::2] @ steps[:, 1::2]
+            scale = product.amax(dim=(2, 3), keepdim=True)
+            steps = product / scale
+            log_scale = log_scale + scale.log().sum(dim=(1, 2, 3))
+        first = start.to(dtype) + emissions[:, 0]
+        first_max = first.amax(dim=1)
+        alpha = (first - first_max[:, None]).exp().unsqueeze(1)  # (B, 1, K)
+        total = ((alpha @ steps[:, 0]).squeeze(1) * end.to(dtype).exp()).sum(dim=1)
+        return total.log() + first_max + log_scale
 
     def viterbi(
         self, emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
