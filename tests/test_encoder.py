@@ -157,3 +157,19 @@ def test_lstm_on_padded_input_equals_the_packed_call(bidirectional, num_layers):
     grads_got = torch.autograd.grad(got.pow(2).sum(), [X, *weights])
     for a, b in zip(grads_got, grads_expected):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_attention_dropout_is_its_own_setting():
+    """None keeps attention dropout equal to dropout; 0.0 leaves attention weights
+    undropped in training while the other dropouts stay; out-of-range values are named."""
+    same = HybridEncoder(8, 5, **dict(SIZES, dropout=0.3))
+    off = HybridEncoder(8, 5, **dict(SIZES, dropout=0.3), attention_dropout=0.0)
+    attention = [m for m in same.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    assert attention and all(m.dropout == 0.3 for m in attention)
+    attention = [m for m in off.modules() if isinstance(m, torch.nn.MultiheadAttention)]
+    assert attention and all(m.dropout == 0.0 for m in attention)
+    assert off.dropout.p == 0.3
+    # The parameters keep their names, so pipelines trained either way load the same.
+    assert same.state_dict().keys() == off.state_dict().keys()
+    with pytest.raises(ValueError, match="attention_dropout must be in"):
+        HybridEncoder(8, 5, **SIZES, attention_dropout=1.0)

@@ -23,7 +23,7 @@ def hybrid_encoder(
     *, width: int, depth: int, n_heads: int, ffn_width: int, lstm_depth: int,
     uni_lstm_depth: int, dropout: float, window: int, stride: int,
     token_dropout: float = 0.0, mixed_precision: bool = False, grad_scaler_config: Optional[dict] = None,
-    nI: Optional[int] = None, nO: Optional[int] = None,
+    nI: Optional[int] = None, nO: Optional[int] = None, attention_dropout: Optional[float] = None,
 ) -> Model[List[Floats2d], List[Floats2d]]:
     """The encoder as a thinc layer. The PyTorch module is built by ``initialize``,
     once ``nI`` (token vector width) and ``nO`` (number of tags) are known."""
@@ -36,7 +36,7 @@ def hybrid_encoder(
             "hyper": {
                 "width": width, "depth": depth, "n_heads": n_heads, "ffn_width": ffn_width,
                 "lstm_depth": lstm_depth, "uni_lstm_depth": uni_lstm_depth, "dropout": dropout,
-                "token_dropout": token_dropout,
+                "token_dropout": token_dropout, "attention_dropout": attention_dropout,
             },
             "window": window,
             "stride": stride,

@@ -14,6 +14,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 def check_sizes(
     *, width: int, depth: int, n_heads: int, ffn_width: int, lstm_depth: int,
     uni_lstm_depth: int, dropout: float, token_dropout: float = 0.0,
+    attention_dropout: Optional[float] = None,
 ) -> None:
     """Raise a ValueError that names the setting and the fix when sizes cannot work."""
     if width < 1:
@@ -42,6 +43,11 @@ def check_sizes(
         raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
     if not 0.0 <= token_dropout < 1.0:
         raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}.")
+    if attention_dropout is not None and not 0.0 <= attention_dropout < 1.0:
+        raise ValueError(
+            f"attention_dropout must be in [0, 1) (or null: the same as dropout), got "
+            f"{attention_dropout}."
+        )
 
 
 class SinusoidalPositions(nn.Module):
@@ -83,6 +89,8 @@ class HybridEncoder(nn.Module):
     token_dropout (float): In training, the probability of blanking a whole incoming
         token vector, so that tags are also learned from context alone (as for words
         never seen in training).
+    attention_dropout (Optional[float]): Dropout on the attention weights of the
+        Transformer layers; None: ``dropout``.
     autocast_dtype (Optional[torch.dtype]): Run the projection, the Transformer layers
         and the output layer under ``torch.autocast`` with this dtype (``torch.bfloat16``
         for mixed precision without loss scaling); the LSTMs always run in float32 and
@@ -96,13 +104,13 @@ class HybridEncoder(nn.Module):
         self, nI: int, nO: int, *, width: int = 128, depth: int = 2, n_heads: int = 4,
         ffn_width: int = 256, lstm_depth: int = 1, uni_lstm_depth: int = 0,
         dropout: float = 0.1, token_dropout: float = 0.0,
-        autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = 16384,
+        attention_dropout: Optional[float] = None, autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = 16384,
     ):
         super().__init__()
         check_sizes(
             width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
             lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
-            token_dropout=token_dropout,
+            token_dropout=token_dropout, attention_dropout=attention_dropout,
         )
         self.nI, self.nO, self.width = nI, nO, width
         self.token_dropout = token_dropout
@@ -118,6 +126,10 @@ class HybridEncoder(nn.Module):
                 width, n_heads, dim_feedforward=ffn_width, dropout=dropout,
                 activation="gelu", batch_first=True, norm_first=True,
             )
+            if attention_dropout is not None:
+                layer.self_attn = nn.MultiheadAttention(
+                    width, n_heads, dropout=attention_dropout, batch_first=True
+                )
             self.transformer = nn.TransformerEncoder(
                 layer, depth, norm=nn.LayerNorm(width), enable_nested_tensor=False
             )
