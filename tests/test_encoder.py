@@ -134,8 +134,10 @@ def test_backprop_through_windows_matches_torch_autograd():
     numpy.testing.assert_allclose(dX, Xt.grad.numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("bidirectional,num_layers", [(True, 1), (True, 2), (False, 2)])
-def test_lstm_on_padded_input_equals_the_packed_call(bidirectional, num_layers):
+@pytest.mark.parametrize(
+    "bidirectional,num_layers,dropout", [(True, 1, 0.0), (True, 2, 0.0), (False, 2, 0.0), (True, 2, 0.5)]
+)
+def test_lstm_on_padded_input_equals_the_packed_call(bidirectional, num_layers, dropout):
     """On the CPU run_lstm runs each direction on padded input (the fused kernel); it
     must compute what the packed call computes, values and gradients, with zeros past
     each length."""
@@ -144,7 +146,11 @@ def test_lstm_on_padded_input_equals_the_packed_call(bidirectional, num_layers):
     from spacy_hybridner.modules.encoder import run_lstm
 
     torch.manual_seed(0)
-    lstm = torch.nn.LSTM(6, 4, num_layers=num_layers, bidirectional=bidirectional, batch_first=True)
+    lstm = torch.nn.LSTM(
+        6, 4, num_layers=num_layers, bidirectional=bidirectional, batch_first=True, dropout=dropout
+    )
+    if dropout:  # between-layer dropout is random in training; compare in eval mode
+        lstm.eval()
     X = torch.randn(4, 9, 6, requires_grad=True)
     lengths = torch.tensor([9, 3, 1, 6])
     packed = pack_padded_sequence(X, lengths, batch_first=True, enforce_sorted=False)
@@ -169,6 +175,12 @@ def test_attention_dropout_is_its_own_setting():
     attention = [m for m in off.modules() if isinstance(m, torch.nn.MultiheadAttention)]
     assert attention and all(m.dropout == 0.0 for m in attention)
     assert off.dropout.p == 0.3
+    # Same weights, same function: in eval mode the outputs agree.
+    off.load_state_dict(same.state_dict())
+    X = torch.randn(2, 5, 8)
+    lengths = torch.tensor([5, 3])
+    with torch.no_grad():
+        assert torch.allclose(same.eval()(X, lengths), off.eval()(X, lengths), atol=1e-6)
     # The parameters keep their names, so pipelines trained either way load the same.
     assert same.state_dict().keys() == off.state_dict().keys()
     with pytest.raises(ValueError, match="attention_dropout must be in"):

@@ -206,7 +206,7 @@ class CRF(nn.Module):
         if tag_mask is not None:
             emissions = emissions.masked_fill(~tag_mask, penalty)
         log_z = self.tree_log_partition(emissions, mask, start, trans, end)
-        if bool(torch.isfinite(log_z).all()):
+        if log_z is not None:
             return log_z
         alphas = self.forward_scores(emissions, mask, start, trans)
         return torch.logsumexp(alphas[-1] + end, dim=1)
@@ -214,17 +214,24 @@ class CRF(nn.Module):
     @staticmethod
     def tree_log_partition(
         emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
-    ) -> Tensor:
+    ) -> Optional[Tensor]:
         """log Z ``(B,)`` as a product of the per-step transfer matrices
         ``exp(trans) * exp(emissions[t])``, multiplied pairwise in a balanced tree: log2(T)
         rounds of batched matrix products instead of T - 1 sequential logsumexp steps, so
         the autograd graph has a few dozen nodes, not thousands. Each round divides its
-        products by their largest entry and keeps the log of that scale. In the emissions'
-        dtype. The result is not finite when a product underflows (or no path is
-        allowed); ``log_partition`` then uses the log-space recursion."""
+        products by their largest entry and keeps the log of that scale (constants to
+        autograd: log Z does not depend on them). In the emissions' dtype.
+
+        RETURNS (Optional[Tensor]): None when the mass that matters may have been lost:
+        a product's largest entry or a sequence's total fell below the square root of
+        the smallest normal number (about 1e-19 in float32: mass ~90 nats below the best
+        tags, where float32 has only denormals or zeros), or no path is allowed.
+        ``log_partition`` then uses the log-space recursion."""
         B, T, K = emissions.shape
         dtype = emissions.dtype
-        shift = emissions.amax(dim=2, keepdim=True)  # (B, T, 1): keeps exp() in range
+        floor = torch.finfo(dtype).tiny ** 0.5
+        # (B, T, 1): keeps exp() in range
+        shift = emissions.detach().amax(dim=2, keepdim=True)
         probs = (emissions - shift).exp()
         identity = torch.eye(K, dtype=dtype, device=emissions.device)
         steps = trans.to(dtype).exp() * probs[:, 1:, None, :]  # (B, T - 1, K, K)
@@ -232,18 +239,25 @@ class CRF(nn.Module):
         log_scale = (shift[:, 1:, 0] * mask[:, 1:]).sum(dim=1)
         if steps.shape[1] == 0:
             steps = identity.expand(B, 1, K, K)
+        smallest = []
         while steps.shape[1] > 1:
             if steps.shape[1] % 2:
                 steps = torch.cat([steps, identity.expand(B, 1, K, K)], dim=1)
             product = steps[:, 0::2] @ steps[:, 1::2]
-            scale = product.amax(dim=(2, 3), keepdim=True)
+            scale = product.detach().amax(dim=(2, 3), keepdim=True)
+            smallest.append(scale.min())
             steps = product / scale
             log_scale = log_scale + scale.log().sum(dim=(1, 2, 3))
         first = start.to(dtype) + emissions[:, 0]
-        first_max = first.amax(dim=1)
+        first_max = first.detach().amax(dim=1)
         alpha = (first - first_max[:, None]).exp().unsqueeze(1)  # (B, 1, K)
-        total = ((alpha @ steps[:, 0]).squeeze(1) * end.to(dtype).exp()).sum(dim=1)
-        return total.log() + first_max + log_scale
+        last = end.to(dtype)
+        last_max = last.detach().amax()
+        total = ((alpha @ steps[:, 0]).squeeze(1) * (last - last_max).exp()).sum(dim=1)
+        smallest.append(total.detach().min())
+        if not bool(torch.stack(smallest).min() >= floor):  # also False for NaN
+            return None
+        return total.log() + first_max + last_max + log_scale
 
     def viterbi(
         self, emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor

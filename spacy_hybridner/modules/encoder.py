@@ -3,11 +3,10 @@
 Works on padded tensors and lengths only (no spaCy, no thinc).
 """
 import math
-from typing import Dict, Optional, Tuple
+from typing import Optional
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
@@ -127,9 +126,9 @@ class HybridEncoder(nn.Module):
                 activation="gelu", batch_first=True, norm_first=True,
             )
             if attention_dropout is not None:
-                layer.self_attn = nn.MultiheadAttention(
-                    width, n_heads, dropout=attention_dropout, batch_first=True
-                )
+                # MultiheadAttention reads this at every call; a new module instead
+                # would draw its initial weights from the RNG again.
+                layer.self_attn.dropout = attention_dropout
             self.transformer = nn.TransformerEncoder(
                 layer, depth, norm=nn.LayerNorm(width), enable_nested_tensor=False
             )
@@ -202,11 +201,6 @@ def reverse_within(X: Tensor, lengths: Tensor) -> Tensor:
     return X.gather(1, index.unsqueeze(2).expand(-1, -1, X.shape[2]))
 
 
-# Single-layer, single-direction LSTMs whose parameters ``run_lstm`` swaps for a
-# layer's own (torch.func.functional_call); their own weights are never used.
-_LSTM_SHELLS: Dict[Tuple[int, int], nn.LSTM] = {}
-
-
 def run_lstm(lstm: nn.LSTM, X: Tensor, lengths: Tensor) -> Tensor:
     """Run ``lstm`` (batch_first) over padded ``X`` ``(B, T, d)``, each sequence only
     as far as its length; rows past a length come back as zeros.
@@ -217,25 +211,31 @@ def run_lstm(lstm: nn.LSTM, X: Tensor, lengths: Tensor) -> Tensor:
     pass can use (padding comes after the real tokens). So there each layer runs its
     directions separately on padded input with the layer's own weights, the reverse
     direction over each sequence reversed within its length: the same function, and
-    the same parameters, as the packed call.
+    the same parameters, as the packed call. (Through ``torch.lstm``, the stateless op
+    behind ``nn.LSTM``: no module state is swapped, so threads can share a model.)
+    LSTM variants this path does not cover (no biases, projections, not batch_first,
+    subclasses such as quantized LSTMs) take the packed call everywhere.
     """
-    if X.device.type != "cpu":
+    plain = (
+        type(lstm) is nn.LSTM and lstm.bias and lstm.proj_size == 0 and lstm.batch_first
+    )
+    if X.device.type != "cpu" or not plain:
         packed = pack_padded_sequence(X, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = lstm(packed)
         return pad_packed_sequence(out, batch_first=True, total_length=X.shape[1])[0]
     directions = [("", False), ("_reverse", True)] if lstm.bidirectional else [("", False)]
+    state = X.new_zeros(1, X.shape[0], lstm.hidden_size)
     for layer in range(lstm.num_layers):
-        key = (X.shape[2], lstm.hidden_size)
-        if key not in _LSTM_SHELLS:
-            _LSTM_SHELLS[key] = nn.LSTM(key[0], key[1], batch_first=True)
         outputs = []
         for suffix, backwards in directions:
-            weights = {
-                f"{name}_l0": getattr(lstm, f"{name}_l{layer}{suffix}")
+            weights = [
+                getattr(lstm, f"{name}_l{layer}{suffix}")
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-            }
+            ]
             inputs = reverse_within(X, lengths) if backwards else X
-            out, _ = functional_call(_LSTM_SHELLS[key], weights, (inputs,))
+            # input, (h0, c0), weights, has_biases, num_layers, dropout, train,
+            # bidirectional, batch_first
+            out = torch.lstm(inputs, (state, state), weights, True, 1, 0.0, False, False, True)[0]
             outputs.append(reverse_within(out, lengths) if backwards else out)
         X = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
         if layer < lstm.num_layers - 1:
