@@ -56,7 +56,7 @@ def build_hybrid_ner(
     nO (Optional[int]): Number of tags; the component sets it from its labels.
     attention_dropout (Optional[float]): Dropout on the attention weights; None: the
         same as ``dropout``. On the CPU, dropout on the (heads x tokens x tokens)
-        weights is a sixth of a training step's time.
+        weights takes about a tenth of a training step's time.
     RETURNS (Model[List[Doc], List[Floats2d]]): Emission scores per document. The CRF
         is the sublayer ``model.get_ref("crf")``.
     """

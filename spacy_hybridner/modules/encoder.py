@@ -103,7 +103,8 @@ class HybridEncoder(nn.Module):
         self, nI: int, nO: int, *, width: int = 128, depth: int = 2, n_heads: int = 4,
         ffn_width: int = 256, lstm_depth: int = 1, uni_lstm_depth: int = 0,
         dropout: float = 0.1, token_dropout: float = 0.0,
-        attention_dropout: Optional[float] = None, autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = 16384,
+        attention_dropout: Optional[float] = None,
+        autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = 16384,
     ):
         super().__init__()
         check_sizes(
@@ -192,12 +193,16 @@ class HybridEncoder(nn.Module):
         return self.output(self.dropout(h))
 
 
-def reverse_within(X: Tensor, lengths: Tensor) -> Tensor:
-    """Each sequence of ``X`` ``(B, T, d)`` reversed within its length; padding stays
-    where it is. Its own inverse."""
-    steps = torch.arange(X.shape[1], device=X.device)[None, :]
-    lens = lengths.to(X.device)[:, None]
-    index = torch.where(steps < lens, lens - 1 - steps, steps)
+def reversal_index(lengths: Tensor, T: int, device) -> Tensor:
+    """``(B, T)`` time indices that reverse each sequence within its length (padding
+    stays where it is); gathering with them twice is the identity."""
+    steps = torch.arange(T, device=device)[None, :]
+    lens = lengths.to(device)[:, None]
+    return torch.where(steps < lens, lens - 1 - steps, steps)
+
+
+def reverse_within(X: Tensor, index: Tensor) -> Tensor:
+    """``X`` ``(B, T, d)`` reordered along time by a ``reversal_index``."""
     return X.gather(1, index.unsqueeze(2).expand(-1, -1, X.shape[2]))
 
 
@@ -225,6 +230,7 @@ def run_lstm(lstm: nn.LSTM, X: Tensor, lengths: Tensor) -> Tensor:
         return pad_packed_sequence(out, batch_first=True, total_length=X.shape[1])[0]
     directions = [("", False), ("_reverse", True)] if lstm.bidirectional else [("", False)]
     state = X.new_zeros(1, X.shape[0], lstm.hidden_size)
+    index = reversal_index(lengths, X.shape[1], X.device) if lstm.bidirectional else None
     for layer in range(lstm.num_layers):
         outputs = []
         for suffix, backwards in directions:
@@ -232,11 +238,11 @@ def run_lstm(lstm: nn.LSTM, X: Tensor, lengths: Tensor) -> Tensor:
                 getattr(lstm, f"{name}_l{layer}{suffix}")
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
             ]
-            inputs = reverse_within(X, lengths) if backwards else X
+            inputs = reverse_within(X, index) if backwards else X
             # input, (h0, c0), weights, has_biases, num_layers, dropout, train,
             # bidirectional, batch_first
             out = torch.lstm(inputs, (state, state), weights, True, 1, 0.0, False, False, True)[0]
-            outputs.append(reverse_within(out, lengths) if backwards else out)
+            outputs.append(reverse_within(out, index) if backwards else out)
         X = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
         if layer < lstm.num_layers - 1:
             X = nn.functional.dropout(X, lstm.dropout, lstm.training)
