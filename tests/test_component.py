@@ -9,7 +9,7 @@ import spacy
 from spacy.lang.en import English
 from spacy.tokens import DocBin
 from spacy.training import Example
-from thinc.api import fix_random_seed
+from thinc.api import Adam, fix_random_seed
 from typer.testing import CliRunner
 
 from spacy_hybridner.cli import app
@@ -211,6 +211,38 @@ def test_every_parameter_is_trained_and_saved(trained_nlp):
     crf2 = fresh.get_pipe("ner").model.get_ref("crf").layers[0].shims[0]._model
     assert (crf2.transitions == crf_module.transitions).all()
 
+
+def test_parameter_averages_reach_the_pytorch_modules(tmp_path):
+    """With ``use_averages``, spaCy evaluates and saves under ``nlp.use_params(averages)``:
+    the encoder's and the CRF's weights must switch to their averages there (thinc's stock
+    PyTorch shim misses the optimizer's keys) and come back afterwards."""
+    fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("hybrid_ner", name="ner", config={"model": TINY_MODEL})
+    examples = make_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples, sgd=Adam(0.001, use_averages=True))
+    for _ in range(5):
+        nlp.update(examples, sgd=optimizer)
+    shims = [shim for node in nlp.get_pipe("ner").model.walk() for shim in node.shims]
+    last = {(s.id, n): p.detach().clone() for s in shims for n, p in s._model.named_parameters()}
+    assert set(last) <= set(optimizer.averages)
+    text = "Angela Merkel visited Paris ."
+    before = ents_with_confidence([nlp(text)])
+    with nlp.use_params(optimizer.averages):
+        for s in shims:
+            for name, param in s._model.named_parameters():
+                assert numpy.allclose(param.detach().numpy(), optimizer.averages[(s.id, name)])
+        assert any(
+            not numpy.allclose(p.detach().numpy(), last[(s.id, n)].numpy())
+            for s in shims for n, p in s._model.named_parameters()
+        )
+        averaged = ents_with_confidence([nlp(text)])
+        nlp.to_disk(tmp_path / "averaged")
+    for s in shims:
+        for name, param in s._model.named_parameters():
+            assert param.detach().equal(last[(s.id, name)])
+    assert ents_with_confidence([nlp(text)]) == before
+    assert ents_with_confidence([spacy.load(tmp_path / "averaged")(text)]) == averaged
 
 def test_shared_tok2vec_listener(tmp_path):
     fix_random_seed(0)

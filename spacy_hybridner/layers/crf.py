@@ -9,10 +9,11 @@ prediction, without autograd.
 """
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from thinc.api import ArgsKwargs, Model, PyTorchWrapper_v2, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats1d, Floats2d, Ints1d
 
 from ..modules import CRF
+from .shim import pytorch_wrapper
 
 CRFInput = Tuple[List[Floats2d], List[Ints1d]]
 
@@ -30,7 +31,7 @@ def _forward(model: Model, X: CRFInput, is_train: bool):
 def _init(model: Model, X=None, Y=None) -> None:
     module = CRF(model.get_dim("nO"), **model.attrs["constraints"])
     model.layers[:] = [
-        PyTorchWrapper_v2(module, convert_inputs=_convert_inputs, convert_outputs=_convert_outputs)
+        pytorch_wrapper(module, convert_inputs=_convert_inputs, convert_outputs=_convert_outputs)
     ]
 
 

@@ -11,12 +11,13 @@ from typing import Callable, List, Optional, Tuple
 import numpy
 import torch
 from thinc.api import (
-    ArgsKwargs, Model, PyTorchGradScaler, PyTorchWrapper_v2, torch2xp, xp2torch,
+    ArgsKwargs, Model, PyTorchGradScaler, torch2xp, xp2torch,
 )
 from thinc.types import Floats2d
 from thinc.util import get_torch_default_device
 
 from ..modules import HybridEncoder
+from .shim import pytorch_wrapper
 
 
 def hybrid_encoder(
@@ -68,7 +69,7 @@ def _init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> None:
     float16 = dtype == torch.float16
     scaler_config = dict(model.attrs["grad_scaler_config"])
     scaler_config["enabled"] = float16 and scaler_config.get("enabled", True)
-    wrapper = PyTorchWrapper_v2(
+    wrapper = pytorch_wrapper(
         module,
         convert_inputs=partial(_to_windows, window=window, stride=stride, width=nI),
         convert_outputs=partial(_from_windows, window=window, stride=stride),
