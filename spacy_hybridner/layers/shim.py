@@ -10,10 +10,10 @@ last weights, a mixture that no training step ever produced. ``AveragingPyTorchS
 finds the optimizer's keys, so the whole model switches.
 """
 import contextlib
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
-from thinc.api import Model, PyTorchShim, PyTorchWrapper_v2, xp2torch
+from thinc.api import Model, PyTorchGradScaler, PyTorchShim, PyTorchWrapper_v2, xp2torch
 
 
 class AveragingPyTorchShim(PyTorchShim):
@@ -38,12 +38,13 @@ class AveragingPyTorchShim(PyTorchShim):
                     named[name].copy_(value)
 
 
-def pytorch_wrapper(module: torch.nn.Module, **kwargs) -> Model:
-    """``PyTorchWrapper_v2(module, **kwargs)`` with an ``AveragingPyTorchShim``."""
-    model = PyTorchWrapper_v2(module, **kwargs)
-    stock = model.shims[0]
+def pytorch_wrapper(
+    module: torch.nn.Module, *, mixed_precision: bool = False,
+    grad_scaler: Optional[PyTorchGradScaler] = None, device=None, **kwargs,
+) -> Model:
+    """``PyTorchWrapper_v2`` (same arguments) with an ``AveragingPyTorchShim``."""
+    model = PyTorchWrapper_v2(module, device=device, **kwargs)
     model.shims[0] = AveragingPyTorchShim(
-        module, mixed_precision=stock._mixed_precision, grad_scaler=stock._grad_scaler,
-        device=kwargs.get("device"),
+        module, mixed_precision=mixed_precision, grad_scaler=grad_scaler, device=device
     )
     return model
