@@ -10,7 +10,7 @@ from spacy.util import registry
 from thinc.api import HashEmbed, Maxout, Model, chain, concatenate, list2ragged, ragged2list, with_array
 from thinc.types import Floats2d
 
-from .layers import crf_layer, hybrid_encoder, word_dropout
+from .layers import char_cnn, crf_layer, hybrid_encoder, word_dropout
 from .modules.encoder import check_sizes
 
 
@@ -152,6 +152,7 @@ def build_char_multi_hash_embed_v2(
     nM: int = 16,
     nC: int = 8,
     word_dropout_rate: float = 0.0,
+    char_cnn_width: int = 0,
 ) -> Model[List[Doc], List[Floats2d]]:
     """Hash embeddings of ``attrs`` and character embeddings, concatenated and mixed
     down to ``width`` by one Maxout layer. Unlike v1 (spaCy's ``MultiHashEmbed`` and
@@ -169,6 +170,8 @@ def build_char_multi_hash_embed_v2(
     word_dropout_rate (float): In training, the probability of zeroing a token's row
         of a word-identity table, so that words never seen in training are tagged
         from their characters, shape and context.
+    char_cnn_width (int): Width of a character CNN over every character of each
+        word (``char_cnn``), mixed in next to the rest; 0 leaves it out.
     """
     if len(rows) != len(attrs):
         raise ValueError(
@@ -177,6 +180,8 @@ def build_char_multi_hash_embed_v2(
         )
     if not 0.0 <= word_dropout_rate < 1.0:
         raise ValueError(f"word_dropout_rate must be in [0, 1), got {word_dropout_rate}.")
+    if char_cnn_width < 0:
+        raise ValueError(f"char_cnn_width must be 0 (no character CNN) or more, got {char_cnn_width}.")
     tables = []
     for i, (attr, n_rows) in enumerate(zip(attrs, rows)):
         table = HashEmbed(width, n_rows, column=i, seed=8 + i, dropout=0.0)
@@ -187,9 +192,11 @@ def build_char_multi_hash_embed_v2(
         chain(FeatureExtractor(attrs), list2ragged(), with_array(concatenate(*tables))),
         chain(_character_embed.CharacterEmbed(nM=nM, nC=nC), list2ragged()),
     ]
+    if char_cnn_width > 0:
+        parts.append(char_cnn(char_cnn_width))
     if include_static_vectors:
         parts.append(StaticVectors(width, dropout=0.0))
-    n_inputs = width * (len(attrs) + include_static_vectors) + nM * nC
+    n_inputs = width * (len(attrs) + include_static_vectors) + nM * nC + char_cnn_width
     return chain(
         concatenate(*parts),
         with_array(Maxout(width, n_inputs, nP=3, normalize=True, dropout=0.0)),

@@ -1,11 +1,11 @@
-"""Word dropout on embedding rows, and where CharMultiHashEmbed.v2 applies it."""
+"""Word dropout on embedding rows; CharMultiHashEmbed.v2, where it and the character CNN go."""
 import numpy
 import pytest
 import spacy
 from spacy.util import registry
 from thinc.api import fix_random_seed
 
-from spacy_hybridner.layers import word_dropout
+from spacy_hybridner.layers import char_cnn, word_dropout
 
 
 def test_word_dropout_zeroes_whole_rows_in_training_only():
@@ -56,3 +56,16 @@ def test_v2_without_word_dropout_has_no_dropout_layer_and_explains_bad_rows():
     assert not [node for node in model.walk() if node.name == "word_dropout"]
     with pytest.raises(ValueError, match="got 3 attrs but 2 rows"):
         build_v2(rows=[100, 50])
+
+
+def test_embedding_v2_mixes_the_cnn_in_and_explains_a_bad_width():
+    nlp = spacy.blank("en")
+    docs = [nlp("Mark Ramprakash scored 55")]
+    model = build_v2(char_cnn_width=8)
+    model.initialize(X=docs)
+    assert [node for node in model.walk() if node.name == "char_cnn"]
+    assert model.predict(docs)[0].shape == (4, 16)
+    with pytest.raises(ValueError, match="char_cnn_width must be 0"):
+        build_v2(char_cnn_width=-1)
+    with pytest.raises(ValueError, match="max_chars must be at least 2"):
+        char_cnn(8, max_chars=1)
