@@ -20,10 +20,10 @@ def spelled(docs, max_chars):
 def test_reads_every_character_and_both_ends_of_long_words():
     nlp = spacy.blank("en")
     docs = [nlp("Ouagadougou hosts Burkina Faso's supercalifragilistic fair"), nlp(""),
-            nlp("Zürich 東京")]
+            nlp("Zürich 東京 𝔘𝔫𝔦😀")]
     assert spelled(docs, 10) == [
         "Ouagadougou"[:5] + "Ouagadougou"[-5:], "hosts", "Burkina", "Faso", "'s",
-        "super" + "istic", "fair", "Zürich", "東京",
+        "super" + "istic", "fair", "Zürich", "東京", "𝔘𝔫𝔦", "😀",
     ]
     assert spelled(docs, 20)[0] == "Ouagadougou"
 

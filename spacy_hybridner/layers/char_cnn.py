@@ -15,7 +15,7 @@ def char_cnn(
     three characters at a time (ReLU) and max-pool over the word, as in the
     BiLSTM-CNN-CRF of Ma & Hovy (2016). Unlike spaCy's ``CharacterEmbed``, which sees
     a fixed number of bytes from each end of a word, it sees the middle of long
-    names too, which helps with the many entity names a test set has never seen.
+    names too (what that is worth on CoNLL-2003: docs/benchmarks.md, "Experiments").
 
     width (int): Output width per word.
     char_width (int): Width of each character's embedding.
