@@ -5,7 +5,7 @@ import numpy
 from spacy.attrs import IDX, LENGTH
 from spacy.tokens import Doc
 from thinc.api import HashEmbed, Model, Relu, chain, expand_window, reduce_max, with_array
-from thinc.types import Ints1d, Ragged
+from thinc.types import Array1d, Ints1d, Ragged
 
 
 def char_cnn(
@@ -51,14 +51,12 @@ def char_cnn(
 def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragged, Callable]:
     conv = model.layers[0]
     ops = model.ops
-    doc_lengths = [len(doc) for doc in docs]
+    lengths = ops.asarray1i([len(doc) for doc in docs])
     codes, chars_per_token = char_codes(docs, model.attrs["max_chars"])
     if chars_per_token.shape[0] == 0:
-        empty = Ragged(ops.alloc2f(0, model.get_dim("nO")), ops.asarray1i(doc_lengths))
-        return empty, lambda dY: []
-    chars = Ragged(ops.asarray1i(codes).astype("uint64"), ops.asarray1i(chars_per_token))
+        return Ragged(ops.alloc2f(0, model.get_dim("nO")), lengths), lambda dY: []
+    chars = Ragged(ops.asarray(codes, dtype="uint64"), ops.asarray1i(chars_per_token))
     vectors, backprop_conv = conv(chars, is_train)
-    lengths = ops.asarray1i(doc_lengths)
 
     def backprop(dY: Ragged) -> List[Doc]:
         backprop_conv(dY.dataXd)
@@ -71,7 +69,7 @@ def _init(model: Model, X=None, Y=None) -> None:
     model.layers[0].initialize()
 
 
-def char_codes(docs: List[Doc], max_chars: int) -> Tuple[Ints1d, Ints1d]:
+def char_codes(docs: List[Doc], max_chars: int) -> Tuple[Array1d, Ints1d]:
     """The Unicode code points of every token's characters, all tokens of all docs
     one after the other, and how many belong to each token. A token longer than
     ``max_chars`` gives its first and last ``max_chars // 2`` (spaCy has no empty
@@ -98,8 +96,8 @@ def char_codes(docs: List[Doc], max_chars: int) -> Tuple[Ints1d, Ints1d]:
         all_codes.append(text[starts[token_of] + within])
         all_counts.append(counts)
     if not all_codes:
-        return numpy.zeros((0,), dtype="int32"), numpy.zeros((0,), dtype="int32")
+        return numpy.zeros((0,), dtype="uint64"), numpy.zeros((0,), dtype="int32")
     return (
-        numpy.concatenate(all_codes).astype("int32"),
+        numpy.concatenate(all_codes).astype("uint64"),  # HashEmbed's id type
         numpy.concatenate(all_counts).astype("int32"),
     )
