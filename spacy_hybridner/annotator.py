@@ -1,0 +1,132 @@
+"""One engine-neutral annotator: texts in, plain entity records out.
+
+The server, the local ``annotate`` engine and the Ray Data actors all call
+:class:`Annotator`, so every path gives the same answer. It uses only the public face
+of a spaCy pipeline (``spacy.load``, ``nlp.pipe``, ``doc.ents``, ``ent._.confidence``,
+``nlp.meta``): it serves any pipeline, and a ``hybrid_ner`` one adds confidences.
+"""
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from .about import __version__
+
+EntityRecord = Dict[str, Any]
+
+
+class Annotator:
+    """Load a spaCy pipeline once and turn batches of texts into entity records.
+
+    model (str): an installed pipeline package name or the path of a saved pipeline.
+    batch_size (Optional[int]): ``nlp.pipe``'s batch size (None: the pipeline's own).
+    torch_threads (Optional[int]): if given, ``torch.set_num_threads`` before loading:
+        1 for one worker per core (Ray actors, forked processes).
+    gpu_id (int): -1 for the CPU, else the GPU to run on (``spacy.require_gpu``).
+
+    The pipeline is loaded on first use (or by :meth:`load`). A pickled Annotator
+    carries only these settings, never the pipeline, so it can be shipped to worker
+    processes, each of which loads its own copy once.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        batch_size: Optional[int] = None,
+        torch_threads: Optional[int] = None,
+        gpu_id: int = -1,
+    ) -> None:
+        self.model = str(model)
+        self.batch_size = batch_size
+        self.torch_threads = torch_threads
+        self.gpu_id = gpu_id
+        self._nlp = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_nlp"] = None
+        return state
+
+    def load(self) -> "Annotator":
+        """Load the pipeline now (it is loaded once; later calls do nothing)."""
+        if self._nlp is None:
+            import spacy
+
+            if self.torch_threads is not None:
+                import torch
+
+                torch.set_num_threads(self.torch_threads)
+            if self.gpu_id >= 0:
+                spacy.require_gpu(self.gpu_id)
+            self._nlp = spacy.load(self.model)
+        return self
+
+    @property
+    def nlp(self):
+        """The loaded ``Language`` object."""
+        return self.load()._nlp
+
+    def annotate(self, texts: Iterable[str]) -> List[List[EntityRecord]]:
+        """The entities of each text, in order: one list of records per text, each
+        record ``{"start_char", "end_char", "label", "text", "confidence"}``
+        (``confidence`` None where the component that set the entity gives none)."""
+        kwargs = {} if self.batch_size is None else {"batch_size": self.batch_size}
+        return [doc_records(doc) for doc in self.nlp.pipe(texts, **kwargs)]
+
+    __call__ = annotate
+
+    def info(self) -> Dict[str, Any]:
+        """What is loaded: name, version, language, pipes, entity labels, the scores
+        in its meta.json and the versions of spaCy and spacy-hybridner."""
+        import spacy
+
+        nlp = self.nlp
+        meta = nlp.meta
+        labels = set()
+        for name, pipe in nlp.pipeline:
+            if "doc.ents" in nlp.get_pipe_meta(name).assigns and hasattr(pipe, "labels"):
+                labels.update(pipe.labels)
+        return {
+            "name": f"{meta.get('lang', nlp.lang)}_{meta.get('name', 'pipeline')}",
+            "version": meta.get("version"),
+            "lang": nlp.lang,
+            "pipeline": list(nlp.pipe_names),
+            "labels": sorted(labels),
+            "performance": meta.get("performance", {}),
+            "spacy_version": spacy.__version__,
+            "spacy_hybridner_version": __version__,
+        }
+
+
+def doc_records(doc) -> List[EntityRecord]:
+    """The entities of a processed Doc as plain records (JSON- and Arrow-ready)."""
+    from spacy.tokens import Span
+
+    has_confidence = Span.has_extension("confidence")
+    records = []
+    for ent in doc.ents:
+        confidence = ent._.confidence if has_confidence else None
+        records.append({
+            "start_char": ent.start_char,
+            "end_char": ent.end_char,
+            "label": ent.label_,
+            "text": ent.text,
+            "confidence": None if confidence is None else float(confidence),
+        })
+    return records
+
+
+def text_problem(value: Any, max_chars: Optional[int] = None) -> Optional[str]:
+    """Why ``value`` cannot be annotated as a text, or None if it can: not a string,
+    or longer than ``max_chars`` characters. Used by every engine's input checks."""
+    if not isinstance(value, str):
+        return f"text must be a string, got {type(value).__name__}"
+    if max_chars is not None and len(value) > max_chars:
+        return f"text has {len(value)} characters, more than the limit of {max_chars}"
+    return None
+
+
+def filter_records(records: Sequence[EntityRecord], min_confidence: Optional[float]) -> List[EntityRecord]:
+    """The records whose confidence is at least ``min_confidence`` (all records if it
+    is None; records without a confidence are kept only when there is no threshold)."""
+    if min_confidence is None:
+        return list(records)
+    return [r for r in records if r["confidence"] is not None and r["confidence"] >= min_confidence]
