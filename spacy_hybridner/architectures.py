@@ -11,26 +11,31 @@ from thinc.api import HashEmbed, Maxout, Model, chain, concatenate, list2ragged,
 from thinc.types import Floats2d
 
 from .layers import char_cnn, crf_layer, hybrid_encoder, word_dropout
-from .modules.encoder import check_sizes
+from .modules import EncoderSettings
+
+
+# The defaults of the released v1 signature are those of EncoderSettings (written once
+# there); tests/test_defaults.py pins them, since a released name never changes.
+_V1 = EncoderSettings()
 
 
 @registry.architectures("spacy-hybridner.HybridNER.v1")
 def build_hybrid_ner(
     tok2vec: Model[List[Doc], List[Floats2d]],
-    width: int = 128,
-    depth: int = 2,
-    n_heads: int = 4,
-    ffn_width: int = 256,
-    lstm_depth: int = 1,
-    uni_lstm_depth: int = 0,
-    dropout: float = 0.1,
-    token_dropout: float = 0.0,
+    width: int = _V1.width,
+    depth: int = _V1.depth,
+    n_heads: int = _V1.n_heads,
+    ffn_width: int = _V1.ffn_width,
+    lstm_depth: int = _V1.lstm_depth,
+    uni_lstm_depth: int = _V1.uni_lstm_depth,
+    dropout: float = _V1.dropout,
+    token_dropout: float = _V1.token_dropout,
     window: int = 256,
     stride: int = 192,
     mixed_precision: bool = False,
-    grad_scaler_config: dict = {},
+    grad_scaler_config: dict = {},  # noqa: B006 (a config default, never mutated)
     nO: Optional[int] = None,
-    attention_dropout: Optional[float] = None,
+    attention_dropout: Optional[float] = _V1.attention_dropout,
 ) -> Model[List[Doc], List[Floats2d]]:
     """HybridNER: token vectors → projection to ``width`` → positions → ``depth``
     Transformer encoder layers → ``lstm_depth`` BiLSTM layers (→ ``uni_lstm_depth``
@@ -38,29 +43,19 @@ def build_hybrid_ner(
     linear-chain CRF over BILUO tags.
 
     tok2vec (Model[List[Doc], List[Floats2d]]): Any spaCy token-to-vector layer.
-    width (int): Hidden width of the encoder.
-    depth (int): Transformer encoder layers; 0 gives a BiLSTM-CRF.
-    n_heads (int): Attention heads; must divide ``width``.
-    ffn_width (int): Width of the Transformer feed-forward blocks.
-    lstm_depth (int): BiLSTM layers; 0 gives a Transformer-CRF.
-    uni_lstm_depth (int): Left-to-right LSTM layers stacked after the BiLSTM.
-    dropout (float): Dropout inside the encoder.
-    token_dropout (float): In training, the probability of blanking a token's whole
-        vector on its way into the encoder (word dropout), so that entities are also
-        recognised from their context, as unseen words must be.
+    width, depth, n_heads, ffn_width, lstm_depth, uni_lstm_depth, dropout,
+        token_dropout, attention_dropout: The encoder's settings, documented and
+        checked by ``modules.encoder.EncoderSettings``.
     window (int): Longest span of tokens encoded at once; longer documents are
         processed in overlapping windows.
     stride (int): Tokens between the starts of consecutive windows (``<= window``).
     mixed_precision (bool): Run the encoder under autocast (GPU only).
     grad_scaler_config (dict): Arguments for thinc's ``PyTorchGradScaler``.
     nO (Optional[int]): Number of tags; the component sets it from its labels.
-    attention_dropout (Optional[float]): Dropout on the attention weights; None: the
-        same as ``dropout``. On the CPU, dropout on the (heads x tokens x tokens)
-        weights takes about a tenth of a training step's time.
     RETURNS (Model[List[Doc], List[Floats2d]]): Emission scores per document. The CRF
         is the sublayer ``model.get_ref("crf")``.
     """
-    check_sizes(
+    settings = EncoderSettings(
         width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
         lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
         token_dropout=token_dropout, attention_dropout=attention_dropout,
@@ -72,10 +67,8 @@ def build_hybrid_ner(
             f"For example window = 256, stride = 192."
         )
     encoder = hybrid_encoder(
-        width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
-        lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
-        token_dropout=token_dropout, window=window, stride=stride, mixed_precision=mixed_precision,
-        grad_scaler_config=grad_scaler_config, nO=nO, attention_dropout=attention_dropout,
+        settings, window=window, stride=stride, mixed_precision=mixed_precision,
+        grad_scaler_config=grad_scaler_config, nO=nO,
     )
     crf = crf_layer(nO=nO)
     return Model(

@@ -21,6 +21,8 @@ from .calibration import reliability
 from .layers import crf_decode
 from .tag_scheme import biluo_constraints, biluo_tag_names
 
+# The tuned CPU default: the [components.ner.model] block of configs/hybrid_cpu.cfg
+# (tests/test_defaults.py checks that the two agree).
 DEFAULT_HYBRID_NER_MODEL = """
 [model]
 @architectures = "spacy-hybridner.HybridNER.v1"
@@ -30,20 +32,28 @@ n_heads = 4
 ffn_width = 256
 lstm_depth = 1
 uni_lstm_depth = 0
-dropout = 0.1
+dropout = 0.2
+token_dropout = 0.1
 window = 256
 stride = 192
 mixed_precision = false
+grad_scaler_config = {}
+nO = null
+attention_dropout = 0.0
 
 [model.tok2vec]
 @architectures = "spacy.Tok2Vec.v2"
 
 [model.tok2vec.embed]
-@architectures = "spacy.MultiHashEmbed.v2"
+@architectures = "spacy-hybridner.CharMultiHashEmbed.v2"
 width = 96
 attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
-rows = [5000, 1000, 2500, 2500]
+rows = [20000, 5000, 10000, 5000]
 include_static_vectors = false
+nM = 16
+nC = 8
+word_dropout_rate = 0.5
+char_cnn_width = 64
 
 [model.tok2vec.encode]
 @architectures = "spacy.MaxoutWindowEncoder.v2"

@@ -24,7 +24,8 @@ TRAIN_DATA: List[Tuple[str, List[Tuple[int, int, str]]]] = [
     ("Barack Obama visited Kenya .", [(0, 12, "PER"), (21, 26, "LOC")]),
 ]
 
-# A small model that learns TRAIN_DATA in a few dozen updates.
+# A small model that learns TRAIN_DATA in a few dozen updates. Every setting is given:
+# spaCy fills the ones left out from the factory's default model (the tuned CPU config).
 TINY_MODEL = {
     "@architectures": "spacy-hybridner.HybridNER.v1",
     "width": 32,
@@ -32,7 +33,10 @@ TINY_MODEL = {
     "n_heads": 2,
     "ffn_width": 64,
     "lstm_depth": 1,
+    "uni_lstm_depth": 0,
     "dropout": 0.0,
+    "token_dropout": 0.0,
+    "attention_dropout": None,
     "window": 32,
     "stride": 24,
     "tok2vec": {

@@ -6,7 +6,7 @@ takes its output from the window in which it sits furthest from the edges. Atten
 therefore never spans more than ``window`` tokens, whatever the length of a document.
 """
 from functools import lru_cache, partial
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy
 import torch
@@ -16,29 +16,40 @@ from thinc.api import (
 from thinc.types import Floats2d
 from thinc.util import get_torch_default_device
 
-from ..modules import HybridEncoder
+from ..modules import EncoderSettings, HybridEncoder
 from .shim import pytorch_wrapper
 
 
 def hybrid_encoder(
-    *, width: int, depth: int, n_heads: int, ffn_width: int, lstm_depth: int,
-    uni_lstm_depth: int, dropout: float, window: int, stride: int,
-    token_dropout: float = 0.0, mixed_precision: bool = False, grad_scaler_config: Optional[dict] = None,
-    nI: Optional[int] = None, nO: Optional[int] = None, attention_dropout: Optional[float] = None,
+    settings: Optional[EncoderSettings] = None, *, window: int, stride: int,
+    mixed_precision: bool = False, grad_scaler_config: Optional[dict] = None,
+    nI: Optional[int] = None, nO: Optional[int] = None, **hyper: Any,
 ) -> Model[List[Floats2d], List[Floats2d]]:
     """The encoder as a thinc layer. The PyTorch module is built by ``initialize``,
-    once ``nI`` (token vector width) and ``nO`` (number of tags) are known."""
+    once ``nI`` (token vector width) and ``nO`` (number of tags) are known.
+
+    settings (Optional[EncoderSettings]): The module's hyperparameters; None: made
+        from the keywords in ``hyper`` (``width=...``, ``depth=...``).
+    window (int): Longest span of tokens encoded at once.
+    stride (int): Tokens between the starts of consecutive windows.
+    mixed_precision (bool): Autocast on a GPU (bfloat16 where native, else float16).
+    grad_scaler_config (Optional[dict]): Arguments of thinc's ``PyTorchGradScaler``.
+    nI (Optional[int]): Token vector width; None: read from the sample in ``initialize``.
+    nO (Optional[int]): Number of tags.
+    RETURNS (Model[List[Floats2d], List[Floats2d]]): Emission scores per sequence.
+    """
+    if settings is None:
+        settings = EncoderSettings(**hyper)
+    elif hyper:
+        raise TypeError(f"hybrid_encoder got both settings and the keywords {sorted(hyper)}: give one.")
     return Model(
         "hybrid_encoder",
         _forward,
         init=_init,
         dims={"nI": nI, "nO": nO},
         attrs={
-            "hyper": {
-                "width": width, "depth": depth, "n_heads": n_heads, "ffn_width": ffn_width,
-                "lstm_depth": lstm_depth, "uni_lstm_depth": uni_lstm_depth, "dropout": dropout,
-                "token_dropout": token_dropout, "attention_dropout": attention_dropout,
-            },
+            # Plain values: thinc saves a layer's attrs with its weights.
+            "hyper": settings.to_dict(),
             "window": window,
             "stride": stride,
             "mixed_precision": mixed_precision,
@@ -63,7 +74,7 @@ def _init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> None:
     # bfloat16: the module autocasts itself (no loss scaling needed); float16: thinc's
     # autocast with its gradient scaler.
     module = HybridEncoder(
-        nI, nO, **model.attrs["hyper"],
+        nI, nO, EncoderSettings(**model.attrs["hyper"]),
         autocast_dtype=torch.bfloat16 if dtype == torch.bfloat16 else None,
     )
     float16 = dtype == torch.float16

@@ -3,50 +3,92 @@
 Works on padded tensors and lengths only (no spaCy, no thinc).
 """
 import math
-from typing import Optional
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
-def check_sizes(
-    *, width: int, depth: int, n_heads: int, ffn_width: int, lstm_depth: int,
-    uni_lstm_depth: int, dropout: float, token_dropout: float = 0.0,
-    attention_dropout: Optional[float] = None,
-) -> None:
-    """Raise a ValueError that names the setting and the fix when sizes cannot work."""
-    if width < 1:
-        raise ValueError(f"width must be a positive number of dimensions, got {width}.")
-    for name, value in (("depth", depth), ("lstm_depth", lstm_depth), ("uni_lstm_depth", uni_lstm_depth)):
-        if value < 0:
-            raise ValueError(f"{name} must be 0 or more, got {value}.")
-    if depth > 0:
-        if n_heads < 1:
-            raise ValueError(f"n_heads must be at least 1 when depth > 0, got {n_heads}.")
-        if width % n_heads != 0:
+@dataclass(frozen=True)
+class EncoderSettings:
+    """The hyperparameters of a ``HybridEncoder``, checked when made: the one place they
+    are named, defaulted and validated (the architecture, the thinc layer and the
+    module all take this object).
+
+    width (int): Hidden width of every layer.
+    depth (int): Transformer encoder layers (0: none, a BiLSTM-CRF).
+    n_heads (int): Attention heads per Transformer layer; must divide ``width``.
+    ffn_width (int): Width of the Transformer feed-forward blocks.
+    lstm_depth (int): Stacked BiLSTM layers after the Transformer (0: none, a
+        Transformer-CRF); ``width`` must then be even.
+    uni_lstm_depth (int): Stacked left-to-right LSTM layers after the BiLSTM (0: none).
+    dropout (float): Dropout rate inside and between the parts, in [0, 1).
+    token_dropout (float): In training, the probability of blanking a whole incoming
+        token vector (word dropout), so that tags are also learned from context alone,
+        as for words never seen in training.
+    attention_dropout (Optional[float]): Dropout on the attention weights of the
+        Transformer layers; None: the same as ``dropout``. On the CPU, dropout on the
+        (heads x tokens x tokens) weights takes about a tenth of a training step's time.
+    """
+
+    width: int = 128
+    depth: int = 2
+    n_heads: int = 4
+    ffn_width: int = 256
+    lstm_depth: int = 1
+    uni_lstm_depth: int = 0
+    dropout: float = 0.1
+    token_dropout: float = 0.0
+    attention_dropout: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        """Raise a ValueError that names the setting and the fix when sizes cannot work."""
+        width, n_heads = self.width, self.n_heads
+        if width < 1:
+            raise ValueError(f"width must be a positive number of dimensions, got {width}.")
+        for name in ("depth", "lstm_depth", "uni_lstm_depth"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}.")
+        if self.depth > 0:
+            if n_heads < 1:
+                raise ValueError(f"n_heads must be at least 1 when depth > 0, got {n_heads}.")
+            if width % n_heads != 0:
+                raise ValueError(
+                    f"width ({width}) must be divisible by n_heads ({n_heads}): each attention "
+                    f"head gets width / n_heads dimensions. Change width to a multiple of "
+                    f"{n_heads} (e.g. {n_heads * max(1, round(width / n_heads))}) or pick n_heads "
+                    f"that divides {width}."
+                )
+            if self.ffn_width < 1:
+                raise ValueError(f"ffn_width must be at least 1 when depth > 0, got {self.ffn_width}.")
+        if self.lstm_depth > 0 and width % 2 != 0:
             raise ValueError(
-                f"width ({width}) must be divisible by n_heads ({n_heads}): each attention "
-                f"head gets width / n_heads dimensions. Change width to a multiple of "
-                f"{n_heads} (e.g. {n_heads * max(1, round(width / n_heads))}) or pick n_heads "
-                f"that divides {width}."
+                f"width ({width}) must be even when lstm_depth > 0: the BiLSTM gives each "
+                f"direction width / 2 dimensions. Use width = {width + 1}."
             )
-        if ffn_width < 1:
-            raise ValueError(f"ffn_width must be at least 1 when depth > 0, got {ffn_width}.")
-    if lstm_depth > 0 and width % 2 != 0:
-        raise ValueError(
-            f"width ({width}) must be even when lstm_depth > 0: the BiLSTM gives each "
-            f"direction width / 2 dimensions. Use width = {width + 1}."
-        )
-    if not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
-    if not 0.0 <= token_dropout < 1.0:
-        raise ValueError(f"token_dropout must be in [0, 1), got {token_dropout}.")
-    if attention_dropout is not None and not 0.0 <= attention_dropout < 1.0:
-        raise ValueError(
-            f"attention_dropout must be in [0, 1) (or null: the same as dropout), got "
-            f"{attention_dropout}."
-        )
+        for name in ("dropout", "token_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
+        if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
+            raise ValueError(
+                f"attention_dropout must be in [0, 1) (or null: the same as dropout), got "
+                f"{self.attention_dropout}."
+            )
+
+    def to_dict(self) -> Dict[str, Any]:
+        """RETURNS (Dict[str, Any]): The settings as plain values (thinc layer attrs)."""
+        return asdict(self)
+
+
+def check_sizes(**settings: Any) -> EncoderSettings:
+    """Validate encoder settings given as keywords (see ``EncoderSettings``).
+
+    RETURNS (EncoderSettings): The checked settings; raises a ValueError naming the
+        setting and the fix when they cannot work.
+    """
+    return EncoderSettings(**settings)
 
 
 class SinusoidalPositions(nn.Module):
@@ -78,18 +120,8 @@ class HybridEncoder(nn.Module):
 
     nI (int): Width of the incoming token vectors.
     nO (int): Number of tags.
-    width (int): Hidden width of every layer.
-    depth (int): Transformer encoder layers (0: none).
-    n_heads (int): Attention heads per Transformer layer.
-    ffn_width (int): Width of the Transformer feed-forward blocks.
-    lstm_depth (int): Stacked BiLSTM layers after the Transformer (0: none).
-    uni_lstm_depth (int): Stacked left-to-right LSTM layers after the BiLSTM (0: none).
-    dropout (float): Dropout rate inside and between the parts.
-    token_dropout (float): In training, the probability of blanking a whole incoming
-        token vector, so that tags are also learned from context alone (as for words
-        never seen in training).
-    attention_dropout (Optional[float]): Dropout on the attention weights of the
-        Transformer layers; None: ``dropout``.
+    settings (Optional[EncoderSettings]): The hyperparameters; None: made from the
+        keyword arguments in ``hyper`` (``HybridEncoder(8, 5, width=16, depth=1)``).
     autocast_dtype (Optional[torch.dtype]): Run the projection, the Transformer layers
         and the output layer under ``torch.autocast`` with this dtype (``torch.bfloat16``
         for mixed precision without loss scaling); the LSTMs always run in float32 and
@@ -100,18 +132,18 @@ class HybridEncoder(nn.Module):
     """
 
     def __init__(
-        self, nI: int, nO: int, *, width: int = 128, depth: int = 2, n_heads: int = 4,
-        ffn_width: int = 256, lstm_depth: int = 1, uni_lstm_depth: int = 0,
-        dropout: float = 0.1, token_dropout: float = 0.0,
-        attention_dropout: Optional[float] = None,
-        autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = 16384,
+        self, nI: int, nO: int, settings: Optional[EncoderSettings] = None, *,
+        autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = 16384, **hyper: Any,
     ):
         super().__init__()
-        check_sizes(
-            width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
-            lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
-            token_dropout=token_dropout, attention_dropout=attention_dropout,
-        )
+        if settings is None:
+            settings = EncoderSettings(**hyper)
+        elif hyper:
+            raise TypeError(f"HybridEncoder got both settings and the keywords {sorted(hyper)}: give one.")
+        self.settings = settings
+        width, depth, dropout = settings.width, settings.depth, settings.dropout
+        n_heads, ffn_width, attention_dropout = settings.n_heads, settings.ffn_width, settings.attention_dropout
+        lstm_depth, uni_lstm_depth, token_dropout = settings.lstm_depth, settings.uni_lstm_depth, settings.token_dropout
         self.nI, self.nO, self.width = nI, nO, width
         self.token_dropout = token_dropout
         self.autocast_dtype = autocast_dtype
