@@ -1,10 +1,53 @@
-"""Calibration of entity confidences: reliability bins and expected calibration error."""
-from typing import Dict, List, Sequence, Tuple
+"""Calibration of entity confidences as plain functions: which predicted entities are
+right, reliability bins and expected calibration error, log loss, and the temperature
+search. Shared by ``HybridEntityRecognizer.calibrate``, ``calibrate_pipeline`` (the
+``calibrate`` command) and the report.
+"""
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy
+from spacy.language import Language
+from spacy.tokens import Doc, Span
+from spacy.training import Example
+
+Offsets = Dict[Tuple[int, int], str]
+
+
+def entity_offsets(doc: Doc) -> Offsets:
+    """doc (Doc): A document. RETURNS (Dict[Tuple[int, int], str]): the label of each
+    entity by its character offsets ``(start_char, end_char)``."""
+    return {(e.start_char, e.end_char): e.label_ for e in doc.ents}
+
+
+def is_correct(span: Span, gold: Offsets) -> bool:
+    """Whether a predicted entity is right: a gold entity has exactly its characters
+    and its label.
+
+    span (Span): A predicted entity.
+    gold (Dict[Tuple[int, int], str]): The gold entities, from ``entity_offsets``.
+    RETURNS (bool): True if the entity is right.
+    """
+    return gold.get((span.start_char, span.end_char)) == span.label_
+
+
+def confidence_pairs(examples: Iterable[Example]) -> List[Tuple[float, bool]]:
+    """examples (Iterable[Example]): Predicted docs with their gold references.
+    RETURNS (List[Tuple[float, bool]]): ``(ent._.confidence, is_correct)`` of each
+    predicted entity that has a confidence."""
+    pairs = []
+    for eg in examples:
+        gold = entity_offsets(eg.reference)
+        for ent in eg.predicted.ents:
+            if ent._.confidence is not None:
+                pairs.append((float(ent._.confidence), is_correct(ent, gold)))
+    return pairs
 
 
 def reliability(pairs: Sequence[Tuple[float, bool]], n_bins: int = 10) -> Dict:
     """Bin (confidence, correct) pairs by confidence.
 
+    pairs (Sequence[Tuple[float, bool]]): Confidence and correctness of each entity.
+    n_bins (int): Equal-width bins over [0, 1].
     RETURNS (Dict): ``n_entities``; ``bins``, each with its range, count, mean
         confidence and share correct; and ``ece``, the expected calibration error
         ``sum_b n_b / N * |accuracy_b - confidence_b|`` (None without pairs).
@@ -22,3 +65,98 @@ def reliability(pairs: Sequence[Tuple[float, bool]], n_bins: int = 10) -> Dict:
     total = len(pairs)
     ece = sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins) if total else None
     return {"n_entities": total, "ece": ece, "bins": bins}
+
+
+def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> float:
+    """confidences (Sequence[float]): One per entity. correct (Sequence[bool]): Whether
+    each entity is right. n_bins (int): Bins of ``reliability``.
+    RETURNS (float): The expected calibration error; 0.0 without entities."""
+    ece = reliability(list(zip((float(c) for c in confidences), (bool(k) for k in correct))), n_bins)["ece"]
+    return ece if ece is not None else 0.0
+
+
+def log_loss(confidences: Sequence[float], correct: Sequence[bool]) -> float:
+    """Mean negative log-likelihood of the entities being right or wrong (binary cross
+    entropy), confidences clipped to ``[1e-7, 1 - 1e-7]``.
+
+    confidences (Sequence[float]): One per entity. correct (Sequence[bool]): Whether
+        each entity is right.
+    RETURNS (float): The log loss; 0.0 without entities.
+    """
+    if not len(confidences):
+        return 0.0
+    p = numpy.clip(numpy.asarray(confidences, dtype="float64"), 1e-7, 1 - 1e-7)
+    y = numpy.asarray(correct, dtype="float64")
+    return float(-numpy.mean(y * numpy.log(p) + (1 - y) * numpy.log(1 - p)))
+
+
+def default_temperatures() -> List[float]:
+    """RETURNS (List[float]): The candidates of ``fit_temperature``: 33 values spaced
+    evenly on a log scale from 0.5 to 8."""
+    return [float(t) for t in numpy.geomspace(0.5, 8.0, 33)]
+
+
+def fit_temperature(
+    confidences_at: Callable[[float], Sequence[float]],
+    correct: Sequence[bool],
+    temperatures: Optional[Sequence[float]] = None,
+    current: float = 1.0,
+    n_bins: int = 10,
+) -> Dict[str, float]:
+    """Temperature scaling (Guo et al. 2017): the temperature among ``temperatures``
+    whose confidences have the lowest log loss (a proper scoring rule, steadier than
+    the binned calibration error, which is reported before and after). Ties go to the
+    temperature closest to 1.
+
+    confidences_at (Callable[[float], Sequence[float]]): The confidence of each entity
+        at a temperature.
+    correct (Sequence[bool]): Whether each entity is right, in the same order.
+    temperatures (Optional[Sequence[float]]): Candidates (default: ``default_temperatures()``).
+    current (float): The temperature in use now; always a candidate, and the one
+        "before" refers to.
+    n_bins (int): Bins of the calibration error.
+    RETURNS (Dict[str, float]): temperature, nll_before / ece_before (at ``current``),
+        nll_after / ece_after, n_entities.
+    """
+    if temperatures is None:
+        temperatures = default_temperatures()
+    candidates = sorted(set(float(t) for t in temperatures) | {float(current)})
+    if any(t <= 0 for t in candidates):
+        raise ValueError(f"Temperatures must be positive, got {candidates}.")
+    conf = {t: numpy.asarray(confidences_at(t), dtype="float64") for t in candidates}
+    losses = {t: log_loss(conf[t], correct) for t in candidates}
+    best = min(candidates, key=lambda t: (losses[t], abs(numpy.log(t))))
+    return {
+        "temperature": best,
+        "nll_before": losses[float(current)], "nll_after": losses[best],
+        "ece_before": expected_calibration_error(conf[float(current)], correct, n_bins),
+        "ece_after": expected_calibration_error(conf[best], correct, n_bins),
+        "n_entities": len(correct),
+    }
+
+
+def calibrate_pipeline(
+    nlp: Language, examples: Iterable[Example], temperatures: Optional[Sequence[float]] = None,
+) -> Dict[str, Dict[str, float]]:
+    """Calibrate every component of ``nlp`` that has a ``calibrate(examples,
+    temperatures)`` method (``hybrid_ner``) on held-out gold examples. The pipeline
+    runs in order, as ``nlp.evaluate`` runs it: each component calibrates on the docs
+    annotated by the components before it (a shared ``tok2vec`` or ``transformer`` it
+    listens to, an ``entity_ruler``), then annotates them for the ones after it.
+
+    nlp (Language): The pipeline; the components' temperatures are set in place.
+    examples (Iterable[Example]): Gold examples, e.g. ``Corpus(dev_path)(nlp)``.
+    temperatures (Optional[Sequence[float]]): Candidates (default: ``default_temperatures()``).
+    RETURNS (Dict[str, Dict[str, float]]): By component name, what its ``calibrate``
+        returned; empty if no component can be calibrated.
+    """
+    examples = list(examples)
+    docs = [eg.predicted.copy() for eg in examples]
+    results = {}
+    for name, pipe in nlp.pipeline:
+        if callable(getattr(pipe, "calibrate", None)):
+            results[name] = pipe.calibrate(
+                [Example(doc, eg.reference) for doc, eg in zip(docs, examples)], temperatures=temperatures,
+            )
+        docs = list(pipe.pipe(docs)) if hasattr(pipe, "pipe") else [pipe(doc) for doc in docs]
+    return results

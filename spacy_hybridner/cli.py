@@ -114,29 +114,22 @@ def calibrate(
     data, and save the pipeline. Entities do not change, only their confidences. A
     pipeline without hybrid_ner is saved unchanged."""
     import spacy
-    from spacy.training import Corpus, Example
+    from spacy.training import Corpus
 
-    from .pipeline_component import HybridEntityRecognizer
+    from .calibration import calibrate_pipeline
 
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = spacy.load(model)
-    examples = list(Corpus(data_path)(nlp))
-    upstream = []
-    for name, pipe in nlp.pipeline:
-        if isinstance(pipe, HybridEntityRecognizer):
-            docs = [eg.predicted for eg in examples]
-            if upstream:  # e.g. a shared tok2vec or transformer the component listens to
-                docs = list(nlp.pipe(docs, disable=[n for n in nlp.pipe_names if n not in upstream]))
-            result = pipe.calibrate([Example(doc, eg.reference) for doc, eg in zip(docs, examples)])
-            typer.echo(
-                f"{name}: temperature {result['temperature']:.3f}; on {data_path} "
-                f"({result['n_entities']} entities), log loss {result['nll_before']:.4f} -> "
-                f"{result['nll_after']:.4f}, expected calibration error {result['ece_before']:.4f} -> "
-                f"{result['ece_after']:.4f}"
-            )
-        upstream.append(name)
-    if not any(isinstance(pipe, HybridEntityRecognizer) for _, pipe in nlp.pipeline):
+    results = calibrate_pipeline(nlp, Corpus(data_path)(nlp))
+    for name, result in results.items():
+        typer.echo(
+            f"{name}: temperature {result['temperature']:.3f}; on {data_path} "
+            f"({result['n_entities']} entities), log loss {result['nll_before']:.4f} -> "
+            f"{result['nll_after']:.4f}, expected calibration error {result['ece_before']:.4f} -> "
+            f"{result['ece_after']:.4f}"
+        )
+    if not results:
         typer.echo("No hybrid_ner component: nothing to calibrate; saving the pipeline unchanged.")
     nlp.to_disk(output_dir)
     typer.echo(f"Saved to {output_dir}")

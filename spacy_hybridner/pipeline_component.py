@@ -17,7 +17,7 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats1d, Floats2d, Ints1d
 
-from .calibration import reliability
+from .calibration import entity_offsets, fit_temperature, is_correct
 from .layers import crf_decode
 from .tag_scheme import biluo_constraints, biluo_tag_names
 
@@ -325,13 +325,12 @@ class HybridEntityRecognizer(TrainablePipe):
         """Fit the temperature of ``ent._.confidence`` on held-out examples (the dev
         set, say) and keep it in ``cfg``. The CRF's potentials are divided by the
         temperature for the probabilities only, so the entities stay the same and only
-        their confidences change. The temperature chosen minimises the negative
-        log-likelihood of the entities being right (temperature scaling as in Guo et
-        al. 2017: a proper scoring rule, steadier than the binned calibration error,
-        which is reported before and after).
+        their confidences change. The search is ``calibration.fit_temperature``; for a
+        whole pipeline (upstream components first) use ``calibration.calibrate_pipeline``.
 
         examples (Iterable[Example]): Gold examples; their predicted docs are not changed.
         temperatures (Optional[Sequence[float]]): Candidates (default: 0.5 to 8).
+        n_bins (int): Bins of the calibration error.
         RETURNS (Dict[str, float]): temperature, nll_before / ece_before (at the
             temperature in use before), nll_after / ece_after, n_entities.
         """
@@ -340,48 +339,23 @@ class HybridEntityRecognizer(TrainablePipe):
         docs = [eg.predicted.copy() for eg in examples]
         for doc in docs:
             doc.ents = []
-        _, names = self._tags()
         crf = self.model.get_ref("crf")
         scores = self.model.predict(docs)
-        tags, _ = crf_decode(crf, scores)
-        entities = []  # (doc, last token, correct)
-        for i, (doc, eg, doc_tags) in enumerate(zip(docs, examples, tags)):
-            gold = {(e.start_char, e.end_char): e.label_ for e in eg.reference.ents}
-            spans = biluo_tags_to_spans(doc, [names[k] for k in self.model.ops.to_numpy(doc_tags)])
-            for span in spans:
-                entities.append((i, span.end - 1, gold.get((span.start_char, span.end_char)) == span.label_))
+        tags, probs = crf_decode(crf, scores)
+        self.set_annotations(docs, (tags, probs))
+        ends = [(i, ent.end - 1) for i, doc in enumerate(docs) for ent in doc.ents]
+        correct = [
+            is_correct(ent, entity_offsets(eg.reference)) for doc, eg in zip(docs, examples) for ent in doc.ents
+        ]
+
+        def confidences_at(temperature: float) -> List[float]:
+            probs = [self.model.ops.to_numpy(p) for p in crf_decode(crf, scores, temperature=temperature)[1]]
+            return [float(probs[i][j]) for i, j in ends]
+
         current = float(self.cfg.get("temperature", 1.0))
-        if temperatures is None:
-            temperatures = [float(t) for t in numpy.geomspace(0.5, 8.0, 33)]
-        candidates = sorted(set(temperatures) | {current})
-
-        correct = numpy.asarray([ok for _, _, ok in entities], dtype="float64")
-
-        def confidences(temperature: float) -> numpy.ndarray:
-            _, probs = crf_decode(crf, scores, temperature=temperature)
-            probs = [self.model.ops.to_numpy(p) for p in probs]
-            return numpy.asarray([float(probs[i][j]) for i, j, _ in entities], dtype="float64")
-
-        def log_loss(conf: numpy.ndarray) -> float:
-            if not len(conf):
-                return 0.0
-            p = numpy.clip(conf, 1e-7, 1 - 1e-7)
-            return float(-numpy.mean(correct * numpy.log(p) + (1 - correct) * numpy.log(1 - p)))
-
-        def ece(conf: numpy.ndarray) -> float:
-            result = reliability(list(zip(conf.tolist(), correct.astype(bool).tolist())), n_bins)["ece"]
-            return result if result is not None else 0.0
-
-        conf = {t: confidences(t) for t in candidates}
-        losses = {t: log_loss(conf[t]) for t in candidates}
-        best = min(candidates, key=lambda t: (losses[t], abs(numpy.log(t))))
-        self.cfg["temperature"] = best
-        return {
-            "temperature": best,
-            "nll_before": losses[current], "nll_after": losses[best],
-            "ece_before": ece(conf[current]), "ece_after": ece(conf[best]),
-            "n_entities": len(entities),
-        }
+        result = fit_temperature(confidences_at, correct, temperatures, current=current, n_bins=n_bins)
+        self.cfg["temperature"] = result["temperature"]
+        return result
 
     # --- serialization ----------------------------------------------------------------
     def _rebuild_model(self) -> None:

@@ -13,10 +13,9 @@ import srsly
 from spacy import displacy
 from spacy.language import Language
 from spacy.scorer import get_ner_prf
-from spacy.tokens import Doc
 from spacy.training import Corpus, Example
 
-from .calibration import reliability
+from .calibration import confidence_pairs, entity_offsets, reliability
 
 MISSED = "(missed)"
 SPURIOUS = "(spurious)"
@@ -30,10 +29,6 @@ def predict_examples(nlp: Language, data_path: Path, batch_size: int = 64) -> Li
     examples = list(Corpus(data_path)(nlp))
     predicted = nlp.pipe((eg.predicted for eg in examples), batch_size=batch_size)
     return [Example(pred, eg.reference) for pred, eg in zip(predicted, examples)]
-
-
-def _offsets(doc: Doc) -> Dict[Tuple[int, int], str]:
-    return {(e.start_char, e.end_char): e.label_ for e in doc.ents}
 
 
 def confusion_counts(examples: Sequence[Example]) -> Tuple[List[str], Dict[str, Dict[str, int]]]:
@@ -52,7 +47,7 @@ def confusion_counts(examples: Sequence[Example]) -> Tuple[List[str], Dict[str, 
         counts[gold][pred] = counts[gold].get(pred, 0) + 1
 
     for eg in examples:
-        gold, pred = _offsets(eg.reference), _offsets(eg.predicted)
+        gold, pred = entity_offsets(eg.reference), entity_offsets(eg.predicted)
         labels.update(gold.values(), pred.values())
         for span, label in gold.items():
             add(label, pred.get(span, MISSED))
@@ -67,13 +62,7 @@ def calibration(examples: Sequence[Example], n_bins: int = 10) -> Dict:
     each bin's mean confidence against its share of correct entities (same span and
     type as a gold entity), and the expected calibration error (see
     ``calibration.reliability``)."""
-    pairs = []
-    for eg in examples:
-        gold = _offsets(eg.reference)
-        for ent in eg.predicted.ents:
-            if ent._.confidence is not None:
-                correct = gold.get((ent.start_char, ent.end_char)) == ent.label_
-                pairs.append((float(ent._.confidence), correct))
+    pairs = confidence_pairs(examples)
     return reliability(pairs, n_bins)
 
 
@@ -81,8 +70,8 @@ def document_scores(examples: Sequence[Example]) -> List[Dict]:
     """Entity P/R/F of each document (exact span and type)."""
     rows = []
     for i, eg in enumerate(examples):
-        gold = set(_offsets(eg.reference).items())
-        pred = set(_offsets(eg.predicted).items())
+        gold = set(entity_offsets(eg.reference).items())
+        pred = set(entity_offsets(eg.predicted).items())
         tp = len(gold & pred)
         p = tp / len(pred) if pred else 1.0
         r = tp / len(gold) if gold else 1.0
