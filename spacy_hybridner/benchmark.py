@@ -219,3 +219,60 @@ def update_benchmark_doc(path: Path, corpus: str, section: str) -> None:
         text = text.rstrip() + "\n\n" + section + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf8")
+
+
+def benchmark_command(argv: List[str]) -> str:
+    """The exact command of a benchmark run, for the document: ``python -m
+    spacy_hybridner benchmark`` with the arguments, after ``SPACY_CONFIG_OVERRIDES``
+    when set (spaCy applies those to every training run).
+
+    argv (List[str]): The arguments after ``benchmark``. RETURNS (str): A shell line.
+    """
+    import shlex
+
+    command = "python -m spacy_hybridner benchmark " + " ".join(shlex.quote(a) for a in argv)
+    overrides = os.environ.get("SPACY_CONFIG_OVERRIDES")
+    if overrides:
+        command = f"SPACY_CONFIG_OVERRIDES={shlex.quote(overrides)} {command}"
+    return command
+
+
+def run_benchmark(
+    train: Path, dev: Path, test: Path, configs: List[Path], *, corpus: str, budget_s: float,
+    output_dir: Path, doc_path: Path, baseline: str, command: str, echo: Callable[[str], None],
+    speed_batches: int = 30, speed_repeats: int = 3, speed_batch_size: Optional[int] = None, gpu_id: int = -1,
+) -> Dict:
+    """Train each config on the same data with the same wall-time budget, one after the
+    other, evaluate on the test split, measure speed with ``spacy benchmark speed``, and
+    write the comparison as the ``## corpus`` section of the benchmark document.
+
+    train, dev, test (Path): The .spacy files (dev selects model-best).
+    configs (List[Path]): Configs to compare, in order.
+    corpus (str): Name of the corpus, the section title.
+    budget_s (float): Wall-time budget of each training.
+    output_dir (Path): Trained models go to ``output_dir / corpus / config name``, and
+        the rows to ``output_dir / corpus / benchmark.json``.
+    doc_path (Path): The benchmark document to update.
+    baseline (str): Config name that speed ratios refer to.
+    command (str): The command to record (``benchmark_command``).
+    echo (Callable[[str], None]): Where progress goes.
+    speed_batches, speed_repeats, speed_batch_size: For ``spacy benchmark speed``.
+    gpu_id (int): GPU id, -1 for CPU.
+    RETURNS (Dict): ``rows`` (one per config) and ``section`` (the markdown written).
+    """
+    missing = [str(p) for p in [train, dev, test, *configs] if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"not found: {', '.join(missing)}")
+    rows = []
+    for config in configs:
+        rows.append(benchmark_config(
+            config, train, dev, test, output_dir / corpus, budget_s, gpu_id,
+            speed_batches, speed_repeats, echo, speed_batch_size,
+        ))
+        echo(f"== {rows[-1]['name']}: test F {100 * rows[-1]['f']:.2f}, {rows[-1]['words_per_second']:,.0f} words/s")
+    section = benchmark_markdown(
+        rows, corpus=corpus, command=command, budget_s=budget_s, baseline=baseline, gpu_id=gpu_id,
+    )
+    update_benchmark_doc(doc_path, corpus, section)
+    (output_dir / corpus / "benchmark.json").write_text(json.dumps(rows, indent=2), encoding="utf8")
+    return {"rows": rows, "section": section}

@@ -160,3 +160,14 @@ def calibrate_pipeline(
             )
         docs = list(pipe.pipe(docs)) if hasattr(pipe, "pipe") else [pipe(doc) for doc in docs]
     return results
+
+
+def describe_calibration(name: str, result: Dict[str, float], data_name: str) -> str:
+    """name (str): The component. result (Dict[str, float]): What its ``calibrate``
+    returned. data_name (str): The held-out data. RETURNS (str): One line for people."""
+    return (
+        f"{name}: temperature {result['temperature']:.3f}; on {data_name} "
+        f"({result['n_entities']} entities), log loss {result['nll_before']:.4f} -> "
+        f"{result['nll_after']:.4f}, expected calibration error {result['ece_before']:.4f} -> "
+        f"{result['ece_after']:.4f}"
+    )

@@ -1,5 +1,4 @@
 """Command line: ``python -m spacy_hybridner COMMAND`` (also the ``spacy-hybridner`` script)."""
-import json
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -20,6 +19,31 @@ class CorpusName(str, Enum):
     wnut17 = "wnut17"
 
 
+# --- shared by the commands: each command parses its arguments and calls a plain
+# function (corpora, display, calibration, report, benchmark) that tests and the
+# project workflow can call too.
+def _load(model: str, gpu_id: int = -1):
+    """Set up the GPU when ``gpu_id >= 0``, then load the pipeline ``model`` (a name or
+    a path). RETURNS (Language): The pipeline."""
+    import spacy
+
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
+    return spacy.load(model)
+
+
+def _echo_entities(docs, indent: str = "", with_text: bool = False) -> None:
+    """Print each doc's entities, one line each (``display.entity_lines``), after the
+    doc's text when ``with_text``."""
+    from .display import entity_lines
+
+    for doc in docs:
+        if with_text:
+            typer.echo(doc.text)
+        for line in entity_lines(doc, indent):
+            typer.echo(line)
+
+
 @app.command("convert")
 def convert(
     corpus: CorpusName = typer.Argument(..., help="Which corpus INPUT holds"),
@@ -36,39 +60,18 @@ def convert(
     default). conll03 keeps its documents whole (train, dev = testa, test = testb).
     wnut17 has train and dev; dev is also written as test, the split to evaluate on.
     """
-    import spacy
-    from spacy.tokens import DocBin
+    from .corpora import convert_corpus
 
-    from .corpora import (
-        entity_counts, read_conll03, read_gmb, read_token_tag_file, sentences_to_docs, split_items,
-    )
-
-    vocab = spacy.blank("xx").vocab
-    if corpus == CorpusName.gmb:
-        sentences = read_gmb(input_path, limit=limit)
-        parts = {k: sentences_to_docs(v, vocab) for k, v in split_items(sentences, dev, test, seed).items()}
-    elif corpus == CorpusName.conll03:
-        files = {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"}
-        parts = {k: read_conll03(_input_file(input_path, f)) for k, f in files.items()}
-    else:
-        files = {"train": "wnut17train.conll", "dev": "emerging.dev.conll"}
-        parts = {k: sentences_to_docs(read_token_tag_file(_input_file(input_path, f)), vocab) for k, f in files.items()}
-        parts["test"] = parts["dev"]
-    if limit and corpus != CorpusName.gmb:
-        parts = {k: v[:limit] for k, v in parts.items()}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("train", "dev", "test"):
-        docs = parts[name]
-        DocBin(docs=docs, store_user_data=False).to_disk(output_dir / f"{name}.spacy")
-        n_words = sum(len(doc) for doc in docs)
-        typer.echo(f"{name}: {len(docs)} docs, {n_words} tokens, entities {entity_counts(docs)} -> {output_dir / f'{name}.spacy'}")
-
-
-def _input_file(folder: Path, name: str) -> Path:
-    path = folder / name
-    if not path.exists():
-        raise typer.BadParameter(f"{path} does not exist: expected the folder that holds {name}.")
-    return path
+    try:
+        stats = convert_corpus(
+            corpus.value, input_path, output_dir, limit=limit, dev=dev, test=test, seed=seed,
+        )
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err)) from None
+    for name, split in stats.items():
+        typer.echo(
+            f"{name}: {split['docs']} docs, {split['tokens']} tokens, entities {split['entities']} -> {split['path']}"
+        )
 
 
 @app.command("showcase")
@@ -80,22 +83,10 @@ def showcase(
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
 ) -> None:
     """Annotate held-out documents, print their entities and write displaCy HTML."""
-    import spacy
-    from spacy import displacy
-    from spacy.tokens import DocBin
+    from .display import showcase as run_showcase
 
-    if gpu_id >= 0:
-        spacy.require_gpu(gpu_id)
-    nlp = spacy.load(model)
-    gold = list(DocBin().from_disk(data_path).get_docs(nlp.vocab))[:n_docs]
-    docs = list(nlp.pipe(doc.text for doc in gold))
-    for doc in docs:
-        typer.echo(doc.text)
-        for ent in doc.ents:
-            confidence = "" if ent._.confidence is None else f" ({ent._.confidence:.2f})"
-            typer.echo(f"    {ent.label_:<12} {ent.text}{confidence}")
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    output_path.write_text(displacy.render(docs, style="ent", page=True), encoding="utf8")
+    docs = run_showcase(_load(model, gpu_id), data_path, output_path, n_docs=n_docs)
+    _echo_entities(docs, indent="    ", with_text=True)
     typer.echo(f"displaCy HTML of {len(docs)} documents: {output_path}")
 
 
@@ -113,22 +104,14 @@ def calibrate(
     """Fit the temperature of ent._.confidence of each hybrid_ner component on held-out
     data, and save the pipeline. Entities do not change, only their confidences. A
     pipeline without hybrid_ner is saved unchanged."""
-    import spacy
     from spacy.training import Corpus
 
-    from .calibration import calibrate_pipeline
+    from .calibration import calibrate_pipeline, describe_calibration
 
-    if gpu_id >= 0:
-        spacy.require_gpu(gpu_id)
-    nlp = spacy.load(model)
+    nlp = _load(model, gpu_id)
     results = calibrate_pipeline(nlp, Corpus(data_path)(nlp))
     for name, result in results.items():
-        typer.echo(
-            f"{name}: temperature {result['temperature']:.3f}; on {data_path} "
-            f"({result['n_entities']} entities), log loss {result['nll_before']:.4f} -> "
-            f"{result['nll_after']:.4f}, expected calibration error {result['ece_before']:.4f} -> "
-            f"{result['ece_after']:.4f}"
-        )
+        typer.echo(describe_calibration(name, result, str(data_path)))
     if not results:
         typer.echo("No hybrid_ner component: nothing to calibrate; saving the pipeline unchanged.")
     nlp.to_disk(output_dir)
@@ -147,14 +130,9 @@ def report(
     """Per-type P/R/F (markdown and JSON), confusion matrix with missed and spurious
     entities, reliability diagram of ent._.confidence with its ECE, displaCy HTML of
     the worst documents and, given --training-dir, training curves."""
-    import spacy
-
     from .report import write_report
 
-    if gpu_id >= 0:
-        spacy.require_gpu(gpu_id)
-    nlp = spacy.load(model)
-    result = write_report(nlp, data_path, output_dir, training_dir, n_worst=n_worst)
+    result = write_report(_load(model, gpu_id), data_path, output_dir, training_dir, n_worst=n_worst)
     typer.echo((output_dir / "scores.md").read_text(encoding="utf8"))
     typer.echo(f"Report written to {output_dir} ({len(result['worst_documents'])} worst documents in worst.html)")
 
@@ -183,29 +161,18 @@ def benchmark(
     write the comparison to the benchmark document."""
     import sys
 
-    from .benchmark import benchmark_config, benchmark_markdown, update_benchmark_doc
+    from .benchmark import benchmark_command, run_benchmark
 
-    missing = [str(p) for p in [train, dev, test, *configs] if not p.exists()]
-    if missing:
-        raise typer.BadParameter(f"not found: {', '.join(missing)}")
-    import os
-    import shlex
-
-    command = "python -m spacy_hybridner benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    overrides = os.environ.get("SPACY_CONFIG_OVERRIDES")
-    if overrides:  # spaCy applies these to every training run: part of the exact command
-        command = f"SPACY_CONFIG_OVERRIDES={shlex.quote(overrides)} {command}"
-    rows = []
-    for config in configs:
-        rows.append(benchmark_config(
-            config, train, dev, test, output_dir / corpus, budget_minutes * 60, gpu_id,
-            speed_batches, speed_repeats, typer.echo, speed_batch_size,
-        ))
-        typer.echo(f"== {rows[-1]['name']}: test F {100 * rows[-1]['f']:.2f}, {rows[-1]['words_per_second']:,.0f} words/s")
-    section = benchmark_markdown(rows, corpus=corpus, command=command, budget_s=budget_minutes * 60, baseline=baseline, gpu_id=gpu_id)
-    update_benchmark_doc(doc_path, corpus, section)
-    (output_dir / corpus / "benchmark.json").write_text(json.dumps(rows, indent=2), encoding="utf8")
-    typer.echo(section)
+    try:
+        result = run_benchmark(
+            train, dev, test, configs, corpus=corpus, budget_s=budget_minutes * 60, output_dir=output_dir,
+            doc_path=doc_path, baseline=baseline, command=benchmark_command(sys.argv[2:]), echo=typer.echo,
+            speed_batches=speed_batches, speed_repeats=speed_repeats, speed_batch_size=speed_batch_size,
+            gpu_id=gpu_id,
+        )
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(result["section"])
     typer.echo(f"Written to {doc_path}")
 
 
@@ -220,21 +187,17 @@ def visualize(
     """Show the model's entities with displaCy: a local server, or an HTML file."""
     import sys
 
-    import spacy
     from spacy import displacy
 
-    nlp = spacy.load(model)
+    from .display import write_displacy
+
+    nlp = _load(model)
     texts = [text] if text is not None else [line for line in sys.stdin.read().splitlines() if line.strip()]
     if not texts:
         raise typer.BadParameter("no text given: pass TEXT or pipe lines to standard input.")
     docs = list(nlp.pipe(texts))
-    for doc in docs:
-        for ent in doc.ents:
-            confidence = "" if ent._.confidence is None else f" ({ent._.confidence:.2f})"
-            typer.echo(f"{ent.label_:<12} {ent.text}{confidence}")
+    _echo_entities(docs)
     if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(displacy.render(docs, style="ent", page=True), encoding="utf8")
-        typer.echo(f"displaCy HTML: {output}")
+        typer.echo(f"displaCy HTML: {write_displacy(docs, output)}")
     else:
         displacy.serve(docs, style="ent", port=port, host=host)

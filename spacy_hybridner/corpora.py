@@ -210,3 +210,70 @@ def entity_counts(docs: Iterable[Doc]) -> Dict[str, int]:
         for ent in doc.ents:
             counts[ent.label_] = counts.get(ent.label_, 0) + 1
     return dict(sorted(counts.items()))
+
+
+CORPUS_FILES = {
+    "conll03": {"train": "eng.train", "dev": "eng.testa", "test": "eng.testb"},
+    "wnut17": {"train": "wnut17train.conll", "dev": "emerging.dev.conll"},
+}
+
+
+def _input_file(folder: Path, name: str) -> Path:
+    path = Path(folder) / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: expected the folder that holds {name}.")
+    return path
+
+
+def convert_corpus(
+    corpus: str, input_path: Path, output_dir: Path, *, limit: int = 0, dev: float = 0.1,
+    test: float = 0.1, seed: int = 0,
+) -> Dict[str, Dict]:
+    """Convert a corpus to spaCy's binary format: ``train.spacy``, ``dev.spacy`` and
+    ``test.spacy`` in ``output_dir``. gmb is split by sentence (shuffled with ``seed``);
+    conll03 keeps its documents whole (dev = testa, test = testb); wnut17's dev is also
+    written as test, the split to evaluate on.
+
+    corpus (str): ``gmb``, ``conll03`` or ``wnut17``.
+    input_path (Path): gmb: ner_dataset.csv(.zip); conll03 and wnut17: the folder of
+        their files (``CORPUS_FILES``).
+    output_dir (Path): Where the three files are written (made if missing).
+    limit (int): gmb: read only the first N sentences; others: keep the first N docs of
+        each split; 0: all.
+    dev (float): gmb: fraction of sentences for dev.
+    test (float): gmb: fraction of sentences for test.
+    seed (int): gmb: seed of the sentence shuffle.
+    RETURNS (Dict[str, Dict]): By split: ``path``, ``docs``, ``tokens``, ``entities``
+        (counts by label).
+    """
+    import spacy
+    from spacy.tokens import DocBin
+
+    vocab = spacy.blank("xx").vocab
+    if corpus == "gmb":
+        sentences = read_gmb(input_path, limit=limit)
+        parts = {k: sentences_to_docs(v, vocab) for k, v in split_items(sentences, dev, test, seed).items()}
+    elif corpus == "conll03":
+        parts = {k: read_conll03(_input_file(input_path, f)) for k, f in CORPUS_FILES[corpus].items()}
+    elif corpus == "wnut17":
+        parts = {
+            k: sentences_to_docs(read_token_tag_file(_input_file(input_path, f)), vocab)
+            for k, f in CORPUS_FILES[corpus].items()
+        }
+        parts["test"] = parts["dev"]
+    else:
+        raise ValueError(f"Unknown corpus '{corpus}': use gmb, conll03 or wnut17.")
+    if limit and corpus != "gmb":
+        parts = {k: v[:limit] for k, v in parts.items()}
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    stats = {}
+    for name in ("train", "dev", "test"):
+        docs = parts[name]
+        path = output_dir / f"{name}.spacy"
+        DocBin(docs=docs, store_user_data=False).to_disk(path)
+        stats[name] = {
+            "path": path, "docs": len(docs), "tokens": sum(len(doc) for doc in docs),
+            "entities": entity_counts(docs),
+        }
+    return stats
