@@ -2,7 +2,6 @@
 from typing import List, Optional
 
 from spacy.attrs import intify_attr
-from spacy.ml import _character_embed
 from spacy.ml.featureextractor import FeatureExtractor
 from spacy.ml.staticvectors import StaticVectors
 from spacy.tokens import Doc
@@ -10,7 +9,7 @@ from spacy.util import registry
 from thinc.api import HashEmbed, Maxout, Model, chain, concatenate, list2ragged, ragged2list, with_array
 from thinc.types import Floats2d
 
-from .layers import char_cnn, crf_layer, hybrid_encoder, word_dropout
+from .layers import char_cnn, char_embed, crf_layer, hybrid_encoder, word_dropout
 from .modules import EncoderSettings
 
 
@@ -183,7 +182,7 @@ def build_char_multi_hash_embed_v2(
         tables.append(table)
     parts = [
         chain(FeatureExtractor(attrs), list2ragged(), with_array(concatenate(*tables))),
-        chain(_character_embed.CharacterEmbed(nM=nM, nC=nC), list2ragged()),
+        chain(char_embed(nM=nM, nC=nC), list2ragged()),
     ]
     if char_cnn_width > 0:
         parts.append(char_cnn(char_cnn_width))

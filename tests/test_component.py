@@ -13,6 +13,7 @@ from thinc.api import Adam, fix_random_seed
 from typer.testing import CliRunner
 
 from spacy_hybridner.cli import app
+from spacy_hybridner.layers import torch_module
 
 from conftest import (
     TINY_MODEL, TRAIN_DATA, ents_of, ents_with_confidence, make_examples, reload_and_predict,
@@ -202,13 +203,13 @@ def test_same_seed_same_weights_and_entities():
 def test_every_parameter_is_trained_and_saved(trained_nlp):
     """CRF transitions included: walked by the model, changed by training, saved."""
     ner = trained_nlp.get_pipe("ner")
-    crf_module = ner.model.get_ref("crf").layers[0].shims[0]._model
+    crf_module = torch_module(ner.model.get_ref("crf"))
     assert crf_module.transitions.abs().sum() > 0  # initialised at zero, so it learned
     shims = [shim for node in ner.model.walk() for shim in node.shims]
     assert len(shims) == 2
     fresh = spacy.blank("en")
     fresh.add_pipe("hybrid_ner", name="ner", config={"model": TINY_MODEL}).from_bytes(ner.to_bytes())
-    crf2 = fresh.get_pipe("ner").model.get_ref("crf").layers[0].shims[0]._model
+    crf2 = torch_module(fresh.get_pipe("ner").model.get_ref("crf"))
     assert (crf2.transitions == crf_module.transitions).all()
 
 
@@ -224,22 +225,22 @@ def test_parameter_averages_reach_the_pytorch_modules(tmp_path):
     for _ in range(5):
         nlp.update(examples, sgd=optimizer)
     shims = [shim for node in nlp.get_pipe("ner").model.walk() for shim in node.shims]
-    last = {(s.id, n): p.detach().clone() for s in shims for n, p in s._model.named_parameters()}
+    last = {(s.id, n): p.detach().clone() for s in shims for n, p in s.module.named_parameters()}
     assert set(last) <= set(optimizer.averages)
     text = "Angela Merkel visited Paris ."
     before = ents_with_confidence([nlp(text)])
     with nlp.use_params(optimizer.averages):
         for s in shims:
-            for name, param in s._model.named_parameters():
+            for name, param in s.module.named_parameters():
                 assert numpy.allclose(param.detach().numpy(), optimizer.averages[(s.id, name)])
         assert any(
             not numpy.allclose(p.detach().numpy(), last[(s.id, n)].numpy())
-            for s in shims for n, p in s._model.named_parameters()
+            for s in shims for n, p in s.module.named_parameters()
         )
         averaged = ents_with_confidence([nlp(text)])
         nlp.to_disk(tmp_path / "averaged")
     for s in shims:
-        for name, param in s._model.named_parameters():
+        for name, param in s.module.named_parameters():
             assert param.detach().equal(last[(s.id, name)])
     assert ents_with_confidence([nlp(text)]) == before
     assert ents_with_confidence([spacy.load(tmp_path / "averaged")(text)]) == averaged
@@ -343,7 +344,7 @@ def test_bfloat16_mixed_precision_path_learns_and_predicts_in_float32_after_relo
     monkeypatch.setattr(encoder_layer, "mixed_precision_dtype", lambda device: torch.bfloat16)
     nlp = train_tiny(n_iter=100, model=dict(TINY_MODEL, mixed_precision=True))
     wrapper = nlp.get_pipe("ner").model.get_ref("encoder").layers[0]
-    assert wrapper.shims[0]._model.autocast_dtype == torch.bfloat16
+    assert torch_module(wrapper).autocast_dtype == torch.bfloat16
     assert wrapper.shims[0]._mixed_precision is False
     assert nlp.evaluate(make_examples(nlp))["ents_f"] == 1.0
     expected = [ents_of(doc) for doc in nlp.pipe([text for text, _ in TRAIN_DATA])]

@@ -7,6 +7,7 @@ import spacy
 from thinc.api import Config
 
 from spacy_hybridner.architectures import build_hybrid_ner
+from spacy_hybridner.layers import torch_module
 from spacy_hybridner.modules import EncoderSettings
 from spacy_hybridner.pipeline_component import DEFAULT_MODEL
 
@@ -39,4 +40,4 @@ def test_builder_settings_reach_the_layer_and_the_module(trained_nlp):
     encoder = trained_nlp.get_pipe("ner").model.get_ref("encoder")
     settings = EncoderSettings(**encoder.attrs["hyper"])
     assert settings == EncoderSettings(width=32, depth=1, n_heads=2, ffn_width=64, lstm_depth=1, dropout=0.0)
-    assert encoder.layers[0].shims[0]._model.settings == settings
+    assert torch_module(encoder).settings == settings

@@ -4,7 +4,7 @@ import pytest
 import torch
 from thinc.api import Model
 
-from spacy_hybridner.layers import hybrid_encoder, window_indices
+from spacy_hybridner.layers import hybrid_encoder, torch_module, window_indices
 from spacy_hybridner.modules import HybridEncoder
 from spacy_hybridner.modules.encoder import check_sizes
 
@@ -96,7 +96,7 @@ def test_windows_are_stitched_exactly_for_a_per_token_encoder():
     torch.manual_seed(0)
     windowed = make_layer(window=5, stride=3, depth=0, lstm_depth=0)
     whole = make_layer(window=1000, stride=1000, depth=0, lstm_depth=0)
-    whole.layers[0].shims[0]._model.load_state_dict(windowed.layers[0].shims[0]._model.state_dict())
+    torch_module(whole).load_state_dict(torch_module(windowed).state_dict())
     Xs = [numpy.random.randn(n, 6).astype("float32") for n in (23, 4, 0, 11)]
     for a, b in zip(windowed.predict(Xs), whole.predict(Xs)):
         assert a.shape == b.shape
@@ -127,7 +127,7 @@ def test_backprop_through_windows_matches_torch_autograd():
     (Y,), backprop = layer.begin_update([X])
     dY = numpy.random.randn(*Y.shape).astype("float32")
     (dX,) = backprop([dY])
-    module = layer.layers[0].shims[0]._model
+    module = torch_module(layer)
     Xt = torch.tensor(X, requires_grad=True)
     Yt = module(Xt[None], torch.tensor([15]))[0]
     Yt.backward(torch.tensor(dY))

@@ -13,7 +13,7 @@ from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats1d, Floats2d, Ints1d
 
 from ..modules import CRF
-from .shim import pytorch_wrapper
+from .shim import pytorch_wrapper, torch_module
 
 CRFInput = Tuple[List[Floats2d], List[Ints1d]]
 
@@ -45,7 +45,7 @@ def _flat(model: Model, arrays: Sequence, width: Optional[int], dtype: str):
 def _convert_inputs(model: Model, X: CRFInput, is_train: bool) -> Tuple[ArgsKwargs, Callable]:
     scores, gold = X
     lengths = [len(s) for s in scores]
-    K = model.shims[0]._model.num_tags
+    K = torch_module(model).num_tags
     flat = xp2torch(_flat(model, scores, K, "float32"), requires_grad=is_train)
     tags = xp2torch(_flat(model, gold, None, "int32"))
 
@@ -83,7 +83,7 @@ def crf_decode(
     RETURNS (Tuple[List[Ints1d], List[Floats1d]]): Tag ids and probabilities.
     """
     ops = model.ops
-    module = model.layers[0].shims[0]._model
+    module = torch_module(model)
     K = module.num_tags
     lengths = [len(s) for s in scores]
     flat = xp2torch(_flat(model, scores, K, "float32"))
