@@ -34,7 +34,9 @@ def confidence_pairs(examples: Iterable[Example]) -> List[Tuple[float, bool]]:
     """examples (Iterable[Example]): Predicted docs with their gold references.
     RETURNS (List[Tuple[float, bool]]): ``(ent._.confidence, is_correct)`` of each
     predicted entity that has a confidence."""
-    pairs = []
+    pairs: List[Tuple[float, bool]] = []
+    if not Span.has_extension("confidence"):  # no hybrid_ner made in this process
+        return pairs
     for eg in examples:
         gold = entity_offsets(eg.reference)
         for ent in eg.predicted.ents:

@@ -1,5 +1,6 @@
 """The ``hybrid_ner`` pipeline component: HybridNER as spaCy's ``ner``."""
 import os
+import weakref
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -64,17 +65,39 @@ maxout_pieces = 3
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_HYBRID_NER_MODEL)["model"]
 
-def _single_threaded_torch() -> None:
-    # A process forked after torch has used its thread pool (nlp.pipe(n_process=2))
-    # hangs in torch's first parallel op unless the child runs torch single-threaded.
-    # One thread per worker process is also what multiprocessing wants anyway.
-    torch.set_num_threads(1)
+
+def install_extensions() -> None:
+    """Register ``Span._.confidence`` (default None), the one place it is registered;
+    called by every ``HybridEntityRecognizer`` (as spacy-transformers registers
+    ``Doc._.trf_data``). Code that reads it for any pipeline checks
+    ``Span.has_extension("confidence")`` first."""
+    if not Span.has_extension("confidence"):
+        Span.set_extension("confidence", default=None)
 
 
-os.register_at_fork(after_in_child=_single_threaded_torch)
+# nlp.pipe(n_process > 1) forks workers. A process forked after torch has used its
+# thread pool (OpenMP) hangs in torch's first parallel op unless the child runs torch
+# single-threaded, which is also what one worker process per core wants. The child must
+# be set up at the fork, not in this component's first predict: an upstream torch
+# component (spacy-transformers' transformer) runs in the child before it, and spaCy has
+# no hook in the child before its pipes run. So the handler is installed when the first
+# component is made (importing the package installs nothing) and acts only while a
+# component is alive in the forking process: programs that never build a hybrid_ner
+# pipeline keep their children's thread count.
+_LIVE_COMPONENTS: "weakref.WeakSet" = weakref.WeakSet()
+_FORK_HANDLER = {"installed": False}
 
-if not Span.has_extension("confidence"):
-    Span.set_extension("confidence", default=None)
+
+def _single_threaded_torch_in_child() -> None:
+    if len(_LIVE_COMPONENTS):
+        torch.set_num_threads(1)
+
+
+def _track_for_fork(component: "HybridEntityRecognizer") -> None:
+    _LIVE_COMPONENTS.add(component)
+    if not _FORK_HANDLER["installed"]:
+        os.register_at_fork(after_in_child=_single_threaded_torch_in_child)
+        _FORK_HANDLER["installed"] = True
 
 
 @Language.factory(
@@ -120,6 +143,8 @@ class HybridEntityRecognizer(TrainablePipe):
         self.scorer = scorer
         self.cfg: Dict = {"labels": [], "nI": None, "temperature": 1.0}
         self._tag_cache: Optional[Tuple] = None
+        install_extensions()
+        _track_for_fork(self)
 
     # --- labels and tags ------------------------------------------------------------
     @property

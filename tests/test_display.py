@@ -6,11 +6,13 @@ from typer.testing import CliRunner
 from spacy_hybridner.cli import app
 from spacy_hybridner.corpora import convert_corpus
 from spacy_hybridner.display import entity_lines, showcase
+from spacy_hybridner.pipeline_component import install_extensions
 
 from conftest import TRAIN_DATA, write_corpus
 
 
 def test_entity_lines_show_label_text_and_confidence():
+    install_extensions()
     nlp = spacy.blank("en")
     doc = nlp.make_doc("Anna met Bob")
     doc.ents = [doc.char_span(0, 4, "PER"), doc.char_span(9, 12, "PER")]

@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from spacy_hybridner.cli import app
 from spacy_hybridner.benchmark import update_benchmark_doc
+from spacy_hybridner.pipeline_component import install_extensions
 from spacy_hybridner.report import calibration, confusion_counts
 
 from conftest import TRAIN_DATA, write_corpus
@@ -18,6 +19,7 @@ ROOT = Path(__file__).parent.parent
 
 
 def example(text, gold, pred, confidences=None):
+    install_extensions()  # Span._.confidence, as a hybrid_ner component registers it
     nlp = spacy.blank("en")
     ref = nlp.make_doc(text)
     ref.ents = [ref.char_span(s, e, l) for s, e, l in gold]
