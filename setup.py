@@ -40,6 +40,8 @@ setup(
         ],
         "spacy_architectures": [
             "spacy-hybridner.HybridNER.v1 = spacy_hybridner.architectures:build_hybrid_ner",
+            "spacy-hybridner.CharMultiHashEmbed.v1 = spacy_hybridner.architectures:build_char_multi_hash_embed",
+            "spacy-hybridner.CharMultiHashEmbed.v2 = spacy_hybridner.architectures:build_char_multi_hash_embed_v2",
         ],
     },
     classifiers=[
