@@ -17,7 +17,7 @@ setup(
     install_requires=[
         "spacy>=3.8,<3.9",
         "thinc>=8.3,<8.4",
-        "torch>=2.1",
+        "torch>=2.4",  # torch.cuda.is_bf16_supported(including_emulation=...): PyTorch 2.4 (pytorch#129288)
         "spacy-transformers>=1.4,<1.5",
         "typer>=0.9",
         "numpy",
