@@ -1,7 +1,8 @@
 # make run  : create .venv and install the package (torch pinned to a CPU build by
 #             constraints.txt), then run the project workflow `all`: convert the GMB
 #             data in assets/, train, evaluate on the test split, show entities, package.
-# make test : the same setup with the test extras, then the test suite.
+# make test : the same setup with the test extras, then the linter (ruff, configured in
+#             pyproject.toml) and the test suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -20,6 +21,7 @@ run: setup
 	$(BIN)/python -m spacy project run all .
 
 test: setup
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest tests
 
 clean:

@@ -25,7 +25,7 @@ setup(
     ],
     extras_require={
         "report": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "matplotlib>=3.5"],
+        "test": ["pytest>=7", "matplotlib>=3.5", "ruff>=0.5"],
     },
     entry_points={
         "console_scripts": ["spacy-hybridner = spacy_hybridner.cli:main"],

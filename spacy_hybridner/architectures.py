@@ -12,7 +12,6 @@ from thinc.types import Floats2d
 from .layers import char_cnn, char_embed, crf_layer, hybrid_encoder, word_dropout
 from .modules import EncoderSettings
 
-
 # The defaults of the released v1 signature are those of EncoderSettings (written once
 # there); tests/test_defaults.py pins them, since a released name never changes.
 _V1 = EncoderSettings()

@@ -101,13 +101,16 @@ def benchmark_config(
     trained = run_streaming(train_cmd, name, echo, budget_s)
     best_dir = out / "model-best"
     if not best_dir.exists():
-        raise RuntimeError(f"{name}: training produced no model-best (exit code {trained['returncode']}); see the output above.")
+        raise RuntimeError(
+            f"{name}: training produced no model-best (exit code {trained['returncode']}); see the output above."
+        )
     records = list(srsly.read_jsonl(log)) if log.exists() else []
     best = max(records, key=lambda r: r["score"]) if records else None
     echo(f"== {name}: evaluating on {test}")
     metrics_path = out / "test_scores.json"
     evaluated = run_streaming(
-        [python, "-m", "spacy", "evaluate", str(best_dir), str(test), "--output", str(metrics_path), "--gpu-id", str(gpu_id)],
+        [python, "-m", "spacy", "evaluate", str(best_dir), str(test), "--output", str(metrics_path),
+         "--gpu-id", str(gpu_id)],
         name, echo,
     )
     if evaluated["returncode"] != 0:
@@ -153,8 +156,8 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    import torch
     import spacy
+    import torch
 
     return (
         f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, spaCy {spacy.__version__}, "
@@ -162,7 +165,9 @@ def machine_description() -> str:
     )
 
 
-def benchmark_markdown(rows: List[Dict], *, corpus: str, command: str, budget_s: float, baseline: str, gpu_id: int) -> str:
+def benchmark_markdown(
+    rows: List[Dict], *, corpus: str, command: str, budget_s: float, baseline: str, gpu_id: int,
+) -> str:
     base = next((r for r in rows if r["name"] == baseline), None)
     labels = sorted({label for r in rows for label in r["per_type_f"]})
     head = ["model", "test P", "test R", "test F"] + [f"F {label}" for label in labels] + [

@@ -29,7 +29,7 @@ def initialize_frozen_v1() -> Callable[[Language], Language]:
             if not hasattr(pipe, "initialize"):
                 continue
             doc = Doc(nlp.vocab, words=["hello"])
-            pipe.initialize(lambda: [Example(doc, doc)], nlp=nlp)
+            pipe.initialize(lambda doc=doc: [Example(doc, doc)], nlp=nlp)
             if hasattr(pipe, "find_listeners"):  # link listeners of disabled pipes too
                 for other in nlp.components:
                     pipe.find_listeners(other[1])

@@ -47,9 +47,14 @@ def _echo_entities(docs, indent: str = "", with_text: bool = False) -> None:
 @app.command("convert")
 def convert(
     corpus: CorpusName = typer.Argument(..., help="Which corpus INPUT holds"),
-    input_path: Path = typer.Argument(..., help="gmb: ner_dataset.csv(.zip); conll03: the folder with eng.train, eng.testa, eng.testb; wnut17: the folder with wnut17train.conll, emerging.dev.conll"),
+    input_path: Path = typer.Argument(..., help=(
+        "gmb: ner_dataset.csv(.zip); conll03: the folder with eng.train, eng.testa, eng.testb; "
+        "wnut17: the folder with wnut17train.conll, emerging.dev.conll"
+    )),
     output_dir: Path = typer.Argument(..., help="Where train.spacy, dev.spacy and test.spacy are written"),
-    limit: int = typer.Option(0, help="gmb: read only the first N sentences (0: all); conll03/wnut17: keep the first N docs of each split"),
+    limit: int = typer.Option(0, help=(
+        "gmb: read only the first N sentences (0: all); conll03/wnut17: keep the first N docs of each split"
+    )),
     dev: float = typer.Option(0.1, help="gmb: fraction of sentences for dev"),
     test: float = typer.Option(0.1, help="gmb: fraction of sentences for test"),
     seed: int = typer.Option(0, help="gmb: seed of the sentence shuffle before splitting"),
@@ -123,7 +128,9 @@ def report(
     model: str = typer.Argument(..., help="Pipeline name or path"),
     data_path: Path = typer.Argument(..., help="Gold .spacy file to analyse (e.g. the test split)"),
     output_dir: Path = typer.Argument(..., help="Folder for scores.md, report.json, PNGs and worst.html"),
-    training_dir: Optional[Path] = typer.Option(None, "--training-dir", "-t", help="Training output folder holding log.jsonl, for training curves"),
+    training_dir: Optional[Path] = typer.Option(
+        None, "--training-dir", "-t", help="Training output folder holding log.jsonl, for training curves",
+    ),
     n_worst: int = typer.Option(10, help="How many of the worst-scored documents to show in displaCy"),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
 ) -> None:
@@ -151,9 +158,13 @@ def benchmark(
     output_dir: Path = typer.Option(Path("training/benchmark"), help="Where the trained models go"),
     doc_path: Path = typer.Option(Path("docs/benchmarks.md"), help="Benchmark document to update"),
     baseline: str = typer.Option("spacy_ner", help="Config name that speed ratios refer to"),
-    speed_batches: int = typer.Option(30, min=30, help="--batches for spacy benchmark speed (spaCy needs at least 30; use --speed-batch-size for shorter runs)"),
+    speed_batches: int = typer.Option(30, min=30, help=(
+        "--batches for spacy benchmark speed (spaCy needs at least 30; use --speed-batch-size for shorter runs)"
+    )),
     speed_repeats: int = typer.Option(3, min=1, help="Runs of spacy benchmark speed per model (median reported)"),
-    speed_batch_size: Optional[int] = typer.Option(None, help="--batch-size for spacy benchmark speed (default: the pipeline's)"),
+    speed_batch_size: Optional[int] = typer.Option(
+        None, help="--batch-size for spacy benchmark speed (default: the pipeline's)",
+    ),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
 ) -> None:
     """Train each config on the same data with the same wall-time budget, one after the
@@ -180,7 +191,9 @@ def benchmark(
 def visualize(
     model: str = typer.Argument(..., help="Pipeline name or path"),
     text: Optional[str] = typer.Argument(None, help="Text to annotate (default: read from standard input)"),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write displaCy HTML here instead of serving it"),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", help="Write displaCy HTML here instead of serving it",
+    ),
     port: int = typer.Option(5000, help="Port of the displaCy server"),
     host: str = typer.Option("127.0.0.1", help="Host of the displaCy server"),
 ) -> None:

@@ -105,7 +105,10 @@ def read_gmb(path, limit: int = 0) -> List[Sentence]:
                     return sentences
             words, tags = [], []
         elif not words:
-            raise CorpusFormatError(path, number, "a word before any sentence id", "'Sentence: N' in the first column of a sentence's first row")
+            raise CorpusFormatError(
+                path, number, "a word before any sentence id",
+                "'Sentence: N' in the first column of a sentence's first row",
+            )
         words.append(word)
         tags.append(tag)
     if words and n_rows < SPREADSHEET_ROW_LIMIT:
@@ -120,7 +123,9 @@ def _csv_rows(lines: Iterable[Tuple[int, str]], path) -> Iterator[Tuple[int, Lis
         try:
             (row,) = csv.reader([text])
         except (csv.Error, ValueError) as err:
-            raise CorpusFormatError(path, number, f"unreadable CSV ({err})", "comma-separated fields, quoted where they hold commas") from None
+            raise CorpusFormatError(
+                path, number, f"unreadable CSV ({err})", "comma-separated fields, quoted where they hold commas",
+            ) from None
         yield number, row
 
 
@@ -140,7 +145,9 @@ def read_token_tag_file(path, encoding: str = "utf8") -> List[Sentence]:
             continue
         cols = text.split("\t")
         if len(cols) != 2 or not cols[0].strip():
-            raise CorpusFormatError(path, number, f"{len(cols)} tab-separated columns in {text!r}", "2 columns: token<TAB>tag")
+            raise CorpusFormatError(
+                path, number, f"{len(cols)} tab-separated columns in {text!r}", "2 columns: token<TAB>tag",
+            )
         _check_tag(cols[1].strip(), path, number)
         words.append(cols[0].strip())
         tags.append(cols[1].strip())
@@ -174,7 +181,10 @@ def read_conll03(path) -> List[Doc]:
         if n_columns is None:
             n_columns = len(cols)
         if len(cols) != n_columns or len(cols) < 2:
-            raise CorpusFormatError(path, number, f"{len(cols)} columns in {text!r}", f"{n_columns or 4} space-separated columns: token POS chunk NER")
+            raise CorpusFormatError(
+                path, number, f"{len(cols)} columns in {text!r}",
+                f"{n_columns or 4} space-separated columns: token POS chunk NER",
+            )
         _check_tag(cols[-1], path, number)
         lines.append(text)
     return list(conll_ner_to_docs("\n".join(lines), n_sents=0, no_print=True))

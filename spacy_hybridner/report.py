@@ -89,7 +89,9 @@ def read_training_log(path: Path) -> List[Dict]:
 def scores_markdown(scores: Dict, support: Dict[str, int], ece: Optional[float]) -> str:
     lines = ["| type | P | R | F | gold entities |", "| --- | ---: | ---: | ---: | ---: |"]
     for label, s in sorted((scores.get("ents_per_type") or {}).items()):
-        lines.append(f"| {label} | {100 * s['p']:.2f} | {100 * s['r']:.2f} | {100 * s['f']:.2f} | {support.get(label, 0)} |")
+        lines.append(
+            f"| {label} | {100 * s['p']:.2f} | {100 * s['r']:.2f} | {100 * s['f']:.2f} | {support.get(label, 0)} |"
+        )
     lines.append(
         f"| **all** | **{100 * scores['ents_p']:.2f}** | **{100 * scores['ents_r']:.2f}** | "
         f"**{100 * scores['ents_f']:.2f}** | {sum(support.values())} |"
@@ -208,7 +210,8 @@ def write_report(
         gold.user_data["title"] = f"document {d['doc']}: gold"
         pred.user_data["title"] = f"document {d['doc']}: predicted (F {100 * d['f']:.1f})"
         shown.extend([gold, pred])
-    (output_dir / "worst.html").write_text(displacy.render(shown, style="ent", page=True) if shown else "<p>No errors.</p>", encoding="utf8")
+    worst_html = displacy.render(shown, style="ent", page=True) if shown else "<p>No errors.</p>"
+    (output_dir / "worst.html").write_text(worst_html, encoding="utf8")
 
     records = []
     log_path = training_dir / "log.jsonl" if training_dir is not None else None

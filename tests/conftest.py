@@ -6,13 +6,12 @@ from typing import List, Tuple
 
 import pytest
 import spacy
+import torch
 from spacy.tokens import DocBin
 from spacy.training import Example
 from thinc.api import fix_random_seed
 
 # Tests run torch single-threaded: faster for tiny models on 2 cores, and deterministic.
-import torch
-
 torch.set_num_threads(1)
 
 TRAIN_DATA: List[Tuple[str, List[Tuple[int, int, str]]]] = [
@@ -109,7 +108,8 @@ def reload_and_predict(nlp, texts, tmp_path):
         "import json, spacy\n"
         "nlp = spacy.load('model')\n"
         "texts = json.load(open('texts.json'))\n"
-        "print(json.dumps([[(e.start_char, e.end_char, e.label_, e._.confidence) for e in d.ents] for d in nlp.pipe(texts)]))\n"
+        "ents = [[(e.start_char, e.end_char, e.label_, e._.confidence) for e in d.ents] for d in nlp.pipe(texts)]\n"
+        "print(json.dumps(ents))\n"
     )
     out = run_python(code, cwd=tmp_path).stdout.strip().splitlines()[-1]
     return [[tuple(e) for e in doc] for doc in json.loads(out)]

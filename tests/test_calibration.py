@@ -6,7 +6,12 @@ import pytest
 import spacy
 
 from spacy_hybridner.calibration import (
-    calibrate_pipeline, entity_offsets, expected_calibration_error, fit_temperature, is_correct, log_loss,
+    calibrate_pipeline,
+    entity_offsets,
+    expected_calibration_error,
+    fit_temperature,
+    is_correct,
+    log_loss,
 )
 
 from conftest import make_examples, train_tiny

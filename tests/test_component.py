@@ -16,8 +16,15 @@ from spacy_hybridner.cli import app
 from spacy_hybridner.layers import torch_module
 
 from conftest import (
-    TINY_MODEL, TRAIN_DATA, ents_of, ents_with_confidence, make_examples, reload_and_predict,
-    run_python, train_tiny, write_corpus,
+    TINY_MODEL,
+    TRAIN_DATA,
+    ents_of,
+    ents_with_confidence,
+    make_examples,
+    reload_and_predict,
+    run_python,
+    train_tiny,
+    write_corpus,
 )
 
 
@@ -122,7 +129,9 @@ def test_misaligned_entities_warn_and_are_skipped():
     nlp = English()
     ner = nlp.add_pipe("hybrid_ner", name="ner", config={"model": TINY_MODEL})
     with pytest.warns(UserWarning, match="W030"):
-        bad = Example.from_dict(nlp.make_doc("Hello Jordanx and Paris ."), {"entities": [(6, 12, "PER"), (18, 23, "LOC")]})
+        bad = Example.from_dict(
+            nlp.make_doc("Hello Jordanx and Paris ."), {"entities": [(6, 12, "PER"), (18, 23, "LOC")]}
+        )
     examples = make_examples(nlp) + [bad]
     optimizer = nlp.initialize(lambda: examples)
     for _ in range(3):

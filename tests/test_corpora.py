@@ -4,13 +4,18 @@ from pathlib import Path
 import pytest
 import spacy
 from spacy.tokens import DocBin
-
-from spacy_hybridner.corpora import (
-    CorpusFormatError, entity_counts, read_conll03, read_gmb, read_token_tag_file,
-    sentences_to_docs, split_items,
-)
-from spacy_hybridner.cli import app
 from typer.testing import CliRunner
+
+from spacy_hybridner.cli import app
+from spacy_hybridner.corpora import (
+    CorpusFormatError,
+    entity_counts,
+    read_conll03,
+    read_gmb,
+    read_token_tag_file,
+    sentences_to_docs,
+    split_items,
+)
 
 DATA = Path(__file__).parent.parent.parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.exists(), reason="../shared/data is not beside the project")
@@ -51,7 +56,10 @@ def test_wnut17_counts_and_tab_only_separators():
     assert set(entity_counts(docs)) == {"corporation", "creative-work", "group", "location", "person", "product"}
 
 
-GMB_OK = b'Sentence #,Word,POS,Tag\r\nSentence: 1,Anna,NNP,B-per\r\n,lives,VBZ,O\r\n,in,IN,O\r\n,"Paris",NNP,B-geo\r\n,",",",",O\r\nSentence: 2,Hi,UH,O\r\n'
+GMB_OK = (
+    b'Sentence #,Word,POS,Tag\r\nSentence: 1,Anna,NNP,B-per\r\n,lives,VBZ,O\r\n,in,IN,O\r\n'
+    b',"Paris",NNP,B-geo\r\n,",",",",O\r\nSentence: 2,Hi,UH,O\r\n'
+)
 
 
 def test_gmb_reader_small_file(tmp_path):
@@ -78,13 +86,14 @@ def test_gmb_reader_small_file(tmp_path):
 def test_gmb_reader_errors_name_file_line_and_expectation(tmp_path, data, line, expected):
     path = tmp_path / "broken.csv"
     path.write_bytes(data)
-    with pytest.raises(CorpusFormatError, match=rf"broken\.csv, line {line}: .*Expected .*{expected}|broken\.csv, line {line}: .*{expected}.*Expected"):
+    pattern = rf"broken\.csv, line {line}: .*Expected .*{expected}|broken\.csv, line {line}: .*{expected}.*Expected"
+    with pytest.raises(CorpusFormatError, match=pattern):
         read_gmb(path)
 
 
 def test_token_tag_reader_errors(tmp_path):
     path = tmp_path / "bad.conll"
-    path.write_bytes("Anna\tB-person\n\t\nlives\tO\tX\n".encode("utf8"))
+    path.write_bytes(b"Anna\tB-person\n\t\nlives\tO\tX\n")
     with pytest.raises(CorpusFormatError, match=r"bad\.conll, line 3: 3 tab-separated columns.*Expected 2 columns"):
         read_token_tag_file(path)
     path.write_bytes("Zo\xeb\tB-person\n".encode("latin-1"))

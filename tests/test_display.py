@@ -27,7 +27,9 @@ def test_showcase_function_and_command_agree(trained_nlp, tmp_path):
     html = (tmp_path / "f.html").read_text()
     assert html.count("<figure") == 3
     trained_nlp.to_disk(tmp_path / "model")
-    result = CliRunner().invoke(app, ["showcase", str(tmp_path / "model"), str(data), str(tmp_path / "c.html"), "--n-docs", "3"])
+    result = CliRunner().invoke(
+        app, ["showcase", str(tmp_path / "model"), str(data), str(tmp_path / "c.html"), "--n-docs", "3"]
+    )
     assert result.exit_code == 0, result.output
     expected = [line for doc in docs for line in [doc.text, *entity_lines(doc, "    ")]]
     assert result.output.splitlines()[: len(expected)] == expected

@@ -63,7 +63,9 @@ def test_chunking_does_not_change_outputs():
 )
 def test_impossible_sizes_are_explained(width, n_heads, lstm_depth, message):
     with pytest.raises(ValueError, match=message):
-        check_sizes(width=width, depth=1, n_heads=n_heads, ffn_width=8, lstm_depth=lstm_depth, uni_lstm_depth=0, dropout=0.1)
+        check_sizes(
+            width=width, depth=1, n_heads=n_heads, ffn_width=8, lstm_depth=lstm_depth, uni_lstm_depth=0, dropout=0.1
+        )
 
 
 def test_token_dropout_blanks_whole_tokens_in_training_only():

@@ -5,8 +5,9 @@ import ast
 import importlib
 from pathlib import Path
 
-import spacy_hybridner  # noqa: F401 (registers everything by decorator)
 from spacy.util import registry
+
+import spacy_hybridner  # noqa: F401 (registers everything by decorator)
 
 ROOT = Path(__file__).parent.parent
 

@@ -7,8 +7,8 @@ import spacy
 from spacy.training import Example
 from typer.testing import CliRunner
 
-from spacy_hybridner.cli import app
 from spacy_hybridner.benchmark import update_benchmark_doc
+from spacy_hybridner.cli import app
 from spacy_hybridner.pipeline_component import install_extensions
 from spacy_hybridner.report import calibration, confusion_counts
 
@@ -22,9 +22,9 @@ def example(text, gold, pred, confidences=None):
     install_extensions()  # Span._.confidence, as a hybrid_ner component registers it
     nlp = spacy.blank("en")
     ref = nlp.make_doc(text)
-    ref.ents = [ref.char_span(s, e, l) for s, e, l in gold]
+    ref.ents = [ref.char_span(s, e, label) for s, e, label in gold]
     doc = nlp.make_doc(text)
-    doc.ents = [doc.char_span(s, e, l) for s, e, l in pred]
+    doc.ents = [doc.char_span(s, e, label) for s, e, label in pred]
     for ent, c in zip(doc.ents, confidences or []):
         ent._.confidence = c
     return Example(doc, ref)
@@ -89,7 +89,8 @@ def test_report_command(trained_with_log):
 def test_report_without_training_log_is_explained(trained_with_log, tmp_path):
     path = trained_with_log
     result = CliRunner().invoke(app, [
-        "report", str(path / "out" / "model-best"), str(path / "train.spacy"), str(tmp_path), "--training-dir", str(tmp_path),
+        "report", str(path / "out" / "model-best"), str(path / "train.spacy"), str(tmp_path),
+        "--training-dir", str(tmp_path),
     ])
     assert result.exit_code != 0
     assert "No training log" in str(result.exception)
@@ -109,7 +110,8 @@ def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     text = doc.read_text()
     assert "## tiny" in text and "| spacy_ner |" in text and "| hybrid_cpu |" in text
-    assert "SPACY_CONFIG_OVERRIDES='--training.max_steps 10 --training.eval_frequency 5' python -m spacy_hybridner benchmark" in text
+    command = "python -m spacy_hybridner benchmark"
+    assert f"SPACY_CONFIG_OVERRIDES='--training.max_steps 10 --training.eval_frequency 5' {command}" in text
     rows = json.loads((tmp_path / "models" / "tiny" / "benchmark.json").read_text())
     assert [r["name"] for r in rows] == ["spacy_ner", "hybrid_cpu"]
     assert all(r["words_per_second"] > 0 and r["steps_to_best"] is not None for r in rows)

@@ -69,7 +69,8 @@ def test_package_installs_into_a_fresh_venv_and_predicts_the_same(project, tmp_p
         "nlp = spacy.load(sys.argv[1])\n"
         "texts = json.loads(sys.argv[2])\n"
         "scores = nlp.get_pipe('ner').model.predict([nlp.make_doc(t) for t in texts])\n"
-        "ents = [[(e.start_char, e.end_char, e.label_, round(e._.confidence, 5)) for e in d.ents] for d in nlp.pipe(texts)]\n"
+        "ents = [[(e.start_char, e.end_char, e.label_, round(e._.confidence, 5)) for e in d.ents]\n"
+        "        for d in nlp.pipe(texts)]\n"
         "print(json.dumps({'ents': ents, 'scores': [s.round(4).tolist() for s in scores]}))\n"
     )
     model_dir = path / "training" / "gmb" / "hybrid_cpu" / "model-calibrated"
@@ -77,6 +78,7 @@ def test_package_installs_into_a_fresh_venv_and_predicts_the_same(project, tmp_p
     env_dir = tmp_path / "fresh-venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
-    run([python, "-m", "pip", "install", "--quiet", "-c", ROOT / "constraints.txt", ROOT, sdist], cwd=tmp_path, timeout=1200)
+    install = [python, "-m", "pip", "install", "--quiet", "-c", ROOT / "constraints.txt", ROOT, sdist]
+    run(install, cwd=tmp_path, timeout=1200)
     got = run([python, "-c", code, "en_hybridner_gmb", json.dumps(texts)], cwd=tmp_path).stdout
     assert json.loads(got.splitlines()[-1]) == json.loads(expected.splitlines()[-1])

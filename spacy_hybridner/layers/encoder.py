@@ -10,9 +10,7 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import numpy
 import torch
-from thinc.api import (
-    ArgsKwargs, Model, PyTorchGradScaler, torch2xp, xp2torch,
-)
+from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, torch2xp, xp2torch
 from thinc.types import Floats2d
 from thinc.util import get_torch_default_device
 
