@@ -25,7 +25,8 @@ setup(
     ],
     extras_require={
         "report": ["matplotlib>=3.5"],
-        "test": ["pytest>=7", "matplotlib>=3.5", "ruff>=0.5"],
+        "tensorboard": ["tensorboard>=2.10"],
+        "test": ["pytest>=7", "matplotlib>=3.5", "ruff>=0.5", "tensorboard>=2.10"],
     },
     entry_points={
         "console_scripts": ["spacy-hybridner = spacy_hybridner.cli:main"],
@@ -37,6 +38,7 @@ setup(
         ],
         "spacy_loggers": [
             "spacy-hybridner.TrainingLogger.v1 = spacy_hybridner.loggers:training_logger_v1",
+            "spacy-hybridner.TensorBoardLogger.v1 = spacy_hybridner.loggers:tensorboard_logger_v1",
         ],
         "spacy_architectures": [
             "spacy-hybridner.HybridNER.v1 = spacy_hybridner.architectures:build_hybrid_ner",

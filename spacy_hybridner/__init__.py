@@ -8,10 +8,10 @@ component is made (``install_extensions``).
 from .about import __version__
 from .architectures import build_hybrid_ner
 from .callbacks import initialize_frozen_v1
-from .loggers import training_logger_v1
+from .loggers import tensorboard_logger_v1, training_logger_v1
 from .pipeline_component import HybridEntityRecognizer, install_extensions, make_hybrid_ner
 
 __all__ = [
     "HybridEntityRecognizer", "__version__", "build_hybrid_ner", "initialize_frozen_v1",
-    "install_extensions", "make_hybrid_ner", "training_logger_v1",
+    "install_extensions", "make_hybrid_ner", "tensorboard_logger_v1", "training_logger_v1",
 ]

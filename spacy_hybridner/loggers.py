@@ -1,10 +1,15 @@
-"""A training logger: spaCy's console table, plus a JSONL log with wall time.
+"""Training loggers.
 
-spaCy's ConsoleLogger can write JSONL, but without the elapsed time or word count,
-which training curves against wall time need. This logger prints spaCy's console
-table and writes every evaluation step to ``path`` with ``seconds`` and ``words``.
+``TrainingLogger.v1``: spaCy's console table, plus a JSONL log with wall time. spaCy's
+ConsoleLogger can write JSONL, but without the elapsed time or word count, which training
+curves against wall time need; this logger writes every evaluation step to ``path`` with
+``seconds`` and ``words``.
+
+``TensorBoardLogger.v1``: losses, dev scores and words per second as TensorBoard scalars,
+chained to another logger if given.
 """
 import sys
+import time
 from typing import IO, Any, Callable, Dict, Optional, Tuple
 
 import srsly
@@ -46,6 +51,78 @@ def training_logger_v1(path: Optional[str] = None, progress_bar: Optional[str] =
             finalize_console()
             if stream is not None:
                 stream.close()
+
+        return log_step, finalize
+
+    return setup
+
+
+def _scalars(prefix: str, values: Dict[str, Any]) -> Dict[str, float]:
+    """Numbers in ``values`` (nested dicts flattened with ``/``), keyed under ``prefix``."""
+    found: Dict[str, float] = {}
+    for key, value in (values or {}).items():
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, (int, float)):
+            found[f"{prefix}/{key}"] = float(value)
+        elif isinstance(value, dict):
+            found.update(_scalars(f"{prefix}/{key}", value))
+    return found
+
+
+@registry.loggers("spacy-hybridner.TensorBoardLogger.v1")
+def tensorboard_logger_v1(log_dir: str = "tensorboard", console_logger: Optional[Callable] = None):
+    """Write training to TensorBoard (``torch.utils.tensorboard``; ``pip install
+    'spacy-hybridner[tensorboard]'``), at each evaluation step: ``loss/<component>``
+    (summed since the previous evaluation), ``score`` (the weighted dev score),
+    ``dev/<name>`` for every numeric dev score (per-type scores as
+    ``dev/ents_per_type/<LABEL>/f``), ``words`` (seen so far) and ``words_per_second``
+    (training words per second of wall time since the previous evaluation, evaluation
+    included). View with ``tensorboard --logdir <log_dir>``.
+
+    log_dir (str): Folder of the event files (made if missing).
+    console_logger (Optional[Callable]): Another logger to chain to, e.g.
+        ``spacy.ConsoleLogger.v3`` or ``spacy-hybridner.TrainingLogger.v1`` (a
+        ``[training.logger.console_logger]`` block); None: TensorBoard only.
+    """
+
+    def setup(nlp, stdout: IO = sys.stdout, stderr: IO = sys.stderr) -> Tuple[Callable, Callable]:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ImportError(
+                f"spacy-hybridner.TensorBoardLogger.v1 needs the tensorboard package ({err}): "
+                f"pip install 'spacy-hybridner[tensorboard]' (or pip install tensorboard)."
+            ) from None
+        chained = console_logger(nlp, stdout, stderr) if console_logger is not None else None
+        log_path = util.ensure_path(log_dir)
+        log_path.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(log_dir=str(log_path))
+        last = {"time": time.perf_counter(), "words": 0}
+
+        def log_step(info: Optional[Dict[str, Any]]) -> None:
+            if chained is not None:
+                chained[0](info)
+            if info is None:
+                return
+            step = int(info["step"])
+            now = time.perf_counter()
+            scalars = {f"loss/{name}": float(value) for name, value in info["losses"].items()}
+            scalars.update(_scalars("dev", info.get("other_scores") or {}))
+            if info.get("score") is not None:
+                scalars["score"] = float(info["score"])
+            scalars["words"] = float(info["words"])
+            if now > last["time"]:
+                scalars["words_per_second"] = (info["words"] - last["words"]) / (now - last["time"])
+            last.update(time=now, words=info["words"])
+            for tag, value in scalars.items():
+                writer.add_scalar(tag, value, global_step=step)
+            writer.flush()
+
+        def finalize() -> None:
+            if chained is not None:
+                chained[1]()
+            writer.close()
 
         return log_step, finalize
 

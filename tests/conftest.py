@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import List, Tuple
 
 import pytest
@@ -13,6 +14,8 @@ from thinc.api import fix_random_seed
 
 # Tests run torch single-threaded: faster for tiny models on 2 cores, and deterministic.
 torch.set_num_threads(1)
+
+ROOT_CONFIG = Path(__file__).parent.parent / "configs" / "hybrid_cpu.cfg"
 
 TRAIN_DATA: List[Tuple[str, List[Tuple[int, int, str]]]] = [
     ("Michael Jordan was born in Brooklyn , New York .", [(0, 14, "PER"), (27, 35, "LOC"), (38, 46, "LOC")]),
