@@ -143,11 +143,15 @@ def benchmark_config(
         "train_seconds": trained["seconds"],
         "stopped_by_budget": trained["stopped"],
         "peak_rss_mb": trained["peak_rss_mb"],
+        # From the training logger, on a GPU only: torch.cuda.max_memory_allocated.
+        "peak_gpu_mb": max((r["gpu_peak_mb"] for r in records if "gpu_peak_mb" in r), default=None),
         "model_mb": _dir_size_mb(best_dir),
     }
 
 
-def machine_description() -> str:
+def machine_description(gpu_id: int = -1) -> str:
+    """CPU model and cores, Python, spaCy and torch versions; with ``gpu_id`` >= 0 also the
+    GPU's name and memory and the CUDA version torch was built with."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -159,9 +163,13 @@ def machine_description() -> str:
     import spacy
     import torch
 
+    gpu = ""
+    if gpu_id >= 0 and torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(gpu_id)
+        gpu = f"; GPU {props.name} ({props.total_memory / 2**30:.0f} GiB), CUDA {torch.version.cuda}"
     return (
         f"{cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, spaCy {spacy.__version__}, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads)"
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads){gpu}"
     )
 
 
@@ -173,6 +181,9 @@ def benchmark_markdown(
     head = ["model", "test P", "test R", "test F"] + [f"F {label}" for label in labels] + [
         "words/s", f"× {baseline}", "best dev F", "min to best dev F", "steps to best", "peak RSS (MB)", "model (MB)",
     ]
+    gpu_memory = any(r.get("peak_gpu_mb") is not None for r in rows)
+    if gpu_memory:
+        head.append("peak GPU memory (MiB)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         ratio = f"{r['words_per_second'] / base['words_per_second']:.2f}" if base else "-"
@@ -186,16 +197,20 @@ def benchmark_markdown(
             f"{r['peak_rss_mb']:,.0f}" if r["peak_rss_mb"] else "-",
             f"{r['model_mb']:.1f}",
         ]
+        if gpu_memory:
+            cells.append(f"{r['peak_gpu_mb']:,.0f}" if r.get("peak_gpu_mb") is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     notes = [
         f"## {corpus}",
         "",
-        f"Run on {date} on {machine_description()}, {'GPU ' + str(gpu_id) if gpu_id >= 0 else 'CPU'}.",
+        f"Run on {date} on {machine_description(gpu_id)}, {'GPU ' + str(gpu_id) if gpu_id >= 0 else 'CPU'}.",
         f"Each model trained for at most {budget_s / 60:.1f} minutes of wall time (or until its "
         f"config's patience / max_steps), one after the other, then evaluated on the test split "
         f"(`spacy evaluate`, model-best by dev F). Words/s: median of repeated "
-        f"`spacy benchmark speed` runs on the test split.",
+        f"`spacy benchmark speed` runs on the test split."
+        + (" Peak GPU memory: the most that PyTorch's allocator had handed out during training "
+           "(`torch.cuda.max_memory_allocated`, read at each evaluation)." if gpu_memory else ""),
         "",
         "Command:",
         "",

@@ -3,7 +3,10 @@
 ``TrainingLogger.v1``: spaCy's console table, plus a JSONL log with wall time. spaCy's
 ConsoleLogger can write JSONL, but without the elapsed time or word count, which training
 curves against wall time need; this logger writes every evaluation step to ``path`` with
-``seconds`` and ``words``.
+``seconds`` and ``words`` and, when the process has used CUDA through PyTorch,
+``gpu_peak_mb``: the most GPU memory PyTorch's allocator had handed out so far
+(``torch.cuda.max_memory_allocated``; it covers thinc's cupy arrays too with
+``gpu_allocator = "pytorch"``).
 
 ``TensorBoardLogger.v1``: losses, dev scores and words per second as TensorBoard scalars,
 chained to another logger if given.
@@ -15,6 +18,15 @@ from typing import IO, Any, Callable, Dict, Optional, Tuple
 import srsly
 from spacy import util
 from spacy.util import registry
+
+
+def gpu_peak_mb() -> Optional[float]:
+    """``torch.cuda.max_memory_allocated()`` in MiB when this process has initialised CUDA
+    through PyTorch, else None (never initialises CUDA, never imports torch itself)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
 
 
 @registry.loggers("spacy-hybridner.TrainingLogger.v1")
@@ -44,6 +56,9 @@ def training_logger_v1(path: Optional[str] = None, progress_bar: Optional[str] =
                 "scores": {k: v for k, v in info["other_scores"].items() if isinstance(v, (int, float))},
                 "losses": {k: float(v) for k, v in info["losses"].items()},
             }
+            peak = gpu_peak_mb()
+            if peak is not None:
+                record["gpu_peak_mb"] = peak
             stream.write(srsly.json_dumps(record) + "\n")
             stream.flush()
 
