@@ -3,8 +3,12 @@ scripts/gpu_wheels.sh) relies on. tests/test_gpu.py compares CUDA against the CP
 is skipped without a GPU; these tests run the same helpers on the CPU in every CI run,
 so that the GPU run does not fail on a typo and each comparison is known to be able to
 fail."""
+import importlib.util
 import io
 import json
+import shutil
+import subprocess
+import zipfile
 from pathlib import Path
 
 import numpy
@@ -148,3 +152,60 @@ def test_benchmark_table_has_a_gpu_memory_column_only_with_gpu_figures():
     header = next(line for line in text.splitlines() if line.startswith("| model"))
     assert header.endswith("| peak GPU memory (MiB) |")
     assert next(line for line in text.splitlines() if line.startswith("| hybrid_gpu")).endswith("| 1,235 |")
+
+
+# --- scripts/gpu_wheel_tools.py ------------------------------------------------------------
+def wheel_tools():
+    spec = importlib.util.spec_from_file_location("gpu_wheel_tools", ROOT / "scripts" / "gpu_wheel_tools.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_wheel(path: Path, name: str, requires, files=None) -> Path:
+    dist = f"{name}-1.0.dist-info"
+    files = dict(files or {}, **{f"{name}/__init__.py": b""})
+    metadata = f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n"
+    metadata += "".join(f"Requires-Dist: {r}\n" for r in requires)
+    files[f"{dist}/METADATA"] = metadata.encode()
+    tools = wheel_tools()
+    record = "".join(f"{n},{tools._record_hash(d)},{len(d)}\n" for n, d in files.items()) + f"{dist}/RECORD,,\n"
+    wheel = path / f"{name}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        for n, d in files.items():
+            z.writestr(n, d)
+        z.writestr(f"{dist}/RECORD", record)
+    return wheel
+
+
+def test_wheel_check_names_requirements_neither_carried_nor_on_the_machine(tmp_path):
+    write_wheel(tmp_path, "alpha", ["beta>=1", "numpy", "gamma; python_version < '3.8'", "delta; extra == 'x'"])
+    write_wheel(tmp_path, "beta", ["typing-extensions>=4", "zeta_pkg"])
+    missing = wheel_tools().missing_requirements(tmp_path, ["numpy", "typing_extensions"])
+    assert missing == ["beta: zeta_pkg"]
+    assert wheel_tools().missing_requirements(tmp_path, ["numpy", "typing_extensions", "Zeta.Pkg"]) == []
+
+
+def test_strip_wheel_drops_debug_sections_and_rewrites_record(tmp_path):
+    """An extension module with a debug section (added with objcopy to a copy of a real
+    one) loses it; RECORD gets the new hash and size, and the rest is unchanged."""
+    objcopy = shutil.which("objcopy")
+    assert objcopy is not None, "binutils (objcopy, strip) is needed: apt-get install binutils"
+    import numpy.random
+
+    source = next(Path(numpy.random.__file__).parent.glob("*.so"))
+    debug = tmp_path / "debug.bin"
+    debug.write_bytes(b"\x00" * 200_000)
+    so = tmp_path / "module.so"
+    subprocess.run([objcopy, "--add-section", f".debug_info={debug}", str(source), str(so)], check=True)
+    wheel = write_wheel(tmp_path, "pkg", [], {"pkg/module.so": so.read_bytes(), "pkg/data.txt": b"data"})
+    tools = wheel_tools()
+    assert tools.strip_wheel(wheel) > 0
+    with zipfile.ZipFile(wheel) as z:
+        stripped = z.read("pkg/module.so")
+        lines = z.read("pkg-1.0.dist-info/RECORD").decode().splitlines()
+        record = {line.split(",")[0]: line.split(",")[1:] for line in lines}
+        assert z.read("pkg/data.txt") == b"data"
+    assert b".debug_info" not in stripped and stripped[:4] == b"\x7fELF"
+    assert record["pkg/module.so"] == [tools._record_hash(stripped), str(len(stripped))]
+    assert tools.strip_wheel(wheel) == 0  # nothing left to strip: untouched
