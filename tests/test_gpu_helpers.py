@@ -209,3 +209,21 @@ def test_strip_wheel_drops_debug_sections_and_rewrites_record(tmp_path):
     assert b".debug_info" not in stripped and stripped[:4] == b"\x7fELF"
     assert record["pkg/module.so"] == [tools._record_hash(stripped), str(len(stripped))]
     assert tools.strip_wheel(wheel) == 0  # nothing left to strip: untouched
+
+
+def test_gpu_report_agreement_of_two_predictions():
+    spec = importlib.util.spec_from_file_location("gpu_report", ROOT / "scripts" / "gpu_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    gpu = [[(0, 5, "PER", 0.9), (10, 15, "LOC", 0.8)], [], [(3, 7, "ORG", None)]]
+    cpu = [[(0, 5, "PER", 0.85), (10, 15, "ORG", 0.6)], [], [(3, 7, "ORG", None)]]
+    agreement = report.entity_agreement(gpu, cpu)
+    assert agreement["identical_docs"] == 2 and agreement["entities_gpu"] == agreement["entities_cpu"] == 3
+    assert agreement["f1"] == pytest.approx(2 / 3)
+    assert agreement["max_confidence_difference"] == pytest.approx(0.05)
+
+
+def test_gpu_scripts_parse():
+    for script in ("gpu_check.sh", "gpu_wheels.sh"):
+        result = subprocess.run(["bash", "-n", str(ROOT / "scripts" / script)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
