@@ -17,11 +17,12 @@ import torch
 from spacy.language import Language
 from thinc.api import fix_random_seed, get_current_ops, set_current_ops
 
-from conftest import TINY_MODEL, TRAIN_DATA, make_examples
 from spacy_hybridner.layers import torch_module
 from spacy_hybridner.modules import CRF, length_buckets
 from spacy_hybridner.modules.crf import _offsets, bucket_positions
 from spacy_hybridner.tag_scheme import biluo_constraints, biluo_tag_names
+
+from conftest import TINY_MODEL, TRAIN_DATA, make_examples
 
 TAGS = biluo_tag_names(["LOC", "MISC", "ORG", "PER"])  # 17 tags
 LENGTHS = [7, 1, 0, 30, 12, 65, 2]  # an empty sequence, a single token, longer ones

@@ -13,25 +13,36 @@ runs the CPU half of every comparison in CI.
   entity of confidence below 0.5 on both sides may differ);
 - calibration runs on the GPU; the training logger reads the GPU's peak memory.
 """
+import numpy
 import pytest
+import spacy
 import torch
+from thinc.api import CupyOps, get_current_ops
+
+from spacy_hybridner.loggers import gpu_peak_mb
+
+from conftest import make_examples
+from gpu_parity import (
+    TEXTS,
+    TINY_CHAR_CNN_MODEL,
+    TINY_MIXED_MODEL,
+    char_cnn_vectors,
+    check_crf_outputs,
+    check_learned,
+    compare_crf_outputs,
+    crf_outputs,
+    encoder_module,
+    pipe_entities,
+    predict_in_cpu_process,
+    same_entities,
+    thinc_device,
+    train_tiny_recording_losses,
+)
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(),
     reason="needs a CUDA GPU (scripts/gpu_check.sh runs it on one); tests/test_gpu_helpers.py runs the CPU half",
 )
-
-import numpy  # noqa: E402
-import spacy  # noqa: E402
-from thinc.api import CupyOps, get_current_ops  # noqa: E402
-
-from conftest import make_examples  # noqa: E402
-from gpu_parity import (  # noqa: E402
-    TEXTS, TINY_CHAR_CNN_MODEL, TINY_MIXED_MODEL, char_cnn_vectors, check_crf_outputs, check_learned,
-    compare_crf_outputs, crf_outputs, encoder_module, pipe_entities, predict_in_cpu_process, same_entities,
-    thinc_device, train_tiny_recording_losses,
-)
-from spacy_hybridner.loggers import gpu_peak_mb  # noqa: E402
 
 # bfloat16 against float32 (or another batch shape in bfloat16): the entities the model is
 # sure of are the same, confidences close; one it is unsure of may give way to another.
