@@ -27,9 +27,10 @@
 #   timeout_s: 540
 # A rerun of some phases only, e.g. after a fix: PHASES="install tests summary" bash scripts/gpu_check.sh
 #
-# Rehearsal on a CPU (no install: the environment has it all; tiny data and budget):
+# Rehearsal on a CPU (no install: the environment has it all; tiny data and budget; about
+# 6 minutes on 2 cores, a shorter budget may stop hybrid_gpu before its first evaluation):
 #   .venv/bin/python -m spacy_hybridner convert conll03 ../shared/data/conll2003 /tmp/tiny03 --limit 20
-#   GPU_ID=-1 INSTALL=0 PYTHON=.venv/bin/python DATA=/tmp/tiny03 BUDGET_MIN=0.5 SPEED_BATCH_SIZE=2 DEADLINE_S=900 \
+#   GPU_ID=-1 INSTALL=0 PYTHON=.venv/bin/python DATA=/tmp/tiny03 BUDGET_MIN=1.0 SPEED_BATCH_SIZE=2 DEADLINE_S=900 \
 #     EXTRA_OVERRIDES="--training.eval_frequency 5" OUT=/tmp/gpu_rehearsal scripts/gpu_check.sh
 set -uo pipefail  # no -e: phases fail on their own and the summary is still written
 cd "$(dirname "$0")/.."
