@@ -245,3 +245,43 @@ def visualize(
         typer.echo(f"displaCy HTML: {output}")
     else:
         displacy.serve(docs, style="ent", port=port, host=host)
+
+
+@app.command("serve")
+def serve_command(
+    model: str = typer.Argument(..., help="Pipeline package name or path, loaded once at start-up"),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine only)"),
+    port: int = typer.Option(8080, help="TCP port"),
+    api_key: Optional[str] = typer.Option(
+        None, envvar="SPACY_HYBRIDNER_API_KEY", show_default=False,
+        help="Require this key (X-API-Key or Authorization: Bearer) for everything but /health and the page",
+    ),
+    max_body_bytes: int = typer.Option(1_048_576, min=1, help="Largest request body in bytes (413 beyond)"),
+    max_text_chars: int = typer.Option(100_000, min=1, help="Most characters per text (422 beyond)"),
+    max_texts: int = typer.Option(128, min=1, help="Most texts per request (422 beyond)"),
+    queue_size: int = typer.Option(64, min=1, help="Requests that may wait for the model (503 + Retry-After beyond)"),
+    max_batch_texts: int = typer.Option(64, min=1, help="Most texts gathered into one nlp.pipe call"),
+    batch_wait_ms: float = typer.Option(2.0, min=0.0, help="How long to wait for more requests to batch, in ms"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="nlp.pipe batch size (default: the pipeline's)"),
+    torch_threads: Optional[int] = typer.Option(None, min=1, help="torch intra-op threads for the model (default: torch's)"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+    access_log: bool = typer.Option(True, help="Log every request (uvicorn's access log)"),
+    log_level: str = typer.Option("info", help="Log level: debug, info, warning, error"),
+) -> None:
+    """Serve a pipeline over HTTP: JSON API under /v1 (ents, render, model), /health,
+    /ready and a page at / with displaCy and the entities' confidences."""
+    from .serve import ServeSettings
+
+    try:
+        from .serve.app import serve
+    except ImportError as error:
+        raise SystemExit(f"serve needs FastAPI and uvicorn ({error}): pip install 'spacy-hybridner[serve]'")
+    try:
+        settings = ServeSettings(
+            host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes, max_text_chars=max_text_chars,
+            max_texts=max_texts, queue_size=queue_size, max_batch_texts=max_batch_texts, batch_wait_ms=batch_wait_ms,
+            access_log=access_log, log_level=log_level,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error))
+    serve(model, settings, batch_size=batch_size, torch_threads=torch_threads, gpu_id=gpu_id)
