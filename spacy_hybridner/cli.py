@@ -285,3 +285,44 @@ def serve_command(
     except ValueError as error:
         raise typer.BadParameter(str(error))
     serve(model, settings, batch_size=batch_size, torch_threads=torch_threads, gpu_id=gpu_id)
+
+
+@app.command("serve-benchmark")
+def serve_benchmark_command(
+    model: str = typer.Argument(..., help="Pipeline package name or path"),
+    data_path: Path = typer.Argument(..., help=".spacy file whose texts are sent (e.g. the test split)"),
+    clients: int = typer.Option(16, min=1, help="Concurrent client connections"),
+    repeats: int = typer.Option(3, min=1, help="Alternating rounds of nlp.pipe and the server (medians reported)"),
+    limit: int = typer.Option(0, min=0, help="Use only the first N docs (0: all)"),
+    latency_requests: int = typer.Option(200, min=1, help="Sequential requests of one short text for p50/p99"),
+    torch_threads: Optional[int] = typer.Option(
+        None, min=1, help="torch threads, here and in the server (default: torch's)",
+    ),
+    title: Optional[str] = typer.Option(
+        None, help="Section title in the document (default: 'serve (<folder> <file>)')",
+    ),
+    doc_path: Optional[Path] = typer.Option(Path("docs/benchmarks.md"), help="Benchmark document to update"),
+    no_doc: bool = typer.Option(False, "--no-doc", help="Print only; do not write the document"),
+) -> None:
+    """Throughput of `serve` under concurrent clients as a ratio to plain nlp.pipe on the
+    same texts in the same run, and the latency of one short text; written to the
+    benchmark document."""
+    import shlex
+    import sys
+
+    from .benchmark import update_benchmark_doc
+    from .serve.benchmark import serve_benchmark, serve_benchmark_markdown
+
+    if not data_path.exists():
+        raise typer.BadParameter(f"{data_path} does not exist")
+    result = serve_benchmark(
+        model, data_path, clients=clients, repeats=repeats, limit=limit, latency_requests=latency_requests,
+        torch_threads=torch_threads, echo=typer.echo,
+    )
+    command = "python -m spacy_hybridner serve-benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    section_title = title or f"serve ({data_path.parent.name} {data_path.stem})"
+    section = serve_benchmark_markdown(result, title=section_title, command=command)
+    typer.echo(section)
+    if not no_doc and doc_path is not None:
+        update_benchmark_doc(doc_path, section_title, section)
+        typer.echo(f"Written to {doc_path}")

@@ -289,7 +289,9 @@ def create_app(
         docs = await _annotate(body)
         if isinstance(docs, JSONResponse):
             return docs
-        return {"docs": _public(docs)}
+        # Plain records, already the response model's shape: sent as they are (no second
+        # validation per request; response_model documents the schema).
+        return JSONResponse({"docs": _public(docs)})
 
     @app.post("/v1/render", response_model=RenderResponse, tags=["v1"])
     async def render(body: AnnotateRequest) -> Any:
@@ -299,7 +301,7 @@ def create_app(
         if isinstance(docs, JSONResponse):
             return docs
         html = await run_in_threadpool(render_html, docs, (await _info())["labels"])
-        return {"html": html, "docs": _public(docs)}
+        return JSONResponse({"html": html, "docs": _public(docs)})
 
     @app.get("/v1/model", tags=["v1"])
     async def model() -> Any:
