@@ -354,3 +354,15 @@ def test_settings_reject_nonsense():
     with pytest.raises(ValueError, match="API key is empty"):
         ServeSettings(api_key=" ")
     assert ServeSettings().host == "127.0.0.1"
+
+
+def test_each_label_of_a_pipeline_gets_its_own_colour():
+    from spacy.displacy.render import DEFAULT_LABEL_COLORS
+
+    from spacy_hybridner.serve.render import label_colors
+
+    gmb = ["art", "eve", "geo", "gpe", "nat", "org", "per", "tim"]
+    colors = label_colors(gmb)
+    shown = [colors.get(label, DEFAULT_LABEL_COLORS.get(label.upper())) for label in gmb]
+    assert len(set(shown)) == len(gmb)
+    assert "gpe" not in colors and "org" not in colors  # displaCy's own colours are kept

@@ -21,16 +21,19 @@ ENT_TEMPLATE = TPL_ENT.replace(
 # Colours for labels displaCy has none for (GMB's geo, per, org, ...), in label order.
 PALETTE = [
     "#aa9cfc", "#7aecec", "#feca74", "#ff9561", "#bfeeb7", "#c887fb", "#9cc9cc", "#ffeb80",
-    "#ff8197", "#f0d0ff", "#bfe1d9", "#e4e7d2",
+    "#ff8197", "#f0d0ff", "#bfe1d9", "#e4e7d2", "#f4b6c2", "#b5d99c", "#ffd8a8", "#a0c4ff",
 ]
 
 
 def label_colors(labels: Sequence[str]) -> Dict[str, str]:
-    """displaCy's colour for each label it knows, a palette colour for the others."""
+    """displaCy's colour for each label it knows, for the others a palette colour that no
+    other label of the pipeline has (GMB's ``gpe`` keeps displaCy's GPE colour, ``geo`` gets another)."""
+    taken = {DEFAULT_LABEL_COLORS[label.upper()] for label in labels if label.upper() in DEFAULT_LABEL_COLORS}
+    spare = [c for c in PALETTE if c not in taken] or PALETTE
     colors: Dict[str, str] = {}
     for label in sorted(labels):
         if label.upper() not in DEFAULT_LABEL_COLORS:
-            colors[label] = PALETTE[len(colors) % len(PALETTE)]
+            colors[label] = spare[len(colors) % len(spare)]
     return colors
 
 
