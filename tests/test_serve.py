@@ -366,3 +366,22 @@ def test_each_label_of_a_pipeline_gets_its_own_colour():
     shown = [colors.get(label, DEFAULT_LABEL_COLORS.get(label.upper())) for label in gmb]
     assert len(set(shown)) == len(gmb)
     assert "gpe" not in colors and "org" not in colors  # displaCy's own colours are kept
+
+
+# --- the command line ----------------------------------------------------------------------
+
+def test_cli_refuses_what_it_cannot_serve(tmp_path):
+    import subprocess
+    import sys
+
+    from spacy_hybridner.serve.process import ServerProcess
+
+    result = subprocess.run([sys.executable, "-m", "spacy_hybridner", "serve", str(tmp_path / "nowhere")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "neither a folder nor an installed pipeline package" in result.stderr
+    # A folder that is not a pipeline: the server starts, the model fails to load, it exits 1.
+    server = ServerProcess(str(tmp_path), ["--no-access-log"])
+    with pytest.raises(RuntimeError, match=r"exited with code 1(.|\n)*Could not serve(.|\n)*meta\.json"):
+        with server:
+            pass

@@ -97,7 +97,11 @@ class ServerProcess:
             self.proc.wait(10)
 
     def __enter__(self) -> "ServerProcess":
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc) -> None:
         try:
