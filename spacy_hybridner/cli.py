@@ -263,7 +263,9 @@ def serve_command(
     max_batch_texts: int = typer.Option(64, min=1, help="Most texts gathered into one nlp.pipe call"),
     batch_wait_ms: float = typer.Option(2.0, min=0.0, help="How long to wait for more requests to batch, in ms"),
     batch_size: Optional[int] = typer.Option(None, min=1, help="nlp.pipe batch size (default: the pipeline's)"),
-    torch_threads: Optional[int] = typer.Option(None, min=1, help="torch intra-op threads for the model (default: torch's)"),
+    torch_threads: Optional[int] = typer.Option(
+        None, min=1, show_default=False, help="torch intra-op threads for the model [default: one less than the cores]",
+    ),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
     access_log: bool = typer.Option(True, help="Log every request (uvicorn's access log)"),
     log_level: str = typer.Option("info", help="Log level: debug, info, warning, error"),
@@ -296,7 +298,9 @@ def serve_benchmark_command(
     limit: int = typer.Option(0, min=0, help="Use only the first N docs (0: all)"),
     latency_requests: int = typer.Option(200, min=1, help="Sequential requests of one short text for p50/p99"),
     torch_threads: Optional[int] = typer.Option(
-        None, min=1, help="torch threads, here and in the server (default: torch's)",
+        None, min=1, show_default=False,
+        help="torch threads of the server [default: serve's, one less than the cores]; nlp.pipe is timed with "
+             "these and with torch's default, and compared with the faster",
     ),
     title: Optional[str] = typer.Option(
         None, help="Section title in the document (default: 'serve (<folder> <file>)')",

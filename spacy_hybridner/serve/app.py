@@ -27,7 +27,7 @@ from typing_extensions import Annotated
 from ..annotator import filter_records
 from .batcher import Batcher, ModelError, NotReady, QueueFull
 from .render import render_html
-from .settings import ServeSettings
+from .settings import ServeSettings, default_torch_threads
 
 logger = logging.getLogger("spacy_hybridner.serve")
 
@@ -358,7 +358,8 @@ def serve(
     model (str): a pipeline package name or the path of a saved pipeline.
     settings (ServeSettings): host, port, limits, batching, API key.
     batch_size (Optional[int]): ``nlp.pipe``'s batch size (None: the pipeline's own).
-    torch_threads (Optional[int]): torch's intra-op threads for the model (None: torch's default).
+    torch_threads (Optional[int]): torch's intra-op threads for the model (None:
+        :func:`~spacy_hybridner.serve.settings.default_torch_threads`, one less than the cores).
     gpu_id (int): -1 for the CPU, else the GPU to run on.
     Raises SystemExit(1) if the pipeline cannot be loaded.
     """
@@ -369,6 +370,8 @@ def serve(
 
     if not Path(model).exists() and not spacy.util.is_package(model):
         raise SystemExit(f"Cannot serve {model!r}: it is neither a folder nor an installed pipeline package")
+    if torch_threads is None:
+        torch_threads = default_torch_threads()
     annotator = Annotator(model, batch_size=batch_size, torch_threads=torch_threads, gpu_id=gpu_id)
     failed: List[BaseException] = []
     server: Optional[uvicorn.Server] = None

@@ -1,8 +1,16 @@
 """Settings of the server: where it listens, its limits, and how requests are batched."""
+import os
 from dataclasses import dataclass
 from typing import Optional
 
 API_KEY_ENV = "SPACY_HYBRIDNER_API_KEY"
+
+
+def default_torch_threads() -> int:
+    """torch intra-op threads of the server's model: one less than the cores (at least 1),
+    leaving a core to the event loop that parses and answers HTTP. With as many threads as
+    cores, torch's threads and the event loop fight over the cores and both slow down."""
+    return max(1, (os.cpu_count() or 1) - 1)
 
 
 @dataclass
