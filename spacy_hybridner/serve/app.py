@@ -114,6 +114,16 @@ def build_request_model(settings: ServeSettings) -> type:
     return AnnotateRequest
 
 
+ERROR_RESPONSES: Dict[Union[int, str], Dict[str, Any]] = {
+    401: {"description": "No or a wrong API key (when the server has one)"},
+    413: {"description": "Request body larger than --max-body-bytes"},
+    422: {"description": "Malformed JSON, wrong types, unknown fields, too many texts or too long a text; "
+                         "`detail` lists each problem with the `loc` of its field"},
+    500: {"description": "The model raised on this request: `error_id` names the logged traceback"},
+    503: {"description": "Queue full or model still loading; see Retry-After"},
+}
+
+
 # --- ASGI middleware: API key and body size, before any parsing ----------------------------
 
 async def _send_json(
@@ -282,7 +292,7 @@ def create_app(
     def _public(docs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         return [{"id": d["id"], "ents": d["ents"]} for d in docs]
 
-    @app.post("/v1/ents", response_model=EntsResponse, tags=["v1"])
+    @app.post("/v1/ents", response_model=EntsResponse, responses=ERROR_RESPONSES, tags=["v1"])
     async def ents(body: AnnotateRequest) -> Any:
         """The entities of each text: ``start_char``, ``end_char``, ``label``, ``text``,
         ``confidence``."""
@@ -293,7 +303,7 @@ def create_app(
         # validation per request; response_model documents the schema).
         return JSONResponse({"docs": _public(docs)})
 
-    @app.post("/v1/render", response_model=RenderResponse, tags=["v1"])
+    @app.post("/v1/render", response_model=RenderResponse, responses=ERROR_RESPONSES, tags=["v1"])
     async def render(body: AnnotateRequest) -> Any:
         """displaCy's entity markup (``displacy.render(style="ent")``) of the texts, with the
         entities as in ``/v1/ents``."""
