@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 import uuid
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..annotator import EntityRecord
 
@@ -63,6 +63,11 @@ def _resolve(future: "asyncio.Future", result: Any = None, error: Optional[BaseE
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _resolve_all(pairs: List[Tuple["asyncio.Future", Any]]) -> None:
+    for future, result in pairs:
+        _resolve(future, result)
 
 
 class Batcher:
@@ -217,11 +222,15 @@ class Batcher:
                 else:
                     request.loop.call_soon_threadsafe(_resolve, request.future, own)
             return
+        # One wake-up of the event loop for the whole batch (requests share the server's loop).
+        shares: Dict[asyncio.AbstractEventLoop, List[Tuple["asyncio.Future", Any]]] = {}
         start = 0
         for request in live:
             end = start + len(request.texts)
-            request.loop.call_soon_threadsafe(_resolve, request.future, results[start:end])
+            shares.setdefault(request.loop, []).append((request.future, results[start:end]))
             start = end
+        for loop, pairs in shares.items():
+            loop.call_soon_threadsafe(_resolve_all, pairs)
 
     def _fail(self, request: _Request, n_texts: int) -> None:
         error_id = uuid.uuid4().hex
