@@ -88,3 +88,28 @@ def test_page_shows_entities_and_the_slider_hides_them(server, browser, model_di
     )
     assert all(row.is_displayed() for row in rows)
     assert all(m.find_element(By.TAG_NAME, "span").is_displayed() for m in marks)
+
+
+def test_page_asks_for_the_api_key_and_uses_it(model_dir, browser):
+    import os
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    key = "browser-key-42"
+    env = dict(os.environ, SPACY_HYBRIDNER_API_KEY=key)  # the key from the environment, not the command line
+    with ServerProcess(str(model_dir), ["--torch-threads", "1", "--no-access-log"], env=env, api_key=key) as server:
+        browser.get(server.url + "/")
+        wait = WebDriverWait(browser, 30)
+        wait.until(EC.text_to_be_present_in_element((By.ID, "model-info"), "Enter the API key"))
+        key_box = browser.find_element(By.ID, "api-key")
+        assert key_box.is_displayed()
+        browser.find_element(By.ID, "annotate").click()  # without the key: the API's 401, shown
+        wait.until(EC.text_to_be_present_in_element((By.ID, "error"), "Error 401"))
+        key_box.send_keys(key)
+        browser.find_element(By.ID, "annotate").click()
+        wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-annotated") == "1")
+        assert not browser.find_element(By.ID, "error").is_displayed()
+        assert browser.find_elements(By.CSS_SELECTOR, "#rendered mark.entity")
+        wait.until(EC.text_to_be_present_in_element((By.ID, "model-info"), "labels LOC, ORG, PER"))
