@@ -9,7 +9,7 @@ import spacy
 
 from spacy_hybridner.serve.process import ServerProcess
 
-from conftest import TRAIN_DATA
+from conftest import TRAIN_DATA, run_python, write_corpus
 
 N_CLIENTS = 16
 REQUESTS_PER_CLIENT = 20  # 320 requests
@@ -101,3 +101,24 @@ def test_concurrent_clients_all_answered_correctly_then_clean_stop(model_dir):
                 assert [e["confidence"] for e in doc["ents"]] == [pytest.approx(w[4], rel=1e-5) for w in want]
             n_answers += 1
     assert n_answers == N_CLIENTS * REQUESTS_PER_CLIENT
+
+
+def test_serve_benchmark_command_writes_its_section(model_dir, tmp_path):
+    """The benchmark command end to end on the tiny model (numbers are not checked, only
+    that it runs, the server agreed with nlp.pipe, and the section is written)."""
+    data = write_corpus(tmp_path / "data.spacy")
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## other\n\nkept\n", encoding="utf8")
+    run_python(
+        "import sys; from spacy_hybridner.cli import main; sys.argv = ['spacy-hybridner', 'serve-benchmark', "
+        f"{str(model_dir)!r}, {str(data)!r}, '--clients', '4', '--repeats', '1', '--latency-requests', '5', "
+        f"'--torch-threads', '1', '--doc-path', {str(doc)!r}, '--title', 'serve (tiny)']; main()",
+        timeout=300,
+    )
+    text = doc.read_text(encoding="utf8")
+    assert "## other\n\nkept" in text
+    section = text[text.index("## serve (tiny)"):]
+    assert "python -m spacy_hybridner serve-benchmark " in section
+    assert "| server, 4 clients, torch threads 1 |" in section
+    assert "differ from `nlp.pipe`'s (last round): 0." in section
+    assert "p50 **" in section and "p99 **" in section
