@@ -267,6 +267,10 @@ def serve_command(
         None, min=1, show_default=False, help="torch intra-op threads for the model (default: one less than the cores)",
     ),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+    model_process: bool = typer.Option(
+        True, "--model-process/--model-thread",
+        help="Run the pipeline in a child process (its own GIL) or in the server's worker thread",
+    ),
     access_log: bool = typer.Option(True, help="Log every request (uvicorn's access log)"),
     log_level: str = typer.Option("info", help="Log level: debug, info, warning, error"),
 ) -> None:
@@ -286,7 +290,10 @@ def serve_command(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error))
-    serve(model, settings, batch_size=batch_size, torch_threads=torch_threads, gpu_id=gpu_id)
+    serve(
+        model, settings, batch_size=batch_size, torch_threads=torch_threads, gpu_id=gpu_id,
+        model_process=model_process,
+    )
 
 
 @app.command("serve-benchmark")

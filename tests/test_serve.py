@@ -385,3 +385,34 @@ def test_cli_refuses_what_it_cannot_serve(tmp_path):
     with pytest.raises(RuntimeError, match=r"exited with code 1(.|\n)*Could not serve(.|\n)*meta\.json"):
         with server:
             pass
+
+
+# --- the model in a child process (serve's default) ----------------------------------------
+
+def test_process_annotator_same_records_errors_and_restart(model_dir):
+    import os
+    import signal as signals
+
+    from spacy_hybridner.serve.model_process import ModelProcessError, ProcessAnnotator
+
+    expected = Annotator(str(model_dir)).annotate(TEXTS)
+    model = ProcessAnnotator(Annotator(str(model_dir), torch_threads=1))
+    try:
+        got = model.load().annotate(TEXTS)
+        assert [[r["start_char"], r["end_char"], r["label"]] for d in got for r in d] == [
+            [r["start_char"], r["end_char"], r["label"]] for d in expected for r in d]
+        assert [r["confidence"] for d in got for r in d] == [
+            pytest.approx(r["confidence"], rel=1e-5) for d in expected for r in d]
+        assert model.info()["labels"] == ["LOC", "ORG", "PER"]
+        first_pid = model.pid
+        assert first_pid != os.getpid()
+        with pytest.raises(ModelProcessError, match=r"raised in its process(.|\n)*Traceback"):
+            model.annotate([None])  # the pipeline's own error, with the child's traceback
+        assert model.annotate(TEXTS[:1]) == got[:1] and model.pid == first_pid  # the same child goes on
+        os.kill(first_pid, signals.SIGKILL)
+        model._proc.join(10)
+        assert model.annotate(TEXTS[:1])[0][0]["text"] == got[0][0]["text"]  # a new child took over
+        assert model.pid not in (None, first_pid)
+    finally:
+        model.close()
+    assert model.pid is None

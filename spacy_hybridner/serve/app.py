@@ -2,7 +2,9 @@
 
 ``create_app(annotator, settings)`` builds it around one
 :class:`~spacy_hybridner.annotator.Annotator`; :func:`serve` runs it with uvicorn. The
-pipeline runs in the :class:`~spacy_hybridner.serve.batcher.Batcher`'s worker thread only.
+pipeline is called from the :class:`~spacy_hybridner.serve.batcher.Batcher`'s worker thread
+only; :func:`serve` puts it in a child process of its own
+(:class:`~spacy_hybridner.serve.model_process.ProcessAnnotator`).
 Nothing in a request names a file or a model: the pipeline is the one given at start-up.
 """
 import copy
@@ -361,6 +363,7 @@ def serve(
     batch_size: Optional[int] = None,
     torch_threads: Optional[int] = None,
     gpu_id: int = -1,
+    model_process: bool = True,
 ) -> None:
     """Serve a pipeline over HTTP with uvicorn until SIGINT or SIGTERM (then exit cleanly,
     after the requests in flight are answered).
@@ -371,6 +374,8 @@ def serve(
     torch_threads (Optional[int]): torch's intra-op threads for the model (None:
         :func:`~spacy_hybridner.serve.settings.default_torch_threads`, one less than the cores).
     gpu_id (int): -1 for the CPU, else the GPU to run on.
+    model_process (bool): run the pipeline in a child process of its own (default), so that
+        the event loop and the model do not share a GIL; False: in the worker thread.
     Raises SystemExit(1) if the pipeline cannot be loaded.
     """
     import spacy
@@ -382,7 +387,11 @@ def serve(
         raise SystemExit(f"Cannot serve {model!r}: it is neither a folder nor an installed pipeline package")
     if torch_threads is None:
         torch_threads = default_torch_threads()
-    annotator = Annotator(model, batch_size=batch_size, torch_threads=torch_threads, gpu_id=gpu_id)
+    annotator: Any = Annotator(model, batch_size=batch_size, torch_threads=torch_threads, gpu_id=gpu_id)
+    if model_process:
+        from .model_process import ProcessAnnotator
+
+        annotator = ProcessAnnotator(annotator)
     failed: List[BaseException] = []
     server: Optional[uvicorn.Server] = None
 

@@ -6,7 +6,9 @@ thread-safe queue without waiting: a full queue is refused at once (the server a
 a request, gathers whatever else arrives within a short window (up to a number of texts),
 runs :meth:`Annotator.annotate` once on all of their texts and hands each request its
 share back on the event loop with ``loop.call_soon_threadsafe``. The event loop never runs
-the model, and one thread means one copy of the model's working memory.
+the model, and one thread means one copy of the model's working memory. (The annotator may
+be a :class:`~spacy_hybridner.serve.model_process.ProcessAnnotator`, which runs the pipeline
+in a child process: then this thread only waits for it.)
 """
 import asyncio
 import logging
@@ -135,6 +137,9 @@ class Batcher:
         self._queue.put(_STOP)
         if self._thread.is_alive():
             self._thread.join(timeout)
+        close = getattr(self.annotator, "close", None)  # a ProcessAnnotator's child process
+        if close is not None:
+            close()
 
     async def annotate(self, texts: Sequence[str]) -> List[List[EntityRecord]]:
         """Queue the texts of one request and wait for their records (one list per text).

@@ -216,7 +216,8 @@ def serve_benchmark_markdown(result: Dict[str, Any], *, title: str, command: str
         f"## {title}",
         "",
         f"Run on {result['date']} on {result['machine']}, CPU. `python -m spacy_hybridner serve` in a child "
-        "process on loopback (access log off); its clients run in the benchmark's process, on the same cores.",
+        "process on loopback (defaults but the access log, off; the model in a process of its own); its clients "
+        "run in the benchmark's process, on the same cores.",
         "",
         "Command:",
         "",
