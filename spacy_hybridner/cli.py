@@ -314,6 +314,9 @@ def serve_benchmark_command(
     ),
     doc_path: Optional[Path] = typer.Option(Path("docs/benchmarks.md"), help="Benchmark document to update"),
     no_doc: bool = typer.Option(False, "--no-doc", help="Print only; do not write the document"),
+    model_thread: bool = typer.Option(
+        False, "--model-thread", help="Serve with the model in the server's worker thread (serve --model-thread)",
+    ),
 ) -> None:
     """Throughput of `serve` under concurrent clients as a ratio to plain nlp.pipe on the
     same texts in the same run, and the latency of one short text; written to the
@@ -328,10 +331,11 @@ def serve_benchmark_command(
         raise typer.BadParameter(f"{data_path} does not exist")
     result = serve_benchmark(
         model, data_path, clients=clients, repeats=repeats, limit=limit, latency_requests=latency_requests,
-        torch_threads=torch_threads, echo=typer.echo,
+        torch_threads=torch_threads, server_args=["--model-thread"] if model_thread else [], echo=typer.echo,
     )
     command = "python -m spacy_hybridner serve-benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    section_title = title or f"serve ({data_path.parent.name} {data_path.stem})"
+    where = ", model thread" if model_thread else ""
+    section_title = title or f"serve ({data_path.parent.name} {data_path.stem}{where})"
     section = serve_benchmark_markdown(result, title=section_title, command=command)
     typer.echo(section)
     if not no_doc and doc_path is not None:

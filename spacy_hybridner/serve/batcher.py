@@ -164,7 +164,9 @@ class Batcher:
             self.annotator.load()
             self.annotator.annotate([WARMUP_TEXT])
         except Exception as error:  # noqa: BLE001 - reported, and the server says so
-            self._load_error = f"the model could not be loaded: {type(error).__name__}: {error}"
+            # Clients see the last line (the error itself); the log has the whole traceback.
+            last_line = (str(error).strip().splitlines() or [""])[-1]
+            self._load_error = f"the model could not be loaded: {type(error).__name__}: {last_line}"
             logger.exception("The model could not be loaded or failed on the warm-up text")
             if self.on_load_error is not None:
                 self.on_load_error(error)

@@ -181,7 +181,8 @@ def serve_benchmark(
         nlp(short)
         local.append(time.perf_counter() - start)
     result = {
-        "model": model, "data": str(data_path), "n_texts": len(texts), "n_words": n_words, "clients": clients,
+        "model": model, "data": str(data_path), "server_args": list(server_args), "n_texts": len(texts),
+        "n_words": n_words, "clients": clients,
         "server_torch_threads": server_threads, "pipe_words_per_second": pipe_wps, "pipe_medians": pipe_medians,
         "pipe_best_threads": best_threads, "pipe_median": pipe_medians[best_threads],
         "server_words_per_second": server_wps, "server_median": median(server_wps),
@@ -216,8 +217,9 @@ def serve_benchmark_markdown(result: Dict[str, Any], *, title: str, command: str
         f"## {title}",
         "",
         f"Run on {result['date']} on {result['machine']}, CPU. `python -m spacy_hybridner serve` in a child "
-        "process on loopback (defaults but the access log, off; the model in a process of its own); its clients "
-        "run in the benchmark's process, on the same cores.",
+        "process on loopback (defaults but the access log, off; the model "
+        f"{'in its worker thread' if '--model-thread' in result['server_args'] else 'in a process of its own'}); "
+        "its clients run in the benchmark's process, on the same cores.",
         "",
         "Command:",
         "",
