@@ -13,6 +13,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     packages=find_packages(include=["spacy_hybridner", "spacy_hybridner.*"]),
+    package_data={"spacy_hybridner.serve": ["static/*"]},  # the page of `serve`, in non-editable installs too
     python_requires=">=3.9",
     install_requires=[
         "spacy>=3.8,<3.9",
@@ -26,7 +27,11 @@ setup(
     extras_require={
         "report": ["matplotlib>=3.5"],
         "tensorboard": ["tensorboard>=2.10"],
-        "test": ["pytest>=7", "matplotlib>=3.5", "ruff>=0.5", "tensorboard>=2.10"],
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29"],
+        "test": [
+            "pytest>=7", "matplotlib>=3.5", "ruff>=0.5", "tensorboard>=2.10",
+            "fastapi>=0.110", "uvicorn>=0.29", "httpx>=0.27", "selenium>=4.11",
+        ],
     },
     entry_points={
         "console_scripts": ["spacy-hybridner = spacy_hybridner.cli:main"],

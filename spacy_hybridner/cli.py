@@ -214,3 +214,99 @@ def visualize(
         typer.echo(f"displaCy HTML: {write_displacy(docs, output)}")
     else:
         displacy.serve(docs, style="ent", port=port, host=host)
+
+
+@app.command("serve")
+def serve_command(
+    model: str = typer.Argument(..., help="Pipeline package name or path, loaded once at start-up"),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind (127.0.0.1: this machine only)"),
+    port: int = typer.Option(8080, help="TCP port"),
+    api_key: Optional[str] = typer.Option(
+        None, envvar="SPACY_HYBRIDNER_API_KEY", show_default=False,
+        help="Require this key (X-API-Key or Authorization: Bearer) for everything but /health and the page",
+    ),
+    max_body_bytes: int = typer.Option(1_048_576, min=1, help="Largest request body in bytes (413 beyond)"),
+    max_text_chars: int = typer.Option(100_000, min=1, help="Most characters per text (422 beyond)"),
+    max_texts: int = typer.Option(128, min=1, help="Most texts per request (422 beyond)"),
+    queue_size: int = typer.Option(64, min=1, help="Requests that may wait for the model (503 + Retry-After beyond)"),
+    max_batch_texts: int = typer.Option(64, min=1, help="Most texts gathered into one nlp.pipe call"),
+    batch_wait_ms: float = typer.Option(2.0, min=0.0, help="How long to wait for more requests to batch, in ms"),
+    batch_size: Optional[int] = typer.Option(None, min=1, help="nlp.pipe batch size (default: the pipeline's)"),
+    torch_threads: Optional[int] = typer.Option(
+        None, min=1, show_default=False, help="torch intra-op threads for the model (default: one less than the cores)",
+    ),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+    model_process: bool = typer.Option(
+        True, "--model-process/--model-thread",
+        help="Run the pipeline in a child process (its own GIL) or in the server's worker thread",
+    ),
+    access_log: bool = typer.Option(True, help="Log every request (uvicorn's access log)"),
+    log_level: str = typer.Option("info", help="Log level: debug, info, warning, error"),
+) -> None:
+    """Serve a pipeline over HTTP: JSON API under /v1 (ents, render, model), /health,
+    /ready and a page at / with displaCy and the entities' confidences."""
+    from .serve import ServeSettings
+
+    try:
+        from .serve.app import serve
+    except ImportError as error:
+        raise SystemExit(f"serve needs FastAPI and uvicorn ({error}): pip install 'spacy-hybridner[serve]'") from error
+    try:
+        settings = ServeSettings(
+            host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes, max_text_chars=max_text_chars,
+            max_texts=max_texts, queue_size=queue_size, max_batch_texts=max_batch_texts, batch_wait_ms=batch_wait_ms,
+            access_log=access_log, log_level=log_level,
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+    serve(
+        model, settings, batch_size=batch_size, torch_threads=torch_threads, gpu_id=gpu_id,
+        model_process=model_process,
+    )
+
+
+@app.command("serve-benchmark")
+def serve_benchmark_command(
+    model: str = typer.Argument(..., help="Pipeline package name or path"),
+    data_path: Path = typer.Argument(..., help=".spacy file whose texts are sent (e.g. the test split)"),
+    clients: int = typer.Option(16, min=1, help="Concurrent client connections"),
+    repeats: int = typer.Option(3, min=1, help="Alternating rounds of nlp.pipe and the server (medians reported)"),
+    limit: int = typer.Option(0, min=0, help="Use only the first N docs (0: all)"),
+    latency_requests: int = typer.Option(200, min=1, help="Sequential requests of one short text for p50/p99"),
+    torch_threads: Optional[int] = typer.Option(
+        None, min=1, show_default=False,
+        help="torch threads of the server (default: serve's, one less than the cores); nlp.pipe is timed with "
+             "these and with torch's default, and compared with the faster",
+    ),
+    title: Optional[str] = typer.Option(
+        None, help="Section title in the document (default: 'serve (<folder> <file>)')",
+    ),
+    doc_path: Optional[Path] = typer.Option(Path("docs/benchmarks.md"), help="Benchmark document to update"),
+    no_doc: bool = typer.Option(False, "--no-doc", help="Print only; do not write the document"),
+    model_thread: bool = typer.Option(
+        False, "--model-thread", help="Serve with the model in the server's worker thread (serve --model-thread)",
+    ),
+) -> None:
+    """Throughput of `serve` under concurrent clients as a ratio to plain nlp.pipe on the
+    same texts in the same run, and the latency of one short text; written to the
+    benchmark document."""
+    import shlex
+    import sys
+
+    from .benchmark import update_benchmark_doc
+    from .serve.benchmark import serve_benchmark, serve_benchmark_markdown
+
+    if not data_path.exists():
+        raise typer.BadParameter(f"{data_path} does not exist")
+    result = serve_benchmark(
+        model, data_path, clients=clients, repeats=repeats, limit=limit, latency_requests=latency_requests,
+        torch_threads=torch_threads, server_args=["--model-thread"] if model_thread else [], echo=typer.echo,
+    )
+    command = "python -m spacy_hybridner serve-benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    where = ", model thread" if model_thread else ""
+    section_title = title or f"serve ({data_path.parent.name} {data_path.stem}{where})"
+    section = serve_benchmark_markdown(result, title=section_title, command=command)
+    typer.echo(section)
+    if not no_doc and doc_path is not None:
+        update_benchmark_doc(doc_path, section_title, section)
+        typer.echo(f"Written to {doc_path}")

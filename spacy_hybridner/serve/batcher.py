@@ -1,0 +1,245 @@
+"""Gather concurrent requests into ``nlp.pipe`` batches, off the event loop.
+
+The event loop puts each request (its texts and an asyncio future) into a bounded,
+thread-safe queue without waiting: a full queue is refused at once (the server answers
+503). ONE worker thread owns the pipeline: it loads it, answers a warm-up text, then takes
+a request, gathers whatever else arrives within a short window (up to a number of texts),
+runs :meth:`Annotator.annotate` once on all of their texts and hands each request its
+share back on the event loop with ``loop.call_soon_threadsafe``. The event loop never runs
+the model, and one thread means one copy of the model's working memory. (The annotator may
+be a :class:`~spacy_hybridner.serve.model_process.ProcessAnnotator`, which runs the pipeline
+in a child process: then this thread only waits for it.)
+"""
+import asyncio
+import logging
+import queue
+import threading
+import time
+import uuid
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from ..annotator import EntityRecord
+
+logger = logging.getLogger("spacy_hybridner.serve")
+
+WARMUP_TEXT = "Angela Merkel met Tim Cook in Berlin."
+
+
+class QueueFull(Exception):
+    """The queue of requests waiting for the model is full."""
+
+
+class NotReady(Exception):
+    """The model is still loading, or failed to load (``error`` says why)."""
+
+    def __init__(self, error: Optional[str] = None) -> None:
+        super().__init__(error or "the model is still loading")
+        self.error = error
+
+
+class ModelError(Exception):
+    """The model raised on a request's texts; ``error_id`` names the logged traceback."""
+
+    def __init__(self, error_id: str) -> None:
+        super().__init__(f"the model failed (error id {error_id})")
+        self.error_id = error_id
+
+
+class _Request:
+    __slots__ = ("texts", "future", "loop")
+
+    def __init__(self, texts: Sequence[str], future: "asyncio.Future", loop: asyncio.AbstractEventLoop) -> None:
+        self.texts = texts
+        self.future = future
+        self.loop = loop
+
+
+_STOP = object()
+
+
+def _resolve(future: "asyncio.Future", result: Any = None, error: Optional[BaseException] = None) -> None:
+    """Set a future's outcome unless its request was given up (client gone, shutdown)."""
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _resolve_all(pairs: List[Tuple["asyncio.Future", Any]]) -> None:
+    for future, result in pairs:
+        _resolve(future, result)
+
+
+class Batcher:
+    """One worker thread running ``annotator.annotate`` on batches of queued requests.
+
+    annotator: an :class:`~spacy_hybridner.annotator.Annotator` (anything with ``load()``
+        and ``annotate(texts) -> List[List[EntityRecord]]``).
+    queue_size (int): requests that may wait at most; :meth:`submit` refuses the next one.
+    max_batch_texts (int): most texts per ``annotate`` call (a larger request runs alone).
+    batch_wait_ms (float): after the first request of a batch, wait this long for more
+        while the queue is empty.
+    on_load_error (Optional[Callable[[BaseException], None]]): called (in the worker thread)
+        if the pipeline cannot be loaded or fails on the warm-up text.
+    """
+
+    def __init__(
+        self,
+        annotator: Any,
+        *,
+        queue_size: int,
+        max_batch_texts: int,
+        batch_wait_ms: float,
+        on_load_error: Optional[Callable[[BaseException], None]] = None,
+    ) -> None:
+        self.annotator = annotator
+        self.max_batch_texts = max_batch_texts
+        self.batch_wait_s = batch_wait_ms / 1000.0
+        self.on_load_error = on_load_error
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
+        self._ready = threading.Event()
+        self._load_error: Optional[str] = None
+        self._carry: Optional[_Request] = None
+        self._thread = threading.Thread(target=self._run, name="spacy-hybridner-model", daemon=True)
+
+    @property
+    def ready(self) -> bool:
+        """True once the pipeline is loaded and has annotated the warm-up text."""
+        return self._ready.is_set()
+
+    @property
+    def pending(self) -> int:
+        """How many requests wait in the queue (not counting the batch being annotated)."""
+        return self._queue.qsize()
+
+    @property
+    def load_error(self) -> Optional[str]:
+        """Why the pipeline could not be loaded, or None."""
+        return self._load_error
+
+    def start(self) -> None:
+        """Start the worker: it loads the pipeline, warms it up, then serves the queue."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Let the worker finish the batch it runs, refuse what still waits, and end it."""
+        pending = []
+        while True:
+            try:
+                pending.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        for item in pending:
+            if isinstance(item, _Request):
+                item.loop.call_soon_threadsafe(_resolve, item.future, None, NotReady("the server is shutting down"))
+        self._queue.put(_STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        close = getattr(self.annotator, "close", None)  # a ProcessAnnotator's child process
+        if close is not None:
+            close()
+
+    async def annotate(self, texts: Sequence[str]) -> List[List[EntityRecord]]:
+        """Queue the texts of one request and wait for their records (one list per text).
+
+        Raises NotReady (still loading or failed to load), QueueFull (the queue is full:
+        nothing was queued), ModelError (the model raised on these texts).
+        """
+        if not self._ready.is_set():
+            raise NotReady(self._load_error)
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        try:
+            self._queue.put_nowait(_Request(list(texts), future, loop))
+        except queue.Full:
+            raise QueueFull() from None
+        return await future
+
+    # --- the worker thread -------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self.annotator.load()
+            self.annotator.annotate([WARMUP_TEXT])
+        except Exception as error:  # noqa: BLE001 - reported, and the server says so
+            # Clients see the last line (the error itself); the log has the whole traceback.
+            last_line = (str(error).strip().splitlines() or [""])[-1]
+            self._load_error = f"the model could not be loaded: {type(error).__name__}: {last_line}"
+            logger.exception("The model could not be loaded or failed on the warm-up text")
+            if self.on_load_error is not None:
+                self.on_load_error(error)
+            return
+        self._ready.set()
+        logger.info("Model loaded and warmed up: ready")
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            self._process(batch)
+
+    def _next_batch(self) -> Optional[List[_Request]]:
+        """Block for a first request, then gather more until the window closes or the
+        batch holds max_batch_texts texts. None when told to stop."""
+        if self._carry is not None:
+            first, self._carry = self._carry, None
+        else:
+            first = self._queue.get()
+        if first is _STOP:
+            return None
+        batch = [first]
+        n_texts = len(first.texts)
+        deadline = time.monotonic() + self.batch_wait_s
+        while n_texts < self.max_batch_texts:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is _STOP or n_texts + len(item.texts) > self.max_batch_texts:
+                self._carry = item  # starts the next batch (or stops the worker after this one)
+                break
+            batch.append(item)
+            n_texts += len(item.texts)
+        return batch
+
+    def _process(self, batch: List[_Request]) -> None:
+        """Annotate a batch at once; if the model raises, run its requests one by one so
+        that only the request(s) it fails on get the error."""
+        live = [r for r in batch if not r.future.done()]  # skip requests whose client left
+        if not live:
+            return
+        try:
+            results = self.annotator.annotate([t for r in live for t in r.texts])
+        except Exception:  # noqa: BLE001 - isolated below
+            if len(live) == 1:
+                self._fail(live[0], len(live[0].texts))
+                return
+            for request in live:
+                try:
+                    own = self.annotator.annotate(request.texts)
+                except Exception:  # noqa: BLE001 - logged with an id, returned as 500
+                    self._fail(request, len(request.texts))
+                else:
+                    request.loop.call_soon_threadsafe(_resolve, request.future, own)
+            return
+        # One wake-up of the event loop for the whole batch (requests share the server's loop).
+        shares: Dict[asyncio.AbstractEventLoop, List[Tuple[asyncio.Future, Any]]] = {}
+        start = 0
+        for request in live:
+            end = start + len(request.texts)
+            shares.setdefault(request.loop, []).append((request.future, results[start:end]))
+            start = end
+        for loop, pairs in shares.items():
+            loop.call_soon_threadsafe(_resolve_all, pairs)
+
+    def _fail(self, request: _Request, n_texts: int) -> None:
+        error_id = uuid.uuid4().hex
+        logger.exception("The model failed on a request of %d text(s); error id %s", n_texts, error_id)
+        request.loop.call_soon_threadsafe(_resolve, request.future, None, ModelError(error_id))

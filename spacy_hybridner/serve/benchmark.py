@@ -1,0 +1,245 @@
+"""How fast the server is next to plain ``nlp.pipe`` on the same texts, in the same run.
+
+Throughput: all texts of a ``.spacy`` file through ``nlp.pipe`` in this process, then the
+same texts sent to the real server (a child process on a free loopback port) by N
+concurrent clients, one text per request as applications send them; alternately, a few
+times, medians reported. Latency: one short text sent sequentially, next to ``nlp(text)``.
+"""
+import datetime
+import http.client
+import json
+import threading
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from .process import ServerProcess
+
+
+def load_texts(data_path: Path, limit: int = 0) -> Tuple[List[str], int]:
+    """The texts of a ``.spacy`` file and their number of tokens (first ``limit`` docs; 0: all)."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    docs = list(DocBin().from_disk(data_path).get_docs(spacy.blank("xx").vocab))
+    if limit:
+        docs = docs[:limit]
+    if not docs:
+        raise ValueError(f"{data_path} holds no documents")
+    return [doc.text for doc in docs], sum(len(doc) for doc in docs)
+
+
+def _spans(records: Sequence[Dict[str, Any]]) -> List[Tuple[int, int, str]]:
+    return [(r["start_char"], r["end_char"], r["label"]) for r in records]
+
+
+def time_pipe(nlp: Any, texts: Sequence[str]) -> Tuple[float, List[List[Tuple[int, int, str]]]]:
+    """Seconds for ``list(nlp.pipe(texts))`` and the entity spans of each text."""
+    start = time.perf_counter()
+    docs = list(nlp.pipe(texts))
+    seconds = time.perf_counter() - start
+    return seconds, [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in docs]
+
+
+def _post(conn: http.client.HTTPConnection, text: str, headers: Dict[str, str]) -> Dict[str, Any]:
+    conn.request("POST", "/v1/ents", body=json.dumps({"text": text}), headers=headers)
+    response = conn.getresponse()
+    body = response.read()
+    if response.status != 200:
+        raise RuntimeError(f"the server answered {response.status}: {body[:300]!r}")
+    return json.loads(body)
+
+
+def time_server(port: int, texts: Sequence[str], clients: int, api_key: Optional[str] = None) -> Tuple[float, List]:
+    """Seconds for ``clients`` concurrent keep-alive connections to send every text (one per
+    request, each client taking the next unsent text), and the entity spans of each text."""
+    headers = {"Content-Type": "application/json", **({"X-API-Key": api_key} if api_key else {})}
+    results: List[Any] = [None] * len(texts)
+    errors: List[str] = []
+    lock = threading.Lock()
+    next_index = [0]
+    barrier = threading.Barrier(clients + 1)
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.connect()
+        barrier.wait()
+        try:
+            while True:
+                with lock:
+                    i = next_index[0]
+                    next_index[0] += 1
+                if i >= len(texts):
+                    return
+                results[i] = _spans(_post(conn, texts[i], headers)["docs"][0]["ents"])
+        except Exception as error:  # noqa: BLE001 - reported by the caller
+            errors.append(repr(error))
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(f"{len(errors)} client(s) failed, first: {errors[0]}")
+    return seconds, results
+
+
+def time_latency(port: int, text: str, n: int, api_key: Optional[str] = None) -> List[float]:
+    """Seconds of each of ``n`` sequential requests with one text (one keep-alive connection)."""
+    headers = {"Content-Type": "application/json", **({"X-API-Key": api_key} if api_key else {})}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    times = []
+    try:
+        for _ in range(n):
+            start = time.perf_counter()
+            _post(conn, text, headers)
+            times.append(time.perf_counter() - start)
+    finally:
+        conn.close()
+    return times
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100), nearest rank."""
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    return ordered[index]
+
+
+def serve_benchmark(
+    model: str,
+    data_path: Path,
+    *,
+    clients: int = 16,
+    repeats: int = 3,
+    limit: int = 0,
+    latency_requests: int = 200,
+    torch_threads: Optional[int] = None,
+    server_args: Sequence[str] = (),
+    echo: Callable[[str], None] = print,
+) -> Dict[str, Any]:
+    """Measure the server against ``nlp.pipe`` on the texts of ``data_path``.
+
+    model (str): pipeline path or package name (loaded here and by the server).
+    data_path (Path): ``.spacy`` file whose texts are sent.
+    clients (int): concurrent client connections.
+    repeats (int): alternating rounds of ``nlp.pipe`` and the server; medians are reported.
+    limit (int): use only the first N docs (0: all).
+    latency_requests (int): sequential requests of one short text for p50 / p99.
+    torch_threads (Optional[int]): torch intra-op threads of the server (None: serve's default).
+        ``nlp.pipe`` is timed both with these and with torch's default (one per core), and the
+        server is compared with the faster of the two.
+    server_args (Sequence[str]): more ``serve`` options.
+    RETURNS (Dict[str, Any]): the numbers (words/s of each round, medians, ratio, latencies).
+    """
+    import spacy
+    import torch
+
+    from ..benchmark import machine_description
+    from .settings import default_torch_threads
+
+    texts, n_words = load_texts(data_path, limit)
+    server_threads = torch_threads or default_torch_threads()
+    pipe_threads = sorted({server_threads, torch.get_num_threads()})
+    nlp = spacy.load(model)
+    short = next((t for t in texts if 8 <= len(t.split()) <= 15), texts[0])
+    echo(f"{len(texts)} texts, {n_words} words; {clients} clients; torch threads: server {server_threads}, "
+         f"nlp.pipe {' and '.join(map(str, pipe_threads))}")
+    time_pipe(nlp, texts[:200])  # warm-up
+    args = ["--torch-threads", str(server_threads), "--no-access-log", "--log-level", "warning",
+            "--queue-size", str(max(64, 2 * clients)), *server_args]
+    pipe_wps: Dict[int, List[float]] = {t: [] for t in pipe_threads}
+    server_wps: List[float] = []
+    mismatched = 0
+    with ServerProcess(model, args) as server:
+        time_server(server.port, texts[:200], clients)  # warm-up
+        for round_ in range(repeats):
+            for threads in pipe_threads:
+                torch.set_num_threads(threads)
+                seconds, pipe_spans = time_pipe(nlp, texts)
+                pipe_wps[threads].append(n_words / seconds)
+            seconds, server_spans = time_server(server.port, texts, clients)
+            server_wps.append(n_words / seconds)
+            mismatched = sum(a != b for a, b in zip(pipe_spans, server_spans))
+            pipes = ", ".join(f"{pipe_wps[t][-1]:,.0f} ({t} threads)" for t in pipe_threads)
+            echo(f"round {round_ + 1}: nlp.pipe {pipes}; server {server_wps[-1]:,.0f} words/s; "
+                 f"texts with other entities: {mismatched}")
+        latencies = time_latency(server.port, short, latency_requests)
+    pipe_medians = {t: median(v) for t, v in pipe_wps.items()}
+    best_threads = max(pipe_medians, key=pipe_medians.get)
+    torch.set_num_threads(best_threads)
+    local = []
+    for _ in range(latency_requests):
+        start = time.perf_counter()
+        nlp(short)
+        local.append(time.perf_counter() - start)
+    result = {
+        "model": model, "data": str(data_path), "server_args": list(server_args), "n_texts": len(texts),
+        "n_words": n_words, "clients": clients,
+        "server_torch_threads": server_threads, "pipe_words_per_second": pipe_wps, "pipe_medians": pipe_medians,
+        "pipe_best_threads": best_threads, "pipe_median": pipe_medians[best_threads],
+        "server_words_per_second": server_wps, "server_median": median(server_wps),
+        "ratio": median(server_wps) / pipe_medians[best_threads], "mismatched_texts": mismatched,
+        "latency_text": short, "latency_words": len(nlp.make_doc(short)), "latency_requests": latency_requests,
+        "latency_p50_ms": 1000 * percentile(latencies, 50), "latency_p99_ms": 1000 * percentile(latencies, 99),
+        "nlp_p50_ms": 1000 * percentile(local, 50), "nlp_p99_ms": 1000 * percentile(local, 99),
+        "machine": machine_description(), "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+    }
+    echo(f"median: nlp.pipe {result['pipe_median']:,.0f} words/s ({best_threads} threads), server "
+         f"{result['server_median']:,.0f} words/s ({result['ratio']:.2f}x); "
+         f"latency p50 {result['latency_p50_ms']:.1f} ms, p99 {result['latency_p99_ms']:.1f} ms "
+         f"(nlp(text) p50 {result['nlp_p50_ms']:.1f} ms)")
+    return result
+
+
+def serve_benchmark_markdown(result: Dict[str, Any], *, title: str, command: str) -> str:
+    """The benchmark document's section for one run."""
+    n_rounds = len(result["server_words_per_second"])
+    rows = [
+        f"| `nlp.pipe` in process, torch threads {t} | {result['pipe_medians'][t]:,.0f} | "
+        f"{result['pipe_medians'][t] / result['pipe_median']:.2f} | "
+        f"{', '.join(f'{v:,.0f}' for v in result['pipe_words_per_second'][t])} |"
+        for t in sorted(result["pipe_medians"])
+    ]
+    rows.append(
+        f"| server, {result['clients']} clients, torch threads {result['server_torch_threads']} | "
+        f"{result['server_median']:,.0f} | **{result['ratio']:.2f}** | "
+        f"{', '.join(f'{v:,.0f}' for v in result['server_words_per_second'])} |"
+    )
+    return "\n".join([
+        f"## {title}",
+        "",
+        f"Run on {result['date']} on {result['machine']}, CPU. `python -m spacy_hybridner serve` in a child "
+        "process on loopback (defaults but the access log, off; the model "
+        f"{'in its worker thread' if '--model-thread' in result['server_args'] else 'in a process of its own'}); "
+        "its clients run in the benchmark's process, on the same cores.",
+        "",
+        "Command:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        f"Throughput on {result['n_texts']:,} texts ({result['n_words']:,} words) of `{result['data']}`: "
+        f"one text per request from {result['clients']} concurrent clients, against plain `nlp.pipe` on the "
+        f"same texts in the same run, alternating, median of {n_rounds} rounds; the ratio is to the faster "
+        "`nlp.pipe` setting:",
+        "",
+        "| | words/s | × nlp.pipe | rounds |",
+        "| --- | ---: | ---: | --- |",
+        *rows,
+        "",
+        f"Texts whose entities from the server differ from `nlp.pipe`'s (last round): {result['mismatched_texts']}.",
+        "",
+        f"Latency of one short text ({result['latency_words']} words) sent {result['latency_requests']} times "
+        f"in a row: p50 **{result['latency_p50_ms']:.1f} ms**, p99 **{result['latency_p99_ms']:.1f} ms** "
+        f"(`nlp(text)` in process: p50 {result['nlp_p50_ms']:.1f} ms, p99 {result['nlp_p99_ms']:.1f} ms).",
+        "",
+    ])

@@ -1,0 +1,58 @@
+"""Settings of the server: where it listens, its limits, and how requests are batched."""
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+API_KEY_ENV = "SPACY_HYBRIDNER_API_KEY"
+
+
+def default_torch_threads() -> int:
+    """torch intra-op threads of the server's model: one less than the cores (at least 1),
+    leaving a core to the event loop that parses and answers HTTP. With as many threads as
+    cores, torch's threads and the event loop fight over the cores and both slow down."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
+@dataclass
+class ServeSettings:
+    """Everything the server needs besides the pipeline (defaults are the CLI's).
+
+    host (str): interface to bind; 127.0.0.1 (loopback only) unless told otherwise.
+    port (int): TCP port.
+    api_key (Optional[str]): if set, every request except ``GET /health`` and the static page
+        must send it as ``X-API-Key: KEY`` or ``Authorization: Bearer KEY`` (else 401).
+    max_body_bytes (int): largest request body (413 beyond it, checked on Content-Length and
+        on the bytes actually received).
+    max_text_chars (int): most characters in one text (422 naming the text).
+    max_texts (int): most texts in one request (422).
+    queue_size (int): requests waiting for the model at most; one more gets 503 + Retry-After.
+    max_batch_texts (int): most texts the worker gathers into one ``nlp.pipe`` call (a
+        request with more texts runs as a batch of its own).
+    batch_wait_ms (float): how long the worker waits for more requests after the first one
+        of a batch arrived (only while the queue is empty; a busy server batches at once).
+    retry_after_s (int): the Retry-After value sent with 503.
+    access_log (bool): uvicorn's per-request log lines.
+    log_level (str): uvicorn's and the server's log level.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    api_key: Optional[str] = None
+    max_body_bytes: int = 1_048_576
+    max_text_chars: int = 100_000
+    max_texts: int = 128
+    queue_size: int = 64
+    max_batch_texts: int = 64
+    batch_wait_ms: float = 2.0
+    retry_after_s: int = 1
+    access_log: bool = True
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_text_chars", "max_texts", "queue_size", "max_batch_texts"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"batch_wait_ms must be 0 or more, got {self.batch_wait_ms}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError(f"the API key is empty: give a non-empty --api-key or unset {API_KEY_ENV}")
