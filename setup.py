@@ -22,11 +22,14 @@ setup(
         "typer>=0.9",
         "numpy",
         "srsly",
+        "tqdm>=4.38",
     ],
     extras_require={
         "report": ["matplotlib>=3.5"],
         "tensorboard": ["tensorboard>=2.10"],
-        "test": ["pytest>=7", "matplotlib>=3.5", "ruff>=0.5", "tensorboard>=2.10"],
+        # annotate --engine ray (Ray Data), and Parquet input/output for either engine
+        "ray": ["ray[data]>=2.60", "pyarrow>=17"],
+        "test": ["pytest>=7", "matplotlib>=3.5", "ruff>=0.5", "tensorboard>=2.10", "ray[data]>=2.60", "pyarrow>=17"],
     },
     entry_points={
         "console_scripts": ["spacy-hybridner = spacy_hybridner.cli:main"],
