@@ -277,7 +277,7 @@ def annotate_benchmark_command(
     model: str = typer.Argument(..., help="Pipeline name or path"),
     data_path: Path = typer.Argument(..., help=".spacy file whose texts are annotated (e.g. the test split)"),
     repeat: int = typer.Option(3, min=1, help="Runs of each configuration (medians reported)"),
-    synthetic_factor: int = typer.Option(10, min=0,
+    synthetic_factor: int = typer.Option(5, min=0,
         help="Also a corpus of the texts repeated K times, shuffled (0: none)"),
     limit: int = typer.Option(0, min=0, help="Use only the first N texts (0: all)"),
     batch_size: int = typer.Option(256, min=1, help="annotate --batch-size"),

@@ -132,15 +132,15 @@ def test_local_engine_matches_nlp_pipe(model_dir, corpus, expected, tmp_path, ca
 
 @pytest.fixture(scope="module")
 def ray_session():
-    ray = pytest.importorskip("ray")  # an extra; `make test` installs it with the test extra
+    import ray  # the `ray` extra, part of the `test` extra
     ray.init(num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()
 
 
 @pytest.mark.parametrize("case,output_format", [
-    ("jsonl-folder", "jsonl"),
-    ("txt-file", "parquet"),
+    ("jsonl-file", "parquet"),  # with batch_size 3, lines 4-6 are a batch of rejects only
+    ("txt-glob", "jsonl"),  # ids name the files, as in the local engine
     ("parquet-glob", "docbin"),
 ])
 def test_ray_engine_matches_nlp_pipe(ray_session, model_dir, corpus, expected, tmp_path, case, output_format):
@@ -214,3 +214,25 @@ def test_unreadable_input_is_a_clear_error(model_dir, corpus, tmp_path):
     with pytest.raises(AnnotateInputError, match="exists"):
         annotate(str(model_dir), str(corpus / "docs.jsonl"), existing)
     assert existing.read_text() == "keep me"
+
+
+def test_benchmark_section_and_cluster_estimate(tmp_path):
+    from spacy_hybridner.annotate_benchmark import cluster_estimate, write_benchmark
+
+    estimate = cluster_estimate(100.0, 0.5)  # 100 docs/s per actor at 50% efficiency
+    assert estimate["cores"] == pytest.approx(1e8 / 86_400 / 50.0)
+    assert estimate["nodes_32"] == pytest.approx(estimate["cores"] / 32)
+    seconds = {"nlp.pipe (this process)": [10.0], "local, 1 process": [12.0], "local, 2 processes": [7.0],
+               "ray, 1 actor": [40.0, 44.0, 42.0], "ray, 2 actors": [26.0, 25.0, 27.0]}
+    results = {"model": "m", "data": "d.spacy", "ray_init_s": 4.0, "ray_first_batch_s": 10.0,
+               "corpora": {"base": {"docs": 1000, "words": 20000, "seconds": seconds}}}
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## other\n\nkept\n")
+    write_benchmark(results, doc, "python -m spacy_hybridner annotate-benchmark m d.spacy", machine="test machine")
+    write_benchmark(results, doc, "python -m spacy_hybridner annotate-benchmark m d.spacy", machine="test machine")
+    text = doc.read_text()
+    assert text.count("## annotate: local engine and Ray Data") == 1 and "## other\n\nkept" in text
+    assert "| ray, 2 actors | 26.0 | 38.5 | 769 | 0.38 |" in text  # medians: 1000 docs / 26 s
+    # steady: (42 - 10) / (26 - 10) = 2.00x; one actor 1000 / 32 s = 31.25 docs/s at 100% efficiency
+    assert "1.62× in wall time, 2.00× after subtracting" in text
+    assert f"about {1e8 / 86_400 / 31.25:,.0f} cores" in text
