@@ -617,7 +617,8 @@ class RayAnnotator:
 
 class _Tally:
     """Counts and rejects of a Ray run, per batch key (a retried batch replaces its own
-    entry). A Ray actor on the driver's node."""
+    entry), held by one small Ray actor (no CPU) for the driver to read at the end.
+    Rejects are expected to be few: each is a short record (no text) kept in memory."""
 
     def __init__(self) -> None:
         self.batches: Dict[str, Tuple[int, int, List[Dict[str, Any]]]] = {}
