@@ -23,6 +23,7 @@ setup(
         "numpy",
         "srsly",
         "tqdm>=4.38",
+        "threadpoolctl>=3",
     ],
     extras_require={
         "report": ["matplotlib>=3.5"],

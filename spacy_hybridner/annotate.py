@@ -18,6 +18,7 @@ Outputs: JSON Lines, Parquet (one record per document: ``id``, ``ents``, optiona
 ``text``) or spaCy DocBin shards. Records that cannot be annotated go to a rejects file
 (JSON Lines: ``id``, ``reason``, ``source``, ``line``) and the run goes on.
 """
+import contextlib
 import glob
 import hashlib
 import json
@@ -542,18 +543,22 @@ def run_local(
             yield from valid
 
     torch_threads = None
+    blas_limits = contextlib.nullcontext()
     if workers > 1:
-        # Each forked worker runs torch on one thread: a process forked after torch used
-        # several threads hangs in its first parallel op, and N workers on N cores want
-        # one thread each. Set here, explicitly, and restored afterwards.
+        # Each forked worker runs torch and BLAS on one thread: a process forked after
+        # torch used several threads hangs in its first parallel op, and N workers on N
+        # cores each with a pool of N (spinning) BLAS threads run slower than one process.
+        # Set here, explicitly, before the fork, and restored afterwards.
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch_threads = torch.get_num_threads()
         torch.set_num_threads(1)
+        blas_limits = threadpool_limits(limits=1)
     writer = LocalWriter(output, output_format, settings, shard_size)
     n_annotated = n_words = 0
     try:
-        with tqdm(desc="annotate", unit=" docs", disable=not progress, mininterval=1.0) as bar:
+        with blas_limits, tqdm(desc="annotate", unit=" docs", disable=not progress, mininterval=1.0) as bar:
             records: List[Dict[str, Any]] = []
             docs: List[Any] = []
             for row, doc in annotate_rows(annotator, rows(), n_process=workers):
@@ -632,7 +637,7 @@ class _Tally:
         return annotated, words, [r for b in self.batches.values() for r in b[2]]
 
 
-def _input_datasource(paths: List[str], settings: RecordSettings):
+def _input_datasource(paths: List[str], settings: RecordSettings, rows_per_block: int):
     from ray.data.datasource import FileBasedDatasource
 
     class InputDatasource(FileBasedDatasource):
@@ -645,10 +650,12 @@ def _input_datasource(paths: List[str], settings: RecordSettings):
         def _read_stream(self, f, path: str):
             import pyarrow as pa
 
+            # One block per batch: Ray Data hands a whole block to one actor, so blocks as
+            # large as a file would leave the other actors idle on a one-file corpus.
             if settings.fmt == "parquet":
-                yield from read_parquet_batches(path, settings)
+                yield from read_parquet_batches(path, settings, rows_per_block)
                 return
-            for batch in read_line_batches(path, f):
+            for batch in read_line_batches(path, f, rows_per_block):
                 yield pa.table({"line": pa.array(batch["line"], pa.int64()), "raw": pa.array(batch["raw"], pa.binary()),
                                 "path": pa.array(batch["path"], pa.string())})
 
@@ -726,7 +733,7 @@ def run_ray(
         paths = [str(f.resolve()) for f in files]
         settings = RecordSettings(**{**settings.__dict__,
                                      "source_names": {str(f.resolve()): settings.source_name(str(f)) for f in files}})
-        ds = ray.data.read_datasource(_input_datasource(paths, settings), num_cpus=0)
+        ds = ray.data.read_datasource(_input_datasource(paths, settings, batch_size), num_cpus=0)
         with warnings.catch_warnings():
             # Ray 2.60 takes max_restarts / max_task_retries only as extra keyword arguments
             # of map_batches, which it flags as deprecated; there is no named parameter yet.

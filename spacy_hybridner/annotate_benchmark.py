@@ -66,8 +66,10 @@ def run_annotate_benchmark(
     """
     import ray
     import torch
+    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(1)  # one core per worker everywhere, the baseline included
+    torch.set_num_threads(1)  # one core per worker everywhere, the baseline included:
+    threadpool_limits(limits=1)  # torch and BLAS (Ray's actors get OMP_NUM_THREADS=1 from Ray)
     texts = _texts_of(data_path, limit)
     rng = random.Random(0)
     corpora = {"base": texts}
@@ -135,7 +137,8 @@ def benchmark_markdown(results: Dict, *, command: str, machine: str, title: str)
          f"{len(next(iter(results['corpora'].values()))['seconds']['ray, 1 actor'])} times (interleaved); "
          "medians of the wall time of a whole run (reading, annotating, writing; for the engines also "
          "loading the pipeline, and for Ray starting the actors). Words are spaCy tokens. nlp.pipe and "
-         "every worker run torch on one thread."),
+         "every worker run torch and BLAS on one thread, so each configuration uses as many cores as it has "
+         "workers."),
         "",
         "Command:",
         "",
