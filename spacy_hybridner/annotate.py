@@ -40,6 +40,8 @@ EXIT_REJECTS = 3
 # spaCy's own default nlp.max_length: a longer text makes nlp.pipe raise, so reject it first.
 DEFAULT_MAX_CHARS = 1_000_000
 LINE_BLOCK_ROWS = 10_000
+# Seconds the Ray engine waits for all its actors to start (load the pipeline) before the run.
+ACTOR_START_TIMEOUT_S = 600
 
 
 class AnnotateInputError(ValueError):
@@ -728,7 +730,12 @@ def run_ray(
         else:
             ray.init(num_cpus=num_cpus or workers, include_dashboard=False)
     try:
-        DataContext.get_current().enable_progress_bars = progress
+        context = DataContext.get_current()
+        context.enable_progress_bars = progress
+        # Start work only once every actor has loaded the pipeline: otherwise the first
+        # ready actor takes the queued batches while the others are still loading, and a
+        # short corpus runs on one actor. A pool the cluster cannot host fails after this.
+        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
         tally = ray.remote(num_cpus=0)(_Tally).remote()
         paths = [str(f.resolve()) for f in files]
         settings = RecordSettings(**{**settings.__dict__,
