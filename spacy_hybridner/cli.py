@@ -310,3 +310,92 @@ def serve_benchmark_command(
     if not no_doc and doc_path is not None:
         update_benchmark_doc(doc_path, section_title, section)
         typer.echo(f"Written to {doc_path}")
+class AnnotateEngine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+@app.command("annotate")
+def annotate_command(
+    model: str = typer.Argument(...,
+        help="Pipeline name or path (on a cluster: installed on, or visible to, every node)"),
+    input_path: str = typer.Argument(..., help="Input: a file, a folder (searched recursively) or a quoted glob"),
+    output: Path = typer.Argument(...,
+        help="local: a .jsonl / .parquet file, or a folder of .spacy shards; ray: a folder of shards"),
+    engine: AnnotateEngine = typer.Option(AnnotateEngine.local, help="local: nlp.pipe in this process; ray: Ray Data"),
+    address: Optional[str] = typer.Option(None,
+        help="ray: join this cluster ('auto', 'ray://HEAD:10001'); default: start Ray here"),
+    workers: int = typer.Option(1, min=1,
+        help="local: nlp.pipe n_process; ray: actors, one CPU and one torch thread each"),
+    batch_size: int = typer.Option(256, min=1, help="Records per batch (ray: map_batches batch_size)"),
+    pipe_batch_size: Optional[int] = typer.Option(None, min=1, help="nlp.pipe batch_size (default: the pipeline's)"),
+    input_format: Optional[str] = typer.Option(None, help="jsonl, txt or parquet (default: from the file extensions)"),
+    output_format: Optional[str] = typer.Option(None,
+        help="jsonl, parquet or docbin (default: from OUTPUT's extension; ray: jsonl)"),
+    id_field: str = typer.Option("id", help="JSON Lines field / Parquet column of the ids"),
+    text_field: str = typer.Option("text", help="JSON Lines field / Parquet column of the texts"),
+    max_chars: int = typer.Option(1_000_000, min=0,
+        help="Reject longer texts (spaCy's default max_length; 0: no limit)"),
+    include_text: bool = typer.Option(False, "--include-text", help="Copy each text into its output record"),
+    rejects: Optional[Path] = typer.Option(None,
+        help="Rejects file (JSON Lines; default: OUTPUT-stem.rejects.jsonl next to OUTPUT)"),
+    num_cpus: Optional[int] = typer.Option(None, min=1,
+        help="ray, without --address: CPUs of the local Ray instance (default: --workers)"),
+    max_restarts: int = typer.Option(8, min=-1, help="ray: restarts of each actor whose process died (-1: no limit)"),
+    max_task_retries: int = typer.Option(4, min=-1, help="ray: retries of a batch whose actor died (-1: no limit)"),
+    shard_size: int = typer.Option(10_000, min=1, help="local, docbin output: documents per .spacy shard"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT"),
+) -> None:
+    """Annotate a corpus: JSON Lines, plain text (one document per line) or Parquet in;
+    JSON Lines, Parquet or DocBin shards out, one record per document (id, entities with
+    confidences). Records without a usable text go to the rejects file and the run goes on.
+    Exit status: 0 all annotated, 3 some rejected, 2 unreadable or missing input."""
+    from .annotate import AnnotateInputError, annotate
+
+    try:
+        summary = annotate(
+            model, input_path, output, engine=engine.value, address=address, workers=workers,
+            batch_size=batch_size, pipe_batch_size=pipe_batch_size, input_format=input_format,
+            output_format=output_format, id_field=id_field, text_field=text_field,
+            max_chars=max_chars or None, include_text=include_text, rejects_path=rejects,
+            num_cpus=num_cpus, max_restarts=max_restarts, max_task_retries=max_task_retries,
+            shard_size=shard_size, overwrite=overwrite, echo=typer.echo,
+        )
+    except AnnotateInputError as e:
+        raise typer.BadParameter(str(e)) from e
+    raise typer.Exit(summary.exit_code)
+
+
+@app.command("annotate-benchmark")
+def annotate_benchmark_command(
+    model: str = typer.Argument(..., help="Pipeline name or path"),
+    data_path: Path = typer.Argument(..., help=".spacy file whose texts are annotated (e.g. the test split)"),
+    repeat: int = typer.Option(3, min=1, help="Runs of each configuration (medians reported)"),
+    synthetic_factor: int = typer.Option(5, min=0,
+        help="Also a corpus of the texts repeated K times, shuffled (0: none)"),
+    limit: int = typer.Option(0, min=0, help="Use only the first N texts (0: all)"),
+    batch_size: int = typer.Option(256, min=1, help="annotate --batch-size"),
+    doc_path: Path = typer.Option(Path("docs/benchmarks.md"), help="Benchmark document to update"),
+    write_doc: bool = typer.Option(True, help="Write the section into --doc-path (--no-write-doc: print only)"),
+) -> None:
+    """Docs/s and words/s of plain nlp.pipe, the local engine with 1 and 2 processes and
+    Ray Data with 1 and 2 actors in the same run, Ray's start-up, 1 -> 2 actor scaling,
+    and the cluster size a 100-million-document corpus needs for a one-day run."""
+    import shlex
+    import sys
+
+    from .annotate_benchmark import benchmark_markdown, run_annotate_benchmark, write_benchmark
+    from .benchmark import machine_description
+
+    if not data_path.exists():
+        raise typer.BadParameter(f"{data_path} does not exist: give a .spacy file, e.g. corpus/gmb/test.spacy.")
+    results = run_annotate_benchmark(model, data_path, repeat=repeat, synthetic_factor=synthetic_factor, limit=limit,
+                                     batch_size=batch_size, echo=typer.echo)
+    command = "python -m spacy_hybridner annotate-benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    if write_doc:
+        section = write_benchmark(results, doc_path, command)
+        typer.echo(section)
+        typer.echo(f"Written to {doc_path}")
+    else:
+        typer.echo(benchmark_markdown(results, command=command, machine=machine_description(),
+                                      title="annotate: local engine and Ray Data"))
