@@ -24,9 +24,9 @@ setup(
         "srsly",
     ],
     extras_require={
-        "report": ["matplotlib>=3.5"],
+        "report": ["matplotlib>=3.5", "seqeval>=1.2"],
         "tensorboard": ["tensorboard>=2.10"],
-        "test": ["pytest>=7", "matplotlib>=3.5", "ruff>=0.5", "tensorboard>=2.10"],
+        "test": ["pytest>=7", "matplotlib>=3.5", "ruff>=0.5", "tensorboard>=2.10", "seqeval>=1.2"],
     },
     entry_points={
         "console_scripts": ["spacy-hybridner = spacy_hybridner.cli:main"],

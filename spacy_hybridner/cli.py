@@ -133,13 +133,20 @@ def report(
     ),
     n_worst: int = typer.Option(10, help="How many of the worst-scored documents to show in displaCy"),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+    train_data: Optional[Path] = typer.Option(
+        None, "--train-data", exists=True, dir_okay=False,
+        help="Training .spacy file: adds recall per type and on names with unseen words",
+    ),
 ) -> None:
-    """Per-type P/R/F (markdown and JSON), confusion matrix with missed and spurious
-    entities, reliability diagram of ent._.confidence with its ECE, displaCy HTML of
-    the worst documents and, given --training-dir, training curves."""
+    """Per-type P/R/F (markdown and JSON) cross-checked with seqeval, confusion matrix
+    with missed and spurious entities, reliability diagram of ent._.confidence with its
+    ECE, displaCy HTML of the worst documents, given --training-dir training curves and,
+    given --train-data, recall on entities with words never seen in training."""
     from .report import write_report
 
-    result = write_report(_load(model, gpu_id), data_path, output_dir, training_dir, n_worst=n_worst)
+    result = write_report(
+        _load(model, gpu_id), data_path, output_dir, training_dir, n_worst=n_worst, train_path=train_data,
+    )
     typer.echo((output_dir / "scores.md").read_text(encoding="utf8"))
     typer.echo(f"Report written to {output_dir} ({len(result['worst_documents'])} worst documents in worst.html)")
 
@@ -214,3 +221,39 @@ def visualize(
         typer.echo(f"displaCy HTML: {write_displacy(docs, output)}")
     else:
         displacy.serve(docs, style="ent", port=port, host=host)
+
+
+@app.command("crosscheck")
+def crosscheck(
+    model: str = typer.Argument(..., help="Pipeline name or path"),
+    data_path: Path = typer.Argument(..., help="Gold .spacy file (e.g. the test split)"),
+    train_data: Optional[Path] = typer.Option(
+        None, "--train-data", exists=True, dir_okay=False,
+        help="Training .spacy file: adds recall per type and on names with unseen words",
+    ),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the results to this JSON file"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+) -> None:
+    """Entity P/R/F of the pipeline on DATA by spaCy's scorer and by seqeval on IOB2 tags,
+    side by side; exits with status 1 when they disagree. With --train-data, also recall
+    per type and on entities with a word never seen in training."""
+    import json
+
+    from .scoring import analyse, breakdown_markdown, crosscheck_line
+
+    try:
+        result = analyse(_load(model, gpu_id), data_path, train_data)
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err)) from None
+    check = result["crosscheck"]
+    for name in ("spacy", "seqeval"):
+        s = check[name]
+        typer.echo(f"{name:>8}: P {100 * s['ents_p']:.4f}  R {100 * s['ents_r']:.4f}  F {100 * s['ents_f']:.4f}")
+    typer.echo(crosscheck_line(check))
+    if "breakdown" in result:
+        typer.echo(breakdown_markdown(result["breakdown"]))
+    if output is not None:
+        output.write_text(json.dumps(result, indent=2), encoding="utf8")  # full precision (srsly rounds)
+        typer.echo(f"Written to {output}")
+    if not check["agree"]:
+        raise typer.Exit(1)
