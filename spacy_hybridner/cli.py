@@ -173,10 +173,18 @@ def benchmark(
         None, help="--batch-size for spacy benchmark speed (default: the pipeline's)",
     ),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+    seeds: int = typer.Option(1, min=1, help=(
+        "Train every config this many times, with [system] seed = seed-start, seed-start + 1, ...; "
+        "the table reports mean and standard deviation with each run beneath"
+    )),
+    seed_start: Optional[int] = typer.Option(
+        None, help="First seed (default 0); without it and with --seeds 1, the config's own seed",
+    ),
 ) -> None:
     """Train each config on the same data with the same wall-time budget, one after the
-    other, evaluate on the test split, measure speed with `spacy benchmark speed`, and
-    write the comparison to the benchmark document."""
+    other (--seeds N: N times each), evaluate on the test split, measure speed with
+    `spacy benchmark speed`, cross-check the scores with seqeval, break recall down by type
+    and unseen names, and write the comparison to the benchmark document."""
     import sys
 
     from .benchmark import benchmark_command, run_benchmark
@@ -186,9 +194,9 @@ def benchmark(
             train, dev, test, configs, corpus=corpus, budget_s=budget_minutes * 60, output_dir=output_dir,
             doc_path=doc_path, baseline=baseline, command=benchmark_command(sys.argv[2:]), echo=typer.echo,
             speed_batches=speed_batches, speed_repeats=speed_repeats, speed_batch_size=speed_batch_size,
-            gpu_id=gpu_id,
+            gpu_id=gpu_id, seeds=seeds, seed_start=seed_start,
         )
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         raise typer.BadParameter(str(err)) from None
     typer.echo(result["section"])
     typer.echo(f"Written to {doc_path}")

@@ -1,4 +1,5 @@
-"""The seqeval cross-check of spaCy's entity scores and recall on unseen names."""
+"""The seqeval cross-check of spaCy's entity scores, recall on unseen names, and the
+multi-seed benchmark table."""
 import json
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import spacy
 from spacy.training import Example
 from typer.testing import CliRunner
 
+from spacy_hybridner.benchmark import benchmark_markdown, check_seed_follows_system, summarize_runs
 from spacy_hybridner.cli import app
 from spacy_hybridner.report import predict_examples, write_report
 from spacy_hybridner.scoring import crosscheck_scores, recall_breakdown, training_words
@@ -136,3 +138,83 @@ def test_missing_training_data_is_explained(tmp_path):
         "crosscheck", "unused-model", str(tmp_path / "test.spacy"), "--train-data", str(tmp_path / "none.spacy"),
     ])
     assert result.exit_code == 2 and "none.spacy" in result.output and "does not exist" in result.output
+
+
+# --- the multi-seed benchmark table -------------------------------------------------------------
+def run(name, seed, f, dev_f, wps):
+    return {
+        "name": name, "seed": seed, "p": f, "r": f, "f": f, "per_type_f": {"PER": f}, "words_per_second": wps,
+        "best_dev_f": dev_f, "seconds_to_best": 60.0, "steps_to_best": 100 * (seed + 1), "peak_rss_mb": 1000.0 + seed,
+        "model_mb": 5.0, "train_command": f"python -m spacy train {name} --system.seed {seed}",
+        "seqeval_f": f, "scorers_agree": True, "recall_per_type": {"PER": 0.5}, "recall_unseen": 0.25,
+        "recall_seen": 0.75, "n_unseen": 4, "n_seen": 8,
+    }
+
+
+def test_multi_seed_table_reports_mean_and_sd_with_each_run():
+    rows = [run("spacy_ner", 0, 0.80, 0.90, 1000.0), run("spacy_ner", 1, 0.82, 0.88, 1200.0),
+            run("hybrid_cpu", 0, 0.83, 0.91, 550.0), run("hybrid_cpu", 1, 0.83, 0.93, 550.0)]
+    summary = summarize_runs(rows)
+    assert [s["name"] for s in summary] == ["spacy_ner", "hybrid_cpu"]
+    assert summary[0]["f"]["mean"] == pytest.approx(0.81) and summary[0]["f"]["sd"] == pytest.approx(0.02 ** 0.5 / 10)
+    section = benchmark_markdown(rows, corpus="tiny", command="cmd", budget_s=60, baseline="spacy_ner", gpu_id=-1)
+    # Mean ± sample sd (n - 1) of test F, dev F and words/s; the speed ratio of the means.
+    assert "| spacy_ner | 2 | **81.00 ± 1.41** |" in section
+    assert "| hybrid_cpu | 2 | **83.00 ± 0.00** |" in section
+    assert "| 1,100 ± 141 | 1.00 | 89.00 ± 1.41 |" in section
+    assert "| 550 ± 0 | 0.50 | 92.00 ± 1.41 |" in section
+    assert "| spacy_ner | 1 | 82.00 | 88.00 | 1,200 | 200 | 1.0 |" in section  # each run beneath
+    assert "seed` 0, 1" in section
+    assert "| hybrid_cpu | 25.00 ± 0.00 | 75.00 ± 0.00 | 50.00 | 83.00 | 2 of 2 |" in section
+
+
+def test_single_runs_keep_the_one_row_table():
+    rows = [run("spacy_ner", 0, 0.80, 0.90, 1000.0), run("hybrid_cpu", 0, 0.83, 0.91, 550.0)]
+    section = benchmark_markdown(rows, corpus="tiny", command="cmd", budget_s=60, baseline="spacy_ner", gpu_id=-1)
+    assert "| model | test P | test R | test F | F PER | words/s | × spacy_ner |" in section
+    assert "| hybrid_cpu | 83.00 | 83.00 | **83.00** | 83.00 | 550 | 0.55 |" in section
+    assert "±" not in section and "Each run" not in section
+
+
+def test_seeds_need_training_seed_to_follow_system_seed(tmp_path):
+    config = tmp_path / "fixed_seed.cfg"
+    text = (ROOT / "configs" / "spacy_ner.cfg").read_text()
+    config.write_text(text.replace("seed = ${system.seed}", "seed = 7"))
+    for shipped in sorted((ROOT / "configs").glob("*.cfg")):
+        check_seed_follows_system(shipped)
+    with pytest.raises(ValueError, match="seed = \\$\\{system.seed\\}"):
+        check_seed_follows_system(config)
+    corpus = write_corpus(tmp_path / "train.spacy")
+    result = CliRunner().invoke(app, [
+        "benchmark", str(corpus), str(corpus), str(corpus), "--corpus", "tiny", "--config", str(config),
+        "--seeds", "2", "--output-dir", str(tmp_path / "models"), "--doc-path", str(tmp_path / "b.md"),
+    ])
+    assert result.exit_code == 2 and "fixed_seed.cfg" in result.output
+    assert not (tmp_path / "models").exists()
+
+
+def test_tiny_benchmark_with_seeds(tmp_path, monkeypatch):
+    from thinc.api import Config
+
+    corpus = write_corpus(tmp_path / "train.spacy")
+    monkeypatch.setenv("SPACY_CONFIG_OVERRIDES", "--training.max_steps 10 --training.eval_frequency 5")
+    doc = tmp_path / "benchmarks.md"
+    result = CliRunner().invoke(app, [
+        "benchmark", str(corpus), str(corpus), str(corpus), "--corpus", "tiny",
+        "--config", str(ROOT / "configs" / "spacy_ner.cfg"), "--seeds", "2", "--seed-start", "3",
+        "--budget-minutes", "3", "--output-dir", str(tmp_path / "models"), "--doc-path", str(doc),
+        "--speed-repeats", "1", "--speed-batch-size", "4",
+    ])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "models" / "tiny" / "benchmark.json").read_text())
+    assert [(r["name"], r["seed"]) for r in rows] == [("spacy_ner", 3), ("spacy_ner", 4)]
+    for r in rows:
+        best = Path(r["run_dir"]) / "model-best"
+        assert best.parent.name == f"seed{r['seed']}"
+        saved = Config().from_disk(best / "config.cfg")
+        assert saved["system"]["seed"] == saved["training"]["seed"] == r["seed"]
+        assert f"--system.seed {r['seed']}" in r["train_command"]
+        assert r["scorers_agree"] and r["seqeval_f"] == pytest.approx(r["f"], abs=1e-9)
+        assert r["n_unseen"] == 0 and r["n_seen"] == 13  # the test split is the training split here
+    text = doc.read_text()
+    assert "| spacy_ner | 2 | **" in text and "Each run:" in text and "| spacy_ner | 4 |" in text
