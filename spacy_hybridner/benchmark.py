@@ -100,12 +100,12 @@ def check_seed_follows_system(config: Path) -> None:
 def benchmark_config(
     config: Path, train: Path, dev: Path, test: Path, output_dir: Path, budget_s: float,
     gpu_id: int, speed_batches: int, speed_repeats: int, echo: Callable[[str], None],
-    speed_batch_size: Optional[int] = None, seed: Optional[int] = None,
+    speed_batch_size: Optional[int] = None, seed: Optional[int] = None, crosscheck: bool = True,
 ) -> Dict:
     """Train one config (with ``--system.seed seed`` unless ``seed`` is None, the config's
-    own seed), evaluate model-best on the test split, measure its speed and cross-check
-    its scores (``python -m spacy_hybridner crosscheck``, with the training data for the
-    unseen-name breakdown). The model goes to ``output_dir / name``, or
+    own seed), evaluate model-best on the test split, measure its speed and, with
+    ``crosscheck``, cross-check its scores (``python -m spacy_hybridner crosscheck``, with
+    the training data for the unseen-name breakdown). The model goes to ``output_dir / name``, or
     ``output_dir / name / seed{seed}``. RETURNS (Dict): The run's row."""
     from thinc.api import Config
 
@@ -150,17 +150,7 @@ def benchmark_config(
         if result["returncode"] != 0 or not match:
             raise RuntimeError(f"{name}: spacy benchmark speed failed; see the output above.")
         speeds.append(float(match.group(1)))
-    echo(f"== {name}: seqeval cross-check and recall on unseen names")
-    check_path = out / "crosscheck.json"
-    checked = run_streaming(
-        [python, "-m", "spacy_hybridner", "crosscheck", str(best_dir), str(test), "--train-data", str(train),
-         "--output", str(check_path), "--gpu-id", str(gpu_id)],
-        name, echo,
-    )
-    if checked["returncode"] not in (0, 1) or not check_path.exists():  # 1: the scorers disagree, recorded
-        raise RuntimeError(f"{name}: the crosscheck command failed; see the output above.")
-    analysis = json.loads(check_path.read_text())
-    check, breakdown = analysis["crosscheck"], analysis["breakdown"]
+    analysis = _crosscheck_run(best_dir, test, train, out / "crosscheck.json", gpu_id, name, echo) if crosscheck else {}
     # The seed the training used, from the saved config (training.seed follows system.seed).
     trained_config = Config().from_disk(best_dir / "config.cfg")
     return {
@@ -182,6 +172,27 @@ def benchmark_config(
         # From the training logger, on a GPU only: torch.cuda.max_memory_allocated.
         "peak_gpu_mb": max((r["gpu_peak_mb"] for r in records if "gpu_peak_mb" in r), default=None),
         "model_mb": _dir_size_mb(best_dir),
+        **analysis,
+    }
+
+
+def _crosscheck_run(
+    best_dir: Path, test: Path, train: Path, check_path: Path, gpu_id: int, name: str, echo: Callable[[str], None],
+) -> Dict:
+    """Run ``python -m spacy_hybridner crosscheck`` on a trained model. RETURNS (Dict): The
+    row's ``seqeval_f``, ``scorers_agree``, ``recall_per_type``, ``recall_unseen``,
+    ``recall_seen``, ``n_unseen`` and ``n_seen``."""
+    echo(f"== {name}: seqeval cross-check and recall on unseen names")
+    checked = run_streaming(
+        [sys.executable, "-m", "spacy_hybridner", "crosscheck", str(best_dir), str(test), "--train-data", str(train),
+         "--output", str(check_path), "--gpu-id", str(gpu_id)],
+        name, echo,
+    )
+    if checked["returncode"] not in (0, 1) or not check_path.exists():  # 1: the scorers disagree, recorded
+        raise RuntimeError(f"{name}: the crosscheck command failed; see the output above.")
+    analysis = json.loads(check_path.read_text())
+    check, breakdown = analysis["crosscheck"], analysis["breakdown"]
+    return {
         "seqeval_f": check["seqeval"]["ents_f"],
         "scorers_agree": check["agree"],
         "recall_per_type": {k: v["recall"] for k, v in breakdown["per_type"].items()},
@@ -469,7 +480,7 @@ def run_benchmark(
     train: Path, dev: Path, test: Path, configs: List[Path], *, corpus: str, budget_s: float,
     output_dir: Path, doc_path: Path, baseline: str, command: str, echo: Callable[[str], None],
     speed_batches: int = 30, speed_repeats: int = 3, speed_batch_size: Optional[int] = None, gpu_id: int = -1,
-    seeds: int = 1, seed_start: Optional[int] = None,
+    seeds: int = 1, seed_start: Optional[int] = None, crosscheck: bool = True,
 ) -> Dict:
     """Train each config on the same data with the same wall-time budget, one after the
     other, evaluate on the test split, measure speed with ``spacy benchmark speed``, and
@@ -492,6 +503,8 @@ def run_benchmark(
         ``--system.seed`` ``seed_start`` (default 0), ``seed_start + 1``, ... into
         ``output_dir / corpus / name / seed{S}``.
     seed_start (Optional[int]): The first seed.
+    crosscheck (bool): Cross-check every run's test scores with seqeval and break its recall
+        down by type and unseen names (needs seqeval).
     RETURNS (Dict): ``rows`` (one per run), ``summary`` (``summarize_runs``, one per
         config) and ``section`` (the markdown written).
     """
@@ -500,9 +513,13 @@ def run_benchmark(
         raise FileNotFoundError(f"not found: {', '.join(missing)}")
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1, not {seeds}")
-    from .scoring import require_seqeval
+    if crosscheck:
+        from .scoring import require_seqeval
 
-    require_seqeval()  # each run is cross-checked with seqeval: fail before training, not after it
+        try:
+            require_seqeval()  # fail before the trainings, not after the first
+        except ImportError as err:
+            raise ImportError(f"{err} Or leave the cross-check out: --no-crosscheck.") from None
     run_seeds: List[Optional[int]] = [None]
     if seeds > 1 or seed_start is not None:
         run_seeds = list(range(seed_start or 0, (seed_start or 0) + seeds))
@@ -513,7 +530,7 @@ def run_benchmark(
         for seed in run_seeds:
             rows.append(benchmark_config(
                 config, train, dev, test, output_dir / corpus, budget_s, gpu_id,
-                speed_batches, speed_repeats, echo, speed_batch_size, seed=seed,
+                speed_batches, speed_repeats, echo, speed_batch_size, seed=seed, crosscheck=crosscheck,
             ))
             echo(
                 f"== {rows[-1]['name']} (seed {rows[-1]['seed']}): test F {100 * rows[-1]['f']:.2f}, "

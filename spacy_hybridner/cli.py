@@ -180,6 +180,9 @@ def benchmark(
     seed_start: Optional[int] = typer.Option(
         None, help="First seed (default 0); without it and with --seeds 1, the config's own seed",
     ),
+    crosscheck: bool = typer.Option(True, help=(
+        "Cross-check every run's test F with seqeval and break recall down by type and unseen names (needs seqeval)"
+    )),
 ) -> None:
     """Train each config on the same data with the same wall-time budget, one after the
     other (--seeds N: N times each), evaluate on the test split, measure speed with
@@ -194,7 +197,7 @@ def benchmark(
             train, dev, test, configs, corpus=corpus, budget_s=budget_minutes * 60, output_dir=output_dir,
             doc_path=doc_path, baseline=baseline, command=benchmark_command(sys.argv[2:]), echo=typer.echo,
             speed_batches=speed_batches, speed_repeats=speed_repeats, speed_batch_size=speed_batch_size,
-            gpu_id=gpu_id, seeds=seeds, seed_start=seed_start,
+            gpu_id=gpu_id, seeds=seeds, seed_start=seed_start, crosscheck=crosscheck,
         )
     except (FileNotFoundError, ValueError) as err:
         raise typer.BadParameter(str(err)) from None

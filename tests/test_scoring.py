@@ -218,3 +218,20 @@ def test_tiny_benchmark_with_seeds(tmp_path, monkeypatch):
         assert r["n_unseen"] == 0 and r["n_seen"] == 13  # the test split is the training split here
     text = doc.read_text()
     assert "| spacy_ner | 2 | **" in text and "Each run:" in text and "| spacy_ner | 4 |" in text
+
+
+def test_benchmark_without_seqeval_stops_before_training(tmp_path, monkeypatch):
+    import sys
+
+    from spacy_hybridner.benchmark import run_benchmark
+
+    for name in ("seqeval", "seqeval.metrics", "seqeval.metrics.sequence_labeling"):
+        monkeypatch.setitem(sys.modules, name, None)  # importing seqeval now raises ImportError
+    corpus = write_corpus(tmp_path / "train.spacy")
+    with pytest.raises(ImportError, match="--no-crosscheck"):
+        run_benchmark(
+            corpus, corpus, corpus, [ROOT / "configs" / "spacy_ner.cfg"], corpus="tiny", budget_s=60,
+            output_dir=tmp_path / "models", doc_path=tmp_path / "b.md", baseline="spacy_ner", command="cmd",
+            echo=print,
+        )
+    assert not (tmp_path / "models").exists()
