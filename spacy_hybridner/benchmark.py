@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from statistics import median
+from statistics import mean, median, stdev
 from typing import Callable, Dict, List, Optional
 
 import srsly
@@ -84,20 +84,41 @@ def _dir_size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
 
 
+def check_seed_follows_system(config: Path) -> None:
+    """Raise ValueError unless the config's ``[training] seed`` is ``${system.seed}``, so
+    that ``--system.seed`` decides the seed of the training run."""
+    from thinc.api import Config
+
+    value = Config().from_disk(config, interpolate=False).get("training", {}).get("seed")
+    if value != "${system.seed}":
+        raise ValueError(
+            f"{config}: [training] seed is {value!r}, so --system.seed would not change the training seed; "
+            "set `seed = ${system.seed}` in its [training] section."
+        )
+
+
 def benchmark_config(
     config: Path, train: Path, dev: Path, test: Path, output_dir: Path, budget_s: float,
     gpu_id: int, speed_batches: int, speed_repeats: int, echo: Callable[[str], None],
-    speed_batch_size: Optional[int] = None,
+    speed_batch_size: Optional[int] = None, seed: Optional[int] = None, crosscheck: bool = True,
 ) -> Dict:
+    """Train one config (with ``--system.seed seed`` unless ``seed`` is None, the config's
+    own seed), evaluate model-best on the test split, measure its speed and, with
+    ``crosscheck``, cross-check its scores (``python -m spacy_hybridner crosscheck``, with
+    the training data for the unseen-name breakdown). The model goes to ``output_dir / name``, or
+    ``output_dir / name / seed{seed}``. RETURNS (Dict): The run's row."""
+    from thinc.api import Config
+
     name = config.stem
-    out = output_dir / name
+    out = output_dir / name if seed is None else output_dir / name / f"seed{seed}"
     log = out / "log.jsonl"
     python = sys.executable
     train_cmd = [
         python, "-m", "spacy", "train", str(config), "--output", str(out), "--paths.train", str(train),
         "--paths.dev", str(dev), "--paths.log", str(log), "--gpu-id", str(gpu_id),
+        *(["--system.seed", str(seed)] if seed is not None else []),
     ]
-    echo(f"== {name}: training (budget {budget_s / 60:.1f} min)")
+    echo(f"== {name}: training (budget {budget_s / 60:.1f} min{'' if seed is None else f', seed {seed}'})")
     trained = run_streaming(train_cmd, name, echo, budget_s)
     best_dir = out / "model-best"
     if not best_dir.exists():
@@ -129,8 +150,13 @@ def benchmark_config(
         if result["returncode"] != 0 or not match:
             raise RuntimeError(f"{name}: spacy benchmark speed failed; see the output above.")
         speeds.append(float(match.group(1)))
+    analysis = _crosscheck_run(best_dir, test, train, out / "crosscheck.json", gpu_id, name, echo) if crosscheck else {}
+    # The seed the training used, from the saved config (training.seed follows system.seed).
+    trained_config = Config().from_disk(best_dir / "config.cfg")
     return {
         "name": name,
+        "seed": trained_config["training"]["seed"],
+        "run_dir": str(out),
         "config": str(config),
         "train_command": "python " + " ".join(train_cmd[1:]),
         "p": scores["ents_p"], "r": scores["ents_r"], "f": scores["ents_f"],
@@ -146,6 +172,34 @@ def benchmark_config(
         # From the training logger, on a GPU only: torch.cuda.max_memory_allocated.
         "peak_gpu_mb": max((r["gpu_peak_mb"] for r in records if "gpu_peak_mb" in r), default=None),
         "model_mb": _dir_size_mb(best_dir),
+        **analysis,
+    }
+
+
+def _crosscheck_run(
+    best_dir: Path, test: Path, train: Path, check_path: Path, gpu_id: int, name: str, echo: Callable[[str], None],
+) -> Dict:
+    """Run ``python -m spacy_hybridner crosscheck`` on a trained model. RETURNS (Dict): The
+    row's ``seqeval_f``, ``scorers_agree``, ``recall_per_type``, ``recall_unseen``,
+    ``recall_seen``, ``n_unseen`` and ``n_seen``."""
+    echo(f"== {name}: seqeval cross-check and recall on unseen names")
+    checked = run_streaming(
+        [sys.executable, "-m", "spacy_hybridner", "crosscheck", str(best_dir), str(test), "--train-data", str(train),
+         "--output", str(check_path), "--gpu-id", str(gpu_id)],
+        name, echo,
+    )
+    if checked["returncode"] not in (0, 1) or not check_path.exists():  # 1: the scorers disagree, recorded
+        raise RuntimeError(f"{name}: the crosscheck command failed; see the output above.")
+    analysis = json.loads(check_path.read_text())
+    check, breakdown = analysis["crosscheck"], analysis["breakdown"]
+    return {
+        "seqeval_f": check["seqeval"]["ents_f"],
+        "scorers_agree": check["agree"],
+        "recall_per_type": {k: v["recall"] for k, v in breakdown["per_type"].items()},
+        "recall_unseen": breakdown["unseen"]["recall"],
+        "recall_seen": breakdown["seen"]["recall"],
+        "n_unseen": breakdown["unseen"]["gold"],
+        "n_seen": breakdown["seen"]["gold"],
     }
 
 
@@ -173,9 +227,61 @@ def machine_description(gpu_id: int = -1) -> str:
     )
 
 
-def benchmark_markdown(
-    rows: List[Dict], *, corpus: str, command: str, budget_s: float, baseline: str, gpu_id: int,
-) -> str:
+def _pct(value: Optional[float]) -> str:
+    return f"{100 * value:.2f}" if value is not None else "-"
+
+
+def _mean_sd(values: List[Optional[float]]) -> Dict[str, Optional[float]]:
+    """Mean and sample standard deviation (n - 1) of the values that are not None; sd is
+    None for fewer than two values."""
+    known = [v for v in values if v is not None]
+    return {
+        "mean": mean(known) if known else None,
+        "sd": stdev(known) if len(known) > 1 else None,
+    }
+
+
+def summarize_runs(rows: List[Dict]) -> List[Dict]:
+    """Group the runs by config name (in order of first appearance) and summarise each
+    group: mean and sample standard deviation of test F, best dev F and words/s, means of
+    the other figures.
+
+    rows (List[Dict]): One row per run (``benchmark_config``).
+    RETURNS (List[Dict]): One summary per config: ``name``, ``runs`` (the rows), ``seeds``,
+        ``f``, ``best_dev_f``, ``words_per_second`` (each ``{"mean", "sd"}``), and means of
+        ``p``, ``r``, ``per_type_f``, ``seconds_to_best``, ``steps_to_best``, ``model_mb``,
+        ``seqeval_f``, ``recall_unseen``, ``recall_seen``, ``recall_per_type``; the largest
+        ``peak_rss_mb`` and ``peak_gpu_mb``; ``scorers_agree`` (runs that agree).
+    """
+    groups: Dict[str, List[Dict]] = {}
+    for r in rows:
+        groups.setdefault(r["name"], []).append(r)
+    summaries = []
+    for name, runs in groups.items():
+        def avg(key: str, runs=runs) -> Optional[float]:
+            return _mean_sd([r.get(key) for r in runs])["mean"]
+
+        def avg_dict(key: str, runs=runs) -> Dict[str, float]:
+            labels = sorted({label for r in runs for label in (r.get(key) or {})})
+            return {label: _mean_sd([(r.get(key) or {}).get(label) for r in runs])["mean"] for label in labels}
+
+        summaries.append({
+            "name": name, "runs": runs, "seeds": [r.get("seed") for r in runs],
+            **{key: _mean_sd([r.get(key) for r in runs]) for key in ("f", "best_dev_f", "words_per_second")},
+            **{key: avg(key) for key in (
+                "p", "r", "seconds_to_best", "steps_to_best", "model_mb", "seqeval_f", "recall_unseen", "recall_seen",
+                "n_unseen", "n_seen",
+            )},
+            "per_type_f": avg_dict("per_type_f"), "recall_per_type": avg_dict("recall_per_type"),
+            "peak_rss_mb": max((r["peak_rss_mb"] for r in runs if r.get("peak_rss_mb")), default=None),
+            "peak_gpu_mb": max((r["peak_gpu_mb"] for r in runs if r.get("peak_gpu_mb") is not None), default=None),
+            "scorers_agree": sum(1 for r in runs if r.get("scorers_agree")),
+        })
+    return summaries
+
+
+def _single_run_table(rows: List[Dict], baseline: str) -> List[str]:
+    """The table of one run per config (the layout of every run of record before seeds)."""
     base = next((r for r in rows if r["name"] == baseline), None)
     labels = sorted({label for r in rows for label in r["per_type_f"]})
     head = ["model", "test P", "test R", "test F"] + [f"F {label}" for label in labels] + [
@@ -200,6 +306,113 @@ def benchmark_markdown(
         if gpu_memory:
             cells.append(f"{r['peak_gpu_mb']:,.0f}" if r.get("peak_gpu_mb") is not None else "-")
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _with_sd(stat: Dict[str, Optional[float]], scale: float = 100.0, digits: int = 2, comma: bool = False) -> str:
+    if stat["mean"] is None:
+        return "-"
+    fmt = f"{{:,.{digits}f}}" if comma else f"{{:.{digits}f}}"
+    text = fmt.format(scale * stat["mean"])
+    return text + (f" ± {fmt.format(scale * stat['sd'])}" if stat["sd"] is not None else "")
+
+
+def _multi_seed_tables(summaries: List[Dict], baseline: str) -> List[str]:
+    """Mean ± sd per config, then every run beneath."""
+    base = next((s for s in summaries if s["name"] == baseline), None)
+    labels = sorted({label for s in summaries for label in s["per_type_f"]})
+    head = ["model", "runs", "test F", "test P", "test R"] + [f"F {label}" for label in labels] + [
+        "words/s", f"× {baseline}", "best dev F", "min to best dev F", "steps to best", "peak RSS (MB)", "model (MB)",
+    ]
+    gpu_memory = any(s.get("peak_gpu_mb") is not None for s in summaries)
+    if gpu_memory:
+        head.append("peak GPU memory (MiB)")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summaries:
+        wps = s["words_per_second"]
+        ratio = f"{wps['mean'] / base['words_per_second']['mean']:.2f}" if base else "-"
+        cells = [
+            s["name"], str(len(s["runs"])), f"**{_with_sd(s['f'])}**", _pct(s["p"]), _pct(s["r"]),
+            *[_pct(s["per_type_f"].get(label)) for label in labels],
+            _with_sd(wps, scale=1.0, digits=0, comma=True), ratio, _with_sd(s["best_dev_f"]),
+            f"{s['seconds_to_best'] / 60:.1f}" if s["seconds_to_best"] is not None else "-",
+            f"{s['steps_to_best']:.0f}" if s["steps_to_best"] is not None else "-",
+            f"{s['peak_rss_mb']:,.0f}" if s["peak_rss_mb"] else "-",
+            f"{s['model_mb']:.1f}",
+        ]
+        if gpu_memory:
+            cells.append(f"{s['peak_gpu_mb']:,.0f}" if s["peak_gpu_mb"] is not None else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Each run:",
+        "",
+        "| model | seed | test F | best dev F | words/s | steps to best | min to best dev F |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        for r in s["runs"]:
+            lines.append(
+                f"| {r['name']} | {r.get('seed', '-')} | {_pct(r['f'])} | {_pct(r['best_dev_f'])} | "
+                f"{r['words_per_second']:,.0f} | {r['steps_to_best'] if r['steps_to_best'] is not None else '-'} | "
+                + (f"{r['seconds_to_best'] / 60:.1f} |" if r["seconds_to_best"] is not None else "- |")
+            )
+    return lines
+
+
+def _breakdown_table(summaries: List[Dict]) -> List[str]:
+    """Recall per type and on names with unseen words, and the seqeval cross-check."""
+    if not any(s.get("recall_unseen") is not None or s.get("recall_seen") is not None for s in summaries):
+        return []
+    labels = sorted({label for s in summaries for label in s["recall_per_type"]})
+    counts = summaries[0]
+    head = ["model", "recall: a word unseen in training", "recall: all words seen"] + [
+        f"recall {label}" for label in labels
+    ] + ["seqeval F", "scorers agree"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in summaries:
+        cells = [
+            s["name"],
+            *[_with_sd(_mean_sd([r.get(key) for r in s["runs"]])) for key in ("recall_unseen", "recall_seen")],
+            *[_pct(s["recall_per_type"].get(label)) for label in labels],
+            _pct(s["seqeval_f"]), f"{s['scorers_agree']} of {len(s['runs'])}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    multi = any(len(s["runs"]) > 1 for s in summaries)
+    return [
+        "Recall on the test split by type and by whether an entity has a word never seen in training "
+        f"({counts['n_unseen']:.0f} entities with such a word, {counts['n_seen']:.0f} with all words seen; words "
+        "compared by token text, case-sensitively, against every token of the training split; a gold entity is "
+        "found when a predicted one has its exact characters and type), and the test F recomputed with seqeval "
+        "(IOB2 tags, conlleval's rules) from the same predictions"
+        + (" (mean ± sd, or the mean, over the runs)" if multi else "")
+        + ". Scorers agree: runs in which every P, R and F (overall and per type) of spaCy's scorer and of "
+        "seqeval differ by at most 1e-9.",
+        "",
+        *lines,
+    ]
+
+
+def benchmark_markdown(
+    rows: List[Dict], *, corpus: str, command: str, budget_s: float, baseline: str, gpu_id: int,
+) -> str:
+    """The ``## corpus`` section of the benchmark document: with one run per config, one
+    row per config; with several (seeds), mean ± sample standard deviation per config and
+    every run beneath; then recall by type and on unseen names, and the seqeval check.
+
+    rows (List[Dict]): One row per run. RETURNS (str): Markdown.
+    """
+    summaries = summarize_runs(rows)
+    multi = any(len(s["runs"]) > 1 for s in summaries)
+    lines = _multi_seed_tables(summaries, baseline) if multi else _single_run_table(rows, baseline)
+    gpu_memory = any(r.get("peak_gpu_mb") is not None for r in rows)
+    seeds = sorted({str(r["seed"]) for r in rows if r.get("seed") is not None})
+    seeds_note = (
+        f" Each config was trained {max(len(s['runs']) for s in summaries)} times, with `[system] seed` "
+        f"{', '.join(seeds)} (`--system.seed`; `[training] seed` follows it); the table gives the mean ± the "
+        f"sample standard deviation (n − 1) over the runs, other columns the mean (peak RSS: the largest), "
+        f"and the ratio of words/s is that of the means." if multi else ""
+    )
     date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     notes = [
         f"## {corpus}",
@@ -210,7 +423,8 @@ def benchmark_markdown(
         f"(`spacy evaluate`, model-best by dev F). Words/s: median of repeated "
         f"`spacy benchmark speed` runs on the test split."
         + (" Peak GPU memory: the most that PyTorch's allocator had handed out during training "
-           "(`torch.cuda.max_memory_allocated`, read at each evaluation)." if gpu_memory else ""),
+           "(`torch.cuda.max_memory_allocated`, read at each evaluation)." if gpu_memory else "")
+        + seeds_note,
         "",
         "Command:",
         "",
@@ -220,6 +434,11 @@ def benchmark_markdown(
         "",
         *lines,
         "",
+    ]
+    breakdown = _breakdown_table(summaries)
+    if breakdown:
+        notes += [*breakdown, ""]
+    notes += [
         "Training commands:",
         "",
         *[f"- `{r['name']}`: `{r['train_command']}`" for r in rows],
@@ -261,6 +480,7 @@ def run_benchmark(
     train: Path, dev: Path, test: Path, configs: List[Path], *, corpus: str, budget_s: float,
     output_dir: Path, doc_path: Path, baseline: str, command: str, echo: Callable[[str], None],
     speed_batches: int = 30, speed_repeats: int = 3, speed_batch_size: Optional[int] = None, gpu_id: int = -1,
+    seeds: int = 1, seed_start: Optional[int] = None, crosscheck: bool = True,
 ) -> Dict:
     """Train each config on the same data with the same wall-time budget, one after the
     other, evaluate on the test split, measure speed with ``spacy benchmark speed``, and
@@ -278,21 +498,49 @@ def run_benchmark(
     echo (Callable[[str], None]): Where progress goes.
     speed_batches, speed_repeats, speed_batch_size: For ``spacy benchmark speed``.
     gpu_id (int): GPU id, -1 for CPU.
-    RETURNS (Dict): ``rows`` (one per config) and ``section`` (the markdown written).
+    seeds (int): Runs per config. With 1 and no ``seed_start``, each config trains once
+        with its own ``[system] seed`` into ``output_dir / corpus / name``; otherwise with
+        ``--system.seed`` ``seed_start`` (default 0), ``seed_start + 1``, ... into
+        ``output_dir / corpus / name / seed{S}``.
+    seed_start (Optional[int]): The first seed.
+    crosscheck (bool): Cross-check every run's test scores with seqeval and break its recall
+        down by type and unseen names (needs seqeval).
+    RETURNS (Dict): ``rows`` (one per run), ``summary`` (``summarize_runs``, one per
+        config) and ``section`` (the markdown written).
     """
     missing = [str(p) for p in [train, dev, test, *configs] if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"not found: {', '.join(missing)}")
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, not {seeds}")
+    if crosscheck:
+        from .scoring import require_seqeval
+
+        try:
+            require_seqeval()  # fail before the trainings, not after the first
+        except ImportError as err:
+            raise ImportError(f"{err} Or leave the cross-check out: --no-crosscheck.") from None
+    run_seeds: List[Optional[int]] = [None]
+    if seeds > 1 or seed_start is not None:
+        run_seeds = list(range(seed_start or 0, (seed_start or 0) + seeds))
+        for config in configs:
+            check_seed_follows_system(config)
     rows = []
     for config in configs:
-        rows.append(benchmark_config(
-            config, train, dev, test, output_dir / corpus, budget_s, gpu_id,
-            speed_batches, speed_repeats, echo, speed_batch_size,
-        ))
-        echo(f"== {rows[-1]['name']}: test F {100 * rows[-1]['f']:.2f}, {rows[-1]['words_per_second']:,.0f} words/s")
+        for seed in run_seeds:
+            rows.append(benchmark_config(
+                config, train, dev, test, output_dir / corpus, budget_s, gpu_id,
+                speed_batches, speed_repeats, echo, speed_batch_size, seed=seed, crosscheck=crosscheck,
+            ))
+            echo(
+                f"== {rows[-1]['name']} (seed {rows[-1]['seed']}): test F {100 * rows[-1]['f']:.2f}, "
+                f"{rows[-1]['words_per_second']:,.0f} words/s"
+            )
+            # Every run so far, so that an interrupted benchmark keeps what it measured.
+            (output_dir / corpus).mkdir(parents=True, exist_ok=True)
+            (output_dir / corpus / "benchmark.json").write_text(json.dumps(rows, indent=2), encoding="utf8")
     section = benchmark_markdown(
         rows, corpus=corpus, command=command, budget_s=budget_s, baseline=baseline, gpu_id=gpu_id,
     )
     update_benchmark_doc(doc_path, corpus, section)
-    (output_dir / corpus / "benchmark.json").write_text(json.dumps(rows, indent=2), encoding="utf8")
-    return {"rows": rows, "section": section}
+    return {"rows": rows, "summary": summarize_runs(rows), "section": section}

@@ -133,13 +133,20 @@ def report(
     ),
     n_worst: int = typer.Option(10, help="How many of the worst-scored documents to show in displaCy"),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+    train_data: Optional[Path] = typer.Option(
+        None, "--train-data", exists=True, dir_okay=False,
+        help="Training .spacy file: adds recall per type and on names with unseen words",
+    ),
 ) -> None:
-    """Per-type P/R/F (markdown and JSON), confusion matrix with missed and spurious
-    entities, reliability diagram of ent._.confidence with its ECE, displaCy HTML of
-    the worst documents and, given --training-dir, training curves."""
+    """Per-type P/R/F (markdown and JSON) cross-checked with seqeval, confusion matrix
+    with missed and spurious entities, reliability diagram of ent._.confidence with its
+    ECE, displaCy HTML of the worst documents, given --training-dir training curves and,
+    given --train-data, recall on entities with words never seen in training."""
     from .report import write_report
 
-    result = write_report(_load(model, gpu_id), data_path, output_dir, training_dir, n_worst=n_worst)
+    result = write_report(
+        _load(model, gpu_id), data_path, output_dir, training_dir, n_worst=n_worst, train_path=train_data,
+    )
     typer.echo((output_dir / "scores.md").read_text(encoding="utf8"))
     typer.echo(f"Report written to {output_dir} ({len(result['worst_documents'])} worst documents in worst.html)")
 
@@ -166,10 +173,21 @@ def benchmark(
         None, help="--batch-size for spacy benchmark speed (default: the pipeline's)",
     ),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+    seeds: int = typer.Option(1, min=1, help=(
+        "Train every config this many times, with [system] seed = seed-start, seed-start + 1, ...; "
+        "the table reports mean and standard deviation with each run beneath"
+    )),
+    seed_start: Optional[int] = typer.Option(
+        None, help="First seed (default 0); without it and with --seeds 1, the config's own seed",
+    ),
+    crosscheck: bool = typer.Option(True, help=(
+        "Cross-check every run's test F with seqeval and break recall down by type and unseen names (needs seqeval)"
+    )),
 ) -> None:
     """Train each config on the same data with the same wall-time budget, one after the
-    other, evaluate on the test split, measure speed with `spacy benchmark speed`, and
-    write the comparison to the benchmark document."""
+    other (--seeds N: N times each), evaluate on the test split, measure speed with
+    `spacy benchmark speed`, cross-check the scores with seqeval, break recall down by type
+    and unseen names, and write the comparison to the benchmark document."""
     import sys
 
     from .benchmark import benchmark_command, run_benchmark
@@ -179,9 +197,9 @@ def benchmark(
             train, dev, test, configs, corpus=corpus, budget_s=budget_minutes * 60, output_dir=output_dir,
             doc_path=doc_path, baseline=baseline, command=benchmark_command(sys.argv[2:]), echo=typer.echo,
             speed_batches=speed_batches, speed_repeats=speed_repeats, speed_batch_size=speed_batch_size,
-            gpu_id=gpu_id,
+            gpu_id=gpu_id, seeds=seeds, seed_start=seed_start, crosscheck=crosscheck,
         )
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         raise typer.BadParameter(str(err)) from None
     typer.echo(result["section"])
     typer.echo(f"Written to {doc_path}")
@@ -399,3 +417,37 @@ def annotate_benchmark_command(
     else:
         typer.echo(benchmark_markdown(results, command=command, machine=machine_description(),
                                       title="annotate: local engine and Ray Data"))
+@app.command("crosscheck")
+def crosscheck(
+    model: str = typer.Argument(..., help="Pipeline name or path"),
+    data_path: Path = typer.Argument(..., help="Gold .spacy file (e.g. the test split)"),
+    train_data: Optional[Path] = typer.Option(
+        None, "--train-data", exists=True, dir_okay=False,
+        help="Training .spacy file: adds recall per type and on names with unseen words",
+    ),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the results to this JSON file"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+) -> None:
+    """Entity P/R/F of the pipeline on DATA by spaCy's scorer and by seqeval on IOB2 tags,
+    side by side; exits with status 1 when they disagree. With --train-data, also recall
+    per type and on entities with a word never seen in training."""
+    import json
+
+    from .scoring import analyse, breakdown_markdown, crosscheck_line
+
+    try:
+        result = analyse(_load(model, gpu_id), data_path, train_data)
+    except FileNotFoundError as err:
+        raise typer.BadParameter(str(err)) from None
+    check = result["crosscheck"]
+    for name in ("spacy", "seqeval"):
+        s = check[name]
+        typer.echo(f"{name:>8}: P {100 * s['ents_p']:.4f}  R {100 * s['ents_r']:.4f}  F {100 * s['ents_f']:.4f}")
+    typer.echo(crosscheck_line(check))
+    if "breakdown" in result:
+        typer.echo(breakdown_markdown(result["breakdown"]))
+    if output is not None:
+        output.write_text(json.dumps(result, indent=2), encoding="utf8")  # full precision (srsly rounds)
+        typer.echo(f"Written to {output}")
+    if not check["agree"]:
+        raise typer.Exit(1)

@@ -188,11 +188,17 @@ def plot_training_curves(records: List[Dict], path: Path) -> None:
 # --- the report ------------------------------------------------------------------------------
 def write_report(
     nlp: Language, data_path: Path, output_dir: Path, training_dir: Optional[Path] = None,
-    n_worst: int = 10, plots: bool = True,
+    n_worst: int = 10, plots: bool = True, train_path: Optional[Path] = None,
 ) -> Dict:
     """Write ``scores.md``, ``report.json``, ``worst.html`` and, with ``plots``,
     ``confusion.png``, ``reliability.png`` (and ``training.png`` given a training
-    folder with ``log.jsonl``) to ``output_dir``. RETURNS (Dict): what report.json holds."""
+    folder with ``log.jsonl``) to ``output_dir``. The scores are cross-checked with
+    seqeval (``scoring.crosscheck_scores``); given ``train_path`` (the training .spacy
+    file), recall per type and on names with words never seen in training is added
+    (``scoring.recall_breakdown``). RETURNS (Dict): what report.json holds."""
+    from .scoring import breakdown_markdown, crosscheck_line, crosscheck_scores, recall_breakdown, training_words
+
+    seen_words = training_words(train_path) if train_path is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)
     examples = predict_examples(nlp, data_path)
     scores = get_ner_prf(examples)
@@ -200,7 +206,13 @@ def write_report(
     support = {label: sum(counts.get(label, {}).values()) for label in labels}
     calib = calibration(examples)
     per_doc = document_scores(examples)
-    (output_dir / "scores.md").write_text(scores_markdown(scores, support, calib["ece"]), encoding="utf8")
+    check = crosscheck_scores(examples)
+    breakdown = recall_breakdown(examples, seen_words) if seen_words is not None else None
+    markdown = scores_markdown(scores, support, calib["ece"]) + "\n" + crosscheck_line(check) + "\n"
+    if breakdown is not None:
+        markdown += f"\nRecall by type and by words seen in training ({train_path}):\n\n"
+        markdown += breakdown_markdown(breakdown)
+    (output_dir / "scores.md").write_text(markdown, encoding="utf8")
 
     worst = sorted((d for d in per_doc if d["fp"] + d["fn"]), key=lambda d: (d["f"], -(d["fp"] + d["fn"])))[:n_worst]
     shown = []
@@ -235,6 +247,9 @@ def write_report(
         "calibration": calib,
         "worst_documents": worst,
         "training_log": records,
+        "crosscheck": check,
     }
+    if breakdown is not None:
+        report["breakdown"] = breakdown
     (output_dir / "report.json").write_text(json.dumps(report, indent=2), encoding="utf8")
     return report
