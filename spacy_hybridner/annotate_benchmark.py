@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional
 
 from .annotate import annotate
 from .annotator import Annotator
+from .benchmark import command_block
 
 DOCS_PER_DAY_TARGET = 100_000_000
 DAY_S = 86_400
@@ -140,12 +141,7 @@ def benchmark_markdown(results: Dict, *, command: str, machine: str, title: str)
          "every worker run torch and BLAS on one thread, so each configuration uses as many cores as it has "
          "workers."),
         "",
-        "Command:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
+        *command_block(command),
     ]
     first = results["ray_first_batch_s"]
     for name, corpus in results["corpora"].items():

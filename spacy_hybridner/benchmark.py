@@ -426,12 +426,7 @@ def benchmark_markdown(
            "(`torch.cuda.max_memory_allocated`, read at each evaluation)." if gpu_memory else "")
         + seeds_note,
         "",
-        "Command:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
+        *command_block(command),
         *lines,
         "",
     ]
@@ -445,6 +440,11 @@ def benchmark_markdown(
         "",
     ]
     return "\n".join(notes)
+
+
+def command_block(command: str) -> List[str]:
+    """Markdown lines that show the command a benchmark section was measured with."""
+    return ["Command:", "", "```bash", command, "```", ""]
 
 
 def update_benchmark_doc(path: Path, corpus: str, section: str) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ..benchmark import command_block
 from .process import ServerProcess
 
 
@@ -221,12 +222,7 @@ def serve_benchmark_markdown(result: Dict[str, Any], *, title: str, command: str
         f"{'in its worker thread' if '--model-thread' in result['server_args'] else 'in a process of its own'}); "
         "its clients run in the benchmark's process, on the same cores.",
         "",
-        "Command:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
+        *command_block(command),
         f"Throughput on {result['n_texts']:,} texts ({result['n_words']:,} words) of `{result['data']}`: "
         f"one text per request from {result['clients']} concurrent clients, against plain `nlp.pipe` on the "
         f"same texts in the same run, alternating, median of {n_rounds} rounds; the ratio is to the faster "
