@@ -3,13 +3,14 @@
 Importing the package registers the ``hybrid_ner`` factory, the architectures, loggers and
 callbacks in spaCy's registry, and nothing else; installed, spaCy finds them all through
 entry points without the import. ``Span._.confidence`` is registered when a ``hybrid_ner``
-component is made (``install_extensions``).
+component is made (``extensions.install_extensions``).
 """
 from .about import __version__
 from .architectures import build_hybrid_ner
 from .callbacks import initialize_frozen_v1
+from .extensions import install_extensions
 from .loggers import tensorboard_logger_v1, training_logger_v1
-from .pipeline_component import HybridEntityRecognizer, install_extensions, make_hybrid_ner
+from .pipeline_component import HybridEntityRecognizer, make_hybrid_ner
 
 __all__ = [
     "HybridEntityRecognizer", "__version__", "build_hybrid_ner", "initialize_frozen_v1",

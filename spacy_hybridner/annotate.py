@@ -390,10 +390,11 @@ def read_output(path: Path, output_format: Optional[str] = None) -> List[Dict[st
             records.extend(pq.read_table(file).to_pylist())
         else:
             import spacy
-            from spacy.tokens import DocBin, Span
+            from spacy.tokens import DocBin
 
-            if not Span.has_extension("confidence"):  # as the hybrid_ner component registers it
-                Span.set_extension("confidence", default=None)
+            from .extensions import install_extensions
+
+            install_extensions()
             vocab = spacy.blank("xx").vocab
             for doc in DocBin().from_disk(file).get_docs(vocab):
                 records.append({"id": doc.user_data.get("id"), "ents": doc_records(doc)})

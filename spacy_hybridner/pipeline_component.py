@@ -12,13 +12,14 @@ from spacy import util
 from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
-from spacy.tokens import Doc, Span
+from spacy.tokens import Doc
 from spacy.training import Example, biluo_tags_to_spans, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
 from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats1d, Floats2d, Ints1d
 
 from .calibration import entity_offsets, fit_temperature, is_correct
+from .extensions import install_extensions
 from .layers import crf_decode
 from .tag_scheme import biluo_constraints, biluo_tag_names
 
@@ -64,15 +65,6 @@ window_size = 1
 maxout_pieces = 3
 """
 DEFAULT_MODEL = Config().from_str(DEFAULT_HYBRID_NER_MODEL)["model"]
-
-
-def install_extensions() -> None:
-    """Register ``Span._.confidence`` (default None), the one place it is registered;
-    called by every ``HybridEntityRecognizer`` (as spacy-transformers registers
-    ``Doc._.trf_data``). Code that reads it for any pipeline checks
-    ``Span.has_extension("confidence")`` first."""
-    if not Span.has_extension("confidence"):
-        Span.set_extension("confidence", default=None)
 
 
 # nlp.pipe(n_process > 1) forks workers. A process forked after torch has used its

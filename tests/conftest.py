@@ -86,6 +86,15 @@ def trained_nlp():
     return train_tiny()
 
 
+@pytest.fixture(scope="session")
+def model_dir(trained_nlp, tmp_path_factory):
+    """``trained_nlp`` saved with ``to_disk``: a pipeline folder for ``spacy.load``, the
+    server, the annotator and the engines."""
+    path = tmp_path_factory.mktemp("trained") / "model"
+    trained_nlp.to_disk(path)
+    return path
+
+
 def run_python(code: str, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run code in a fresh interpreter; raise with its output if it fails."""
     env = dict(os.environ, OMP_NUM_THREADS="1")

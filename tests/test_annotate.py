@@ -35,13 +35,6 @@ BAD_JSONL = [
 
 
 @pytest.fixture(scope="module")
-def model_dir(trained_nlp, tmp_path_factory):
-    path = tmp_path_factory.mktemp("annotate") / "model"
-    trained_nlp.to_disk(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def expected(model_dir):
     """text -> nlp.pipe's entities (start, end, label, text, confidence)."""
     nlp = spacy.load(model_dir)

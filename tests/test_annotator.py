@@ -11,13 +11,6 @@ from conftest import TRAIN_DATA
 TEXTS = [text for text, _ in TRAIN_DATA] + ["Tim Cook visited Berlin and Paris .", ""]
 
 
-@pytest.fixture(scope="module")
-def model_dir(trained_nlp, tmp_path_factory):
-    path = tmp_path_factory.mktemp("annotator") / "model"
-    trained_nlp.to_disk(path)
-    return path
-
-
 def test_records_match_nlp_pipe(model_dir):
     nlp = spacy.load(model_dir)
     expected = [

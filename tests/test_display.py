@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 from spacy_hybridner.cli import app
 from spacy_hybridner.corpora import convert_corpus
 from spacy_hybridner.display import entity_lines, showcase
-from spacy_hybridner.pipeline_component import install_extensions
+from spacy_hybridner.extensions import install_extensions
 
 from conftest import TRAIN_DATA, write_corpus
 

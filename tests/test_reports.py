@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from spacy_hybridner.benchmark import update_benchmark_doc
 from spacy_hybridner.cli import app
-from spacy_hybridner.pipeline_component import install_extensions
+from spacy_hybridner.extensions import install_extensions
 from spacy_hybridner.report import calibration, confusion_counts
 
 from conftest import TRAIN_DATA, write_corpus

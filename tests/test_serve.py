@@ -18,13 +18,6 @@ LIMITS = dict(max_texts=4, max_text_chars=200, max_body_bytes=4000)
 
 
 @pytest.fixture(scope="module")
-def model_dir(trained_nlp, tmp_path_factory):
-    path = tmp_path_factory.mktemp("serve") / "model"
-    trained_nlp.to_disk(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def nlp(model_dir):
     return spacy.load(model_dir)
 

@@ -13,13 +13,6 @@ TEXT = "Tim Cook visited Berlin and Paris ."
 
 
 @pytest.fixture(scope="module")
-def model_dir(trained_nlp, tmp_path_factory):
-    path = tmp_path_factory.mktemp("serve_browser") / "model"
-    trained_nlp.to_disk(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def server(model_dir):
     with ServerProcess(str(model_dir), ["--torch-threads", "1", "--no-access-log"]) as process:
         yield process

@@ -42,13 +42,6 @@ def texts_of(body):
     return [d["text"] for d in body["docs"]]
 
 
-@pytest.fixture(scope="module")
-def model_dir(trained_nlp, tmp_path_factory):
-    path = tmp_path_factory.mktemp("serve_load") / "model"
-    trained_nlp.to_disk(path)
-    return path
-
-
 def test_concurrent_clients_all_answered_correctly_then_clean_stop(model_dir):
     plans = make_requests()
     nlp = spacy.load(model_dir)
