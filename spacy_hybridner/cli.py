@@ -258,6 +258,10 @@ def serve_command(
         True, "--model-process/--model-thread",
         help="Run the pipeline in a child process (its own GIL) or in the server's worker thread",
     ),
+    model_workers: Optional[int] = typer.Option(
+        None, min=1, show_default=False,
+        help="Model processes (copies of the pipeline) that take batches in turn (default: 2; 1 with --model-thread)",
+    ),
     access_log: bool = typer.Option(True, help="Log every request (uvicorn's access log)"),
     log_level: str = typer.Option("info", help="Log level: debug, info, warning, error"),
 ) -> None:
@@ -279,7 +283,7 @@ def serve_command(
         raise typer.BadParameter(str(error)) from error
     serve(
         model, settings, batch_size=batch_size, torch_threads=torch_threads, gpu_id=gpu_id,
-        model_process=model_process,
+        model_process=model_process, model_workers=model_workers,
     )
 
 
@@ -295,6 +299,11 @@ def serve_benchmark_command(
         None, min=1, show_default=False,
         help="torch threads of the server (default: serve's, one less than the cores); nlp.pipe is timed with "
              "these and with torch's default, and compared with the faster",
+    ),
+    model_workers: Optional[List[int]] = typer.Option(
+        None, min=1, show_default=False,
+        help="Model processes of the server; repeat to time several servers in the same rounds, the first "
+             "giving the latency (default: serve's)",
     ),
     title: Optional[str] = typer.Option(
         None, help="Section title in the document (default: 'serve (<folder> <file>)')",
@@ -318,7 +327,8 @@ def serve_benchmark_command(
         raise typer.BadParameter(f"{data_path} does not exist")
     result = serve_benchmark(
         model, data_path, clients=clients, repeats=repeats, limit=limit, latency_requests=latency_requests,
-        torch_threads=torch_threads, server_args=["--model-thread"] if model_thread else [], echo=typer.echo,
+        torch_threads=torch_threads, model_workers=model_workers or [],
+        server_args=["--model-thread"] if model_thread else [], echo=typer.echo,
     )
     command = "python -m spacy_hybridner serve-benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     where = ", model thread" if model_thread else ""

@@ -315,6 +315,42 @@ def test_load_failure_is_reported():
         assert "E050" in client.post("/v1/ents", json={"text": "a"}).json()["detail"]
 
 
+
+def test_model_workers_take_batches_in_turn():
+    """With two copies of the model, a request is annotated while the other copy is busy."""
+    first_model, second_model = StandIn(), StandIn()
+    app = create_app([first_model, second_model], ServeSettings(queue_size=8, batch_wait_ms=0))
+    with TestClient(app) as client:
+        wait_ready(client)
+        assert first_model.batches and second_model.batches  # both loaded and warmed up before ready
+        blocked_request, blocked_result = in_thread(client.post, "/v1/ents", json={"text": "block"})
+        wait_for(lambda: first_model.started.is_set() or second_model.started.is_set())
+        busy, free = (first_model, second_model) if first_model.started.is_set() else (second_model, first_model)
+        response = client.post("/v1/ents", json={"text": "meanwhile"})
+        assert response.status_code == 200 and response.json()["docs"][0]["ents"][0]["text"] == "meanwhile"
+        assert ["meanwhile"] in free.batches and ["meanwhile"] not in busy.batches
+        busy.release.set()
+        blocked_request.join(10)
+        assert blocked_result["value"].json()["docs"][0]["ents"][0]["text"] == "block"
+
+
+def test_not_ready_until_every_worker_loaded():
+    gate = threading.Event()
+    app = create_app([StandIn(), StandIn(load_gate=gate)], ServeSettings())
+    with TestClient(app) as client:
+        time.sleep(0.2)  # the first worker has loaded by now; the second waits at the gate
+        assert client.get("/ready").status_code == 503
+        gate.set()
+        wait_ready(client)
+
+
+def test_several_model_workers_need_model_processes(model_dir):
+    from spacy_hybridner.serve.app import serve
+
+    with pytest.raises(SystemExit, match="--model-workers 2.*--model-process"):
+        serve(str(model_dir), ServeSettings(), model_process=False, model_workers=2)
+
+
 # --- API key -------------------------------------------------------------------------------
 
 def test_api_key():

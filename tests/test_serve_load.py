@@ -54,7 +54,7 @@ def test_concurrent_clients_all_answered_correctly_then_clean_stop(model_dir):
 
     answers = [[] for _ in plans]
     failures = []
-    args = ["--torch-threads", "1", "--no-access-log", "--queue-size", "64"]
+    args = ["--torch-threads", "1", "--model-workers", "2", "--no-access-log", "--queue-size", "64"]
     with ServerProcess(str(model_dir), args) as server:
 
         def client(n):
@@ -105,13 +105,16 @@ def test_serve_benchmark_command_writes_its_section(model_dir, tmp_path):
     run_python(
         "import sys; from spacy_hybridner.cli import main; sys.argv = ['spacy-hybridner', 'serve-benchmark', "
         f"{str(model_dir)!r}, {str(data)!r}, '--clients', '4', '--repeats', '1', '--latency-requests', '5', "
-        f"'--torch-threads', '1', '--doc-path', {str(doc)!r}, '--title', 'serve (tiny)']; main()",
+        f"'--torch-threads', '1', '--model-workers', '2', '--model-workers', '1', "
+        f"'--doc-path', {str(doc)!r}, '--title', 'serve (tiny)']; main()",
         timeout=300,
     )
     text = doc.read_text(encoding="utf8")
     assert "## other\n\nkept" in text
     section = text[text.index("## serve (tiny)"):]
     assert "python -m spacy_hybridner serve-benchmark " in section
-    assert "| server, 4 clients, torch threads 1 |" in section
+    assert "| server, 4 clients, 2 model worker(s), torch threads 1 each |" in section
+    assert "| server, 4 clients, 1 model worker(s), torch threads 1 each |" in section
+    assert "| `nlp.pipe` in process, torch threads 1, batch size 4 |" in section
     assert "differ from `nlp.pipe`'s (last round): 0." in section
     assert "p50 **" in section and "p99 **" in section

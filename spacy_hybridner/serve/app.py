@@ -29,7 +29,7 @@ from typing_extensions import Annotated
 from ..annotator import filter_records
 from .batcher import Batcher, ModelError, NotReady, QueueFull
 from .render import render_html
-from .settings import ServeSettings, default_torch_threads
+from .settings import ServeSettings, default_model_workers, default_torch_threads
 
 logger = logging.getLogger("spacy_hybridner.serve")
 
@@ -221,10 +221,11 @@ def _validation_error_body(errors: List[Dict[str, Any]]) -> Dict[str, Any]:
 def create_app(
     annotator: Any, settings: ServeSettings, on_load_error: Optional[Callable[[BaseException], None]] = None,
 ) -> FastAPI:
-    """Build the server around one annotator.
+    """Build the server around an annotator, or several copies of one.
 
     annotator: an :class:`~spacy_hybridner.annotator.Annotator` (or anything with ``load()``,
-        ``annotate(texts)`` and ``info()``); loaded by the worker thread at start-up.
+        ``annotate(texts)`` and ``info()``), loaded by the worker thread at start-up; or a
+        list of them, one worker thread each (``/v1/model`` answers from the first).
     settings (ServeSettings): limits, batching, API key.
     on_load_error: called if the pipeline cannot be loaded (``serve`` stops the server then).
     RETURNS (FastAPI): the application. Its lifespan starts the worker (which loads the
@@ -288,7 +289,7 @@ def create_app(
 
     async def _info() -> Dict[str, Any]:
         if not info:  # read once the worker has loaded the pipeline
-            info.update(await run_in_threadpool(annotator.info))
+            info.update(await run_in_threadpool(batcher.annotators[0].info))
         return info
 
     def _public(docs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
@@ -364,6 +365,7 @@ def serve(
     torch_threads: Optional[int] = None,
     gpu_id: int = -1,
     model_process: bool = True,
+    model_workers: Optional[int] = None,
 ) -> None:
     """Serve a pipeline over HTTP with uvicorn until SIGINT or SIGTERM (then exit cleanly,
     after the requests in flight are answered).
@@ -376,6 +378,10 @@ def serve(
     gpu_id (int): -1 for the CPU, else the GPU to run on.
     model_process (bool): run the pipeline in a child process of its own (default), so that
         the event loop and the model do not share a GIL; False: in the worker thread.
+    model_workers (Optional[int]): how many model processes (copies of the pipeline) take
+        batches from the queue in turn; each gets ``torch_threads`` threads. None:
+        :func:`~spacy_hybridner.serve.settings.default_model_workers` (2 with
+        ``model_process``, 1 without). More than 1 needs ``model_process``.
     Raises SystemExit(1) if the pipeline cannot be loaded.
     """
     import spacy
@@ -385,13 +391,20 @@ def serve(
 
     if not Path(model).exists() and not spacy.util.is_package(model):
         raise SystemExit(f"Cannot serve {model!r}: it is neither a folder nor an installed pipeline package")
+    if model_workers is None:
+        model_workers = default_model_workers(model_process)
+    if model_workers < 1 or (model_workers > 1 and not model_process):
+        raise SystemExit(
+            f"--model-workers {model_workers}: give at least 1, and more than 1 only with --model-process "
+            "(copies of the pipeline in threads of one process would share its GIL)"
+        )
     if torch_threads is None:
-        torch_threads = default_torch_threads()
+        torch_threads = default_torch_threads(model_workers)
     annotator: Any = Annotator(model, batch_size=batch_size, torch_threads=torch_threads, gpu_id=gpu_id)
     if model_process:
         from .model_process import ProcessAnnotator
 
-        annotator = ProcessAnnotator(annotator)
+        annotator = [ProcessAnnotator(annotator) for _ in range(model_workers)]
     failed: List[BaseException] = []
     server: Optional[uvicorn.Server] = None
 

@@ -2,13 +2,15 @@
 
 The event loop puts each request (its texts and an asyncio future) into a bounded,
 thread-safe queue without waiting: a full queue is refused at once (the server answers
-503). ONE worker thread owns the pipeline: it loads it, answers a warm-up text, then takes
-a request, gathers whatever else arrives within a short window (up to a number of texts),
-runs :meth:`Annotator.annotate` once on all of their texts and hands each request its
-share back on the event loop with ``loop.call_soon_threadsafe``. The event loop never runs
-the model, and one thread means one copy of the model's working memory. (The annotator may
-be a :class:`~spacy_hybridner.serve.model_process.ProcessAnnotator`, which runs the pipeline
-in a child process: then this thread only waits for it.)
+503). Each worker thread owns one annotator (one copy of the pipeline): it loads it,
+answers a warm-up text, then takes a request, gathers whatever else arrives within a short
+window (up to a number of texts), runs :meth:`Annotator.annotate` once on all of their texts
+and hands each request its share back on the event loop with ``loop.call_soon_threadsafe``.
+The event loop never runs the model. With one annotator, one thread and one copy of the
+model's working memory; with several (each a
+:class:`~spacy_hybridner.serve.model_process.ProcessAnnotator`, which runs its pipeline in a
+child process while its thread only waits), the workers take batches from the same queue
+in turn, so one batch is annotated while the next one gathers and another is answered.
 """
 import asyncio
 import logging
@@ -73,10 +75,12 @@ def _resolve_all(pairs: List[Tuple["asyncio.Future", Any]]) -> None:
 
 
 class Batcher:
-    """One worker thread running ``annotator.annotate`` on batches of queued requests.
+    """Worker threads, one per annotator, running ``annotate`` on batches of queued requests.
 
     annotator: an :class:`~spacy_hybridner.annotator.Annotator` (anything with ``load()``
-        and ``annotate(texts) -> List[List[EntityRecord]]``).
+        and ``annotate(texts) -> List[List[EntityRecord]]``), or a list of them: one worker
+        thread each, all taking batches from the one queue (for several copies of the
+        pipeline, each in a process of its own).
     queue_size (int): requests that may wait at most; :meth:`submit` refuses the next one.
     max_batch_texts (int): most texts per ``annotate`` call (a larger request runs alone).
     batch_wait_ms (float): after the first request of a batch, wait this long for more
@@ -94,19 +98,25 @@ class Batcher:
         batch_wait_ms: float,
         on_load_error: Optional[Callable[[BaseException], None]] = None,
     ) -> None:
-        self.annotator = annotator
+        self.annotators = list(annotator) if isinstance(annotator, (list, tuple)) else [annotator]
+        if not self.annotators:
+            raise ValueError("Batcher needs at least one annotator")
         self.max_batch_texts = max_batch_texts
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.on_load_error = on_load_error
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_size)
         self._ready = threading.Event()
         self._load_error: Optional[str] = None
-        self._carry: Optional[_Request] = None
-        self._thread = threading.Thread(target=self._run, name="spacy-hybridner-model", daemon=True)
+        self._loaded = 0
+        self._loaded_lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, args=(a,), name=f"spacy-hybridner-model-{i}", daemon=True)
+            for i, a in enumerate(self.annotators)
+        ]
 
     @property
     def ready(self) -> bool:
-        """True once the pipeline is loaded and has annotated the warm-up text."""
+        """True once every worker's pipeline is loaded and has annotated the warm-up text."""
         return self._ready.is_set()
 
     @property
@@ -120,11 +130,12 @@ class Batcher:
         return self._load_error
 
     def start(self) -> None:
-        """Start the worker: it loads the pipeline, warms it up, then serves the queue."""
-        self._thread.start()
+        """Start the workers: each loads its pipeline, warms it up, then serves the queue."""
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Let the worker finish the batch it runs, refuse what still waits, and end it."""
+        """Let the workers finish the batches they run, refuse what still waits, and end them."""
         pending = []
         while True:
             try:
@@ -134,12 +145,15 @@ class Batcher:
         for item in pending:
             if isinstance(item, _Request):
                 item.loop.call_soon_threadsafe(_resolve, item.future, None, NotReady("the server is shutting down"))
-        self._queue.put(_STOP)
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        close = getattr(self.annotator, "close", None)  # a ProcessAnnotator's child process
-        if close is not None:
-            close()
+        for _ in self._threads:
+            self._queue.put(_STOP)  # one each: a worker that takes it ends
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
+        for annotator in self.annotators:
+            close = getattr(annotator, "close", None)  # a ProcessAnnotator's child process
+            if close is not None:
+                close()
 
     async def annotate(self, texts: Sequence[str]) -> List[List[EntityRecord]]:
         """Queue the texts of one request and wait for their records (one list per text).
@@ -159,10 +173,10 @@ class Batcher:
 
     # --- the worker thread -------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, annotator: Any) -> None:
         try:
-            self.annotator.load()
-            self.annotator.annotate([WARMUP_TEXT])
+            annotator.load()
+            annotator.annotate([WARMUP_TEXT])
         except Exception as error:  # noqa: BLE001 - reported, and the server says so
             # Clients see the last line (the error itself); the log has the whole traceback.
             last_line = (str(error).strip().splitlines() or [""])[-1]
@@ -171,21 +185,23 @@ class Batcher:
             if self.on_load_error is not None:
                 self.on_load_error(error)
             return
-        self._ready.set()
-        logger.info("Model loaded and warmed up: ready")
+        with self._loaded_lock:
+            self._loaded += 1
+            if self._loaded == len(self.annotators):
+                self._ready.set()
+                logger.info("Model loaded and warmed up (%d worker(s)): ready", self._loaded)
+        carry: List[Any] = []  # a request that did not fit this worker's last batch
         while True:
-            batch = self._next_batch()
+            batch = self._next_batch(carry)
             if batch is None:
                 return
-            self._process(batch)
+            self._process(annotator, batch)
 
-    def _next_batch(self) -> Optional[List[_Request]]:
-        """Block for a first request, then gather more until the window closes or the
-        batch holds max_batch_texts texts. None when told to stop."""
-        if self._carry is not None:
-            first, self._carry = self._carry, None
-        else:
-            first = self._queue.get()
+    def _next_batch(self, carry: List[Any]) -> Optional[List[_Request]]:
+        """Block for a first request (or take the one carried over in ``carry``), then
+        gather more until the window closes or the batch holds max_batch_texts texts.
+        None when told to stop."""
+        first = carry.pop() if carry else self._queue.get()
         if first is _STOP:
             return None
         batch = [first]
@@ -203,27 +219,27 @@ class Batcher:
                 except queue.Empty:
                     break
             if item is _STOP or n_texts + len(item.texts) > self.max_batch_texts:
-                self._carry = item  # starts the next batch (or stops the worker after this one)
+                carry.append(item)  # starts this worker's next batch (or stops it after this one)
                 break
             batch.append(item)
             n_texts += len(item.texts)
         return batch
 
-    def _process(self, batch: List[_Request]) -> None:
+    def _process(self, annotator: Any, batch: List[_Request]) -> None:
         """Annotate a batch at once; if the model raises, run its requests one by one so
         that only the request(s) it fails on get the error."""
         live = [r for r in batch if not r.future.done()]  # skip requests whose client left
         if not live:
             return
         try:
-            results = self.annotator.annotate([t for r in live for t in r.texts])
+            results = annotator.annotate([t for r in live for t in r.texts])
         except Exception:  # noqa: BLE001 - isolated below
             if len(live) == 1:
                 self._fail(live[0], len(live[0].texts))
                 return
             for request in live:
                 try:
-                    own = self.annotator.annotate(request.texts)
+                    own = annotator.annotate(request.texts)
                 except Exception:  # noqa: BLE001 - logged with an id, returned as 500
                     self._fail(request, len(request.texts))
                 else:

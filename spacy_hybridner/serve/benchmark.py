@@ -5,6 +5,7 @@ same texts sent to the real server (a child process on a free loopback port) by 
 concurrent clients, one text per request as applications send them; alternately, a few
 times, medians reported. Latency: one short text sent sequentially, next to ``nlp(text)``.
 """
+import contextlib
 import datetime
 import http.client
 import json
@@ -35,10 +36,13 @@ def _spans(records: Sequence[Dict[str, Any]]) -> List[Tuple[int, int, str]]:
     return [(r["start_char"], r["end_char"], r["label"]) for r in records]
 
 
-def time_pipe(nlp: Any, texts: Sequence[str]) -> Tuple[float, List[List[Tuple[int, int, str]]]]:
-    """Seconds for ``list(nlp.pipe(texts))`` and the entity spans of each text."""
+def time_pipe(
+    nlp: Any, texts: Sequence[str], batch_size: Optional[int] = None,
+) -> Tuple[float, List[List[Tuple[int, int, str]]]]:
+    """Seconds for ``list(nlp.pipe(texts, batch_size=batch_size))`` (None: the pipeline's
+    batch size) and the entity spans of each text."""
     start = time.perf_counter()
-    docs = list(nlp.pipe(texts))
+    docs = list(nlp.pipe(texts, batch_size=batch_size))
     seconds = time.perf_counter() - start
     return seconds, [[(e.start_char, e.end_char, e.label_) for e in doc.ents] for doc in docs]
 
@@ -123,6 +127,7 @@ def serve_benchmark(
     limit: int = 0,
     latency_requests: int = 200,
     torch_threads: Optional[int] = None,
+    model_workers: Sequence[int] = (),
     server_args: Sequence[str] = (),
     echo: Callable[[str], None] = print,
 ) -> Dict[str, Any]:
@@ -131,50 +136,75 @@ def serve_benchmark(
     model (str): pipeline path or package name (loaded here and by the server).
     data_path (Path): ``.spacy`` file whose texts are sent.
     clients (int): concurrent client connections.
-    repeats (int): alternating rounds of ``nlp.pipe`` and the server; medians are reported.
+    repeats (int): alternating rounds of ``nlp.pipe`` and the servers; medians are reported.
     limit (int): use only the first N docs (0: all).
-    latency_requests (int): sequential requests of one short text for p50 / p99.
-    torch_threads (Optional[int]): torch intra-op threads of the server (None: serve's default).
-        ``nlp.pipe`` is timed both with these and with torch's default (one per core), and the
-        server is compared with the faster of the two.
-    server_args (Sequence[str]): more ``serve`` options.
-    RETURNS (Dict[str, Any]): the numbers (words/s of each round, medians, ratio, latencies).
+    latency_requests (int): sequential requests of one short text for p50 / p99 (to the
+        first server).
+    torch_threads (Optional[int]): torch intra-op threads of each model process (None:
+        serve's default for its number of workers). ``nlp.pipe`` is timed both with the
+        first server's threads and with torch's default (one per core), and the servers are
+        compared with the faster of the two. It is also timed with the first server's threads
+        and a batch size of ``clients``: the largest batch that ``clients`` closed-loop
+        clients sending one text each can form.
+    model_workers (Sequence[int]): one server for each of these numbers of model processes,
+        timed in the same rounds (empty: serve's default alone).
+    server_args (Sequence[str]): more ``serve`` options, for every server.
+    RETURNS (Dict[str, Any]): the numbers (words/s of each round, medians, ratios, latencies);
+        ``server_median`` and ``ratio`` are the first server's.
     """
     import spacy
     import torch
 
     from ..benchmark import machine_description
-    from .settings import default_torch_threads
+    from .settings import default_model_workers, default_torch_threads
 
     texts, n_words = load_texts(data_path, limit)
-    server_threads = torch_threads or default_torch_threads()
+    workers_list = list(model_workers) or [default_model_workers("--model-thread" not in server_args)]
+    servers = [
+        {"workers": w, "threads": torch_threads or default_torch_threads(w), "words_per_second": []}
+        for w in workers_list
+    ]
+    server_threads = servers[0]["threads"]
     pipe_threads = sorted({server_threads, torch.get_num_threads()})
     nlp = spacy.load(model)
     short = next((t for t in texts if 8 <= len(t.split()) <= 15), texts[0])
-    echo(f"{len(texts)} texts, {n_words} words; {clients} clients; torch threads: server {server_threads}, "
-         f"nlp.pipe {' and '.join(map(str, pipe_threads))}")
+    described = "; ".join(f"{s['workers']} model worker(s) x {s['threads']} torch thread(s)" for s in servers)
+    echo(f"{len(texts)} texts, {n_words} words; {clients} clients; servers: {described}; "
+         f"nlp.pipe torch threads {' and '.join(map(str, pipe_threads))}")
     time_pipe(nlp, texts[:200])  # warm-up
-    args = ["--torch-threads", str(server_threads), "--no-access-log", "--log-level", "warning",
-            "--queue-size", str(max(64, 2 * clients)), *server_args]
     pipe_wps: Dict[int, List[float]] = {t: [] for t in pipe_threads}
-    server_wps: List[float] = []
+    small_batch_wps: List[float] = []
     mismatched = 0
-    with ServerProcess(model, args) as server:
-        time_server(server.port, texts[:200], clients)  # warm-up
+    with contextlib.ExitStack() as stack:
+        for server in servers:
+            args = ["--torch-threads", str(server["threads"]), "--model-workers", str(server["workers"]),
+                    "--no-access-log", "--log-level", "warning", "--queue-size", str(max(64, 2 * clients)),
+                    *server_args]
+            server["process"] = stack.enter_context(ServerProcess(model, args))
+            time_server(server["process"].port, texts[:200], clients)  # warm-up
         for round_ in range(repeats):
             for threads in pipe_threads:
                 torch.set_num_threads(threads)
                 seconds, pipe_spans = time_pipe(nlp, texts)
                 pipe_wps[threads].append(n_words / seconds)
-            seconds, server_spans = time_server(server.port, texts, clients)
-            server_wps.append(n_words / seconds)
-            mismatched = sum(a != b for a, b in zip(pipe_spans, server_spans))
+            torch.set_num_threads(server_threads)
+            small_batch_wps.append(n_words / time_pipe(nlp, texts, batch_size=clients)[0])
+            for server in servers:
+                seconds, server_spans = time_server(server["process"].port, texts, clients)
+                server["words_per_second"].append(n_words / seconds)
+                mismatched = max(mismatched, sum(a != b for a, b in zip(pipe_spans, server_spans)))
             pipes = ", ".join(f"{pipe_wps[t][-1]:,.0f} ({t} threads)" for t in pipe_threads)
-            echo(f"round {round_ + 1}: nlp.pipe {pipes}; server {server_wps[-1]:,.0f} words/s; "
+            served = ", ".join(f"{s['words_per_second'][-1]:,.0f} ({s['workers']} workers)" for s in servers)
+            echo(f"round {round_ + 1}: nlp.pipe {pipes}, batch size {clients} "
+                 f"{small_batch_wps[-1]:,.0f} ({server_threads} threads); server {served} words/s; "
                  f"texts with other entities: {mismatched}")
-        latencies = time_latency(server.port, short, latency_requests)
+        latencies = time_latency(servers[0]["process"].port, short, latency_requests)
     pipe_medians = {t: median(v) for t, v in pipe_wps.items()}
     best_threads = max(pipe_medians, key=pipe_medians.get)
+    for server in servers:
+        del server["process"]
+        server["median"] = median(server["words_per_second"])
+        server["ratio"] = server["median"] / pipe_medians[best_threads]
     torch.set_num_threads(best_threads)
     local = []
     for _ in range(latency_requests):
@@ -183,18 +213,18 @@ def serve_benchmark(
         local.append(time.perf_counter() - start)
     result = {
         "model": model, "data": str(data_path), "server_args": list(server_args), "n_texts": len(texts),
-        "n_words": n_words, "clients": clients,
+        "n_words": n_words, "clients": clients, "servers": servers,
         "server_torch_threads": server_threads, "pipe_words_per_second": pipe_wps, "pipe_medians": pipe_medians,
         "pipe_best_threads": best_threads, "pipe_median": pipe_medians[best_threads],
-        "server_words_per_second": server_wps, "server_median": median(server_wps),
-        "ratio": median(server_wps) / pipe_medians[best_threads], "mismatched_texts": mismatched,
+        "small_batch_words_per_second": small_batch_wps, "small_batch_median": median(small_batch_wps),
+        "server_median": servers[0]["median"], "ratio": servers[0]["ratio"], "mismatched_texts": mismatched,
         "latency_text": short, "latency_words": len(nlp.make_doc(short)), "latency_requests": latency_requests,
         "latency_p50_ms": 1000 * percentile(latencies, 50), "latency_p99_ms": 1000 * percentile(latencies, 99),
         "nlp_p50_ms": 1000 * percentile(local, 50), "nlp_p99_ms": 1000 * percentile(local, 99),
         "machine": machine_description(), "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
-    echo(f"median: nlp.pipe {result['pipe_median']:,.0f} words/s ({best_threads} threads), server "
-         f"{result['server_median']:,.0f} words/s ({result['ratio']:.2f}x); "
+    served = ", ".join(f"{s['median']:,.0f} words/s with {s['workers']} workers ({s['ratio']:.2f}x)" for s in servers)
+    echo(f"median: nlp.pipe {result['pipe_median']:,.0f} words/s ({best_threads} threads), server {served}; "
          f"latency p50 {result['latency_p50_ms']:.1f} ms, p99 {result['latency_p99_ms']:.1f} ms "
          f"(nlp(text) p50 {result['nlp_p50_ms']:.1f} ms)")
     return result
@@ -202,7 +232,7 @@ def serve_benchmark(
 
 def serve_benchmark_markdown(result: Dict[str, Any], *, title: str, command: str) -> str:
     """The benchmark document's section for one run."""
-    n_rounds = len(result["server_words_per_second"])
+    n_rounds = len(result["small_batch_words_per_second"])
     rows = [
         f"| `nlp.pipe` in process, torch threads {t} | {result['pipe_medians'][t]:,.0f} | "
         f"{result['pipe_medians'][t] / result['pipe_median']:.2f} | "
@@ -210,32 +240,42 @@ def serve_benchmark_markdown(result: Dict[str, Any], *, title: str, command: str
         for t in sorted(result["pipe_medians"])
     ]
     rows.append(
-        f"| server, {result['clients']} clients, torch threads {result['server_torch_threads']} | "
-        f"{result['server_median']:,.0f} | **{result['ratio']:.2f}** | "
-        f"{', '.join(f'{v:,.0f}' for v in result['server_words_per_second'])} |"
+        f"| `nlp.pipe` in process, torch threads {result['server_torch_threads']}, batch size "
+        f"{result['clients']} | {result['small_batch_median']:,.0f} | "
+        f"{result['small_batch_median'] / result['pipe_median']:.2f} | "
+        f"{', '.join(f'{v:,.0f}' for v in result['small_batch_words_per_second'])} |"
+    )
+    rows.extend(
+        f"| server, {result['clients']} clients, {s['workers']} model worker(s), "
+        f"torch threads {s['threads']} each | {s['median']:,.0f} | **{s['ratio']:.2f}** | "
+        f"{', '.join(f'{v:,.0f}' for v in s['words_per_second'])} |"
+        for s in result["servers"]
     )
     return "\n".join([
         f"## {title}",
         "",
         f"Run on {result['date']} on {result['machine']}, CPU. `python -m spacy_hybridner serve` in a child "
         "process on loopback (defaults but the access log, off; the model "
-        f"{'in its worker thread' if '--model-thread' in result['server_args'] else 'in a process of its own'}); "
+        f"{'in its worker thread' if '--model-thread' in result['server_args'] else 'in processes of its own'}); "
         "its clients run in the benchmark's process, on the same cores.",
         "",
         *command_block(command),
         f"Throughput on {result['n_texts']:,} texts ({result['n_words']:,} words) of `{result['data']}`: "
         f"one text per request from {result['clients']} concurrent clients, against plain `nlp.pipe` on the "
         f"same texts in the same run, alternating, median of {n_rounds} rounds; the ratio is to the faster "
-        "`nlp.pipe` setting:",
+        "`nlp.pipe` setting. The row with batch size "
+        f"{result['clients']} is `nlp.pipe` held to the batches that {result['clients']} clients sending one "
+        "text at a time can form at most: what one model process of the server can do under this load.",
         "",
         "| | words/s | × nlp.pipe | rounds |",
         "| --- | ---: | ---: | --- |",
         *rows,
         "",
-        f"Texts whose entities from the server differ from `nlp.pipe`'s (last round): {result['mismatched_texts']}.",
+        f"Texts whose entities from a server differ from `nlp.pipe`'s (last round): {result['mismatched_texts']}.",
         "",
         f"Latency of one short text ({result['latency_words']} words) sent {result['latency_requests']} times "
-        f"in a row: p50 **{result['latency_p50_ms']:.1f} ms**, p99 **{result['latency_p99_ms']:.1f} ms** "
+        f"in a row to the server with {result['servers'][0]['workers']} model worker(s): "
+        f"p50 **{result['latency_p50_ms']:.1f} ms**, p99 **{result['latency_p99_ms']:.1f} ms** "
         f"(`nlp(text)` in process: p50 {result['nlp_p50_ms']:.1f} ms, p99 {result['nlp_p99_ms']:.1f} ms).",
         "",
     ])

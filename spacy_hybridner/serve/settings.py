@@ -6,11 +6,21 @@ from typing import Optional
 API_KEY_ENV = "SPACY_HYBRIDNER_API_KEY"
 
 
-def default_torch_threads() -> int:
-    """torch intra-op threads of the server's model: one less than the cores (at least 1),
-    leaving a core to the event loop that parses and answers HTTP. With as many threads as
-    cores, torch's threads and the event loop fight over the cores and both slow down."""
-    return max(1, (os.cpu_count() or 1) - 1)
+def default_model_workers(model_process: bool = True) -> int:
+    """Model processes of the server: 2 (1 with the model in a thread). Two copies of the
+    pipeline keep the model busy: one annotates a batch while the other's batch gathers
+    and its answers go out (on 2 cores, 1.2-1.4x the words/s of one under 16 clients;
+    ``docs/benchmarks.md``, "serve"). More rarely pay for their memory; ``--model-workers``
+    sets it."""
+    return 2 if model_process else 1
+
+
+def default_torch_threads(model_workers: int = 1) -> int:
+    """torch intra-op threads of each of the server's ``model_workers`` model processes: one
+    less than the cores shared among them (at least 1 each), leaving a core to the event loop
+    that parses and answers HTTP. With as many threads as cores, torch's threads and the
+    event loop fight over the cores and both slow down."""
+    return max(1, ((os.cpu_count() or 1) - 1) // model_workers)
 
 
 @dataclass
