@@ -1,9 +1,9 @@
 """The FastAPI application: a JSON API under ``/v1``, health checks and a static page.
 
-``create_app(annotator, settings)`` builds it around one
-:class:`~spacy_hybridner.annotator.Annotator`; :func:`serve` runs it with uvicorn. The
-pipeline is called from the :class:`~spacy_hybridner.serve.batcher.Batcher`'s worker thread
-only; :func:`serve` puts it in a child process of its own
+``create_app(annotator, settings)`` builds it around an
+:class:`~spacy_hybridner.annotator.Annotator` (or a list of them); :func:`serve` runs it with
+uvicorn. A pipeline is called from its :class:`~spacy_hybridner.serve.batcher.Batcher` worker
+thread only; :func:`serve` puts each copy in a child process of its own
 (:class:`~spacy_hybridner.serve.model_process.ProcessAnnotator`).
 Nothing in a request names a file or a model: the pipeline is the one given at start-up.
 """
