@@ -280,33 +280,45 @@ def summarize_runs(rows: List[Dict]) -> List[Dict]:
     return summaries
 
 
+def _results_table(
+    items: List[Dict], first_columns: List[str], baseline: str, cells_of: Callable[[Dict, List[str]], List[str]],
+) -> List[str]:
+    """A Markdown table with one row per config: ``first_columns`` then F per entity type,
+    words/s and the ratio to the baseline, dev F and time to it, memory and model size (and
+    peak GPU memory when a run has one). ``cells_of(item, labels)`` gives a row's cells but
+    the GPU one."""
+    labels = sorted({label for item in items for label in item["per_type_f"]})
+    gpu_memory = any(item.get("peak_gpu_mb") is not None for item in items)
+    head = first_columns + [f"F {label}" for label in labels] + [
+        "words/s", f"× {baseline}", "best dev F", "min to best dev F", "steps to best", "peak RSS (MB)", "model (MB)",
+    ] + (["peak GPU memory (MiB)"] if gpu_memory else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for item in items:
+        cells = cells_of(item, labels)
+        if gpu_memory:
+            cells.append(f"{item['peak_gpu_mb']:,.0f}" if item.get("peak_gpu_mb") is not None else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def _single_run_table(rows: List[Dict], baseline: str) -> List[str]:
     """The table of one run per config (the layout of every run of record before seeds)."""
     base = next((r for r in rows if r["name"] == baseline), None)
-    labels = sorted({label for r in rows for label in r["per_type_f"]})
-    head = ["model", "test P", "test R", "test F"] + [f"F {label}" for label in labels] + [
-        "words/s", f"× {baseline}", "best dev F", "min to best dev F", "steps to best", "peak RSS (MB)", "model (MB)",
-    ]
-    gpu_memory = any(r.get("peak_gpu_mb") is not None for r in rows)
-    if gpu_memory:
-        head.append("peak GPU memory (MiB)")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        ratio = f"{r['words_per_second'] / base['words_per_second']:.2f}" if base else "-"
-        cells = [
+
+    def cells(r: Dict, labels: List[str]) -> List[str]:
+        return [
             r["name"], f"{100 * r['p']:.2f}", f"{100 * r['r']:.2f}", f"**{100 * r['f']:.2f}**",
             *[f"{100 * r['per_type_f'][label]:.2f}" if label in r["per_type_f"] else "-" for label in labels],
-            f"{r['words_per_second']:,.0f}", ratio,
+            f"{r['words_per_second']:,.0f}",
+            f"{r['words_per_second'] / base['words_per_second']:.2f}" if base else "-",
             f"{100 * r['best_dev_f']:.2f}" if r["best_dev_f"] is not None else "-",
             f"{r['seconds_to_best'] / 60:.1f}" if r["seconds_to_best"] is not None else "-",
             str(r["steps_to_best"]) if r["steps_to_best"] is not None else "-",
             f"{r['peak_rss_mb']:,.0f}" if r["peak_rss_mb"] else "-",
             f"{r['model_mb']:.1f}",
         ]
-        if gpu_memory:
-            cells.append(f"{r['peak_gpu_mb']:,.0f}" if r.get("peak_gpu_mb") is not None else "-")
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+
+    return _results_table(rows, ["model", "test P", "test R", "test F"], baseline, cells)
 
 
 def _with_sd(stat: Dict[str, Optional[float]], scale: float = 100.0, digits: int = 2, comma: bool = False) -> str:
@@ -320,29 +332,22 @@ def _with_sd(stat: Dict[str, Optional[float]], scale: float = 100.0, digits: int
 def _multi_seed_tables(summaries: List[Dict], baseline: str) -> List[str]:
     """Mean ± sd per config, then every run beneath."""
     base = next((s for s in summaries if s["name"] == baseline), None)
-    labels = sorted({label for s in summaries for label in s["per_type_f"]})
-    head = ["model", "runs", "test F", "test P", "test R"] + [f"F {label}" for label in labels] + [
-        "words/s", f"× {baseline}", "best dev F", "min to best dev F", "steps to best", "peak RSS (MB)", "model (MB)",
-    ]
-    gpu_memory = any(s.get("peak_gpu_mb") is not None for s in summaries)
-    if gpu_memory:
-        head.append("peak GPU memory (MiB)")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for s in summaries:
+
+    def cells(s: Dict, labels: List[str]) -> List[str]:
         wps = s["words_per_second"]
-        ratio = f"{wps['mean'] / base['words_per_second']['mean']:.2f}" if base else "-"
-        cells = [
+        return [
             s["name"], str(len(s["runs"])), f"**{_with_sd(s['f'])}**", _pct(s["p"]), _pct(s["r"]),
             *[_pct(s["per_type_f"].get(label)) for label in labels],
-            _with_sd(wps, scale=1.0, digits=0, comma=True), ratio, _with_sd(s["best_dev_f"]),
+            _with_sd(wps, scale=1.0, digits=0, comma=True),
+            f"{wps['mean'] / base['words_per_second']['mean']:.2f}" if base else "-",
+            _with_sd(s["best_dev_f"]),
             f"{s['seconds_to_best'] / 60:.1f}" if s["seconds_to_best"] is not None else "-",
             f"{s['steps_to_best']:.0f}" if s["steps_to_best"] is not None else "-",
             f"{s['peak_rss_mb']:,.0f}" if s["peak_rss_mb"] else "-",
             f"{s['model_mb']:.1f}",
         ]
-        if gpu_memory:
-            cells.append(f"{s['peak_gpu_mb']:,.0f}" if s["peak_gpu_mb"] is not None else "-")
-        lines.append("| " + " | ".join(cells) + " |")
+
+    lines = _results_table(summaries, ["model", "runs", "test F", "test P", "test R"], baseline, cells)
     lines += [
         "",
         "Each run:",
