@@ -17,8 +17,9 @@ class Annotator:
 
     model (str): an installed pipeline package name or the path of a saved pipeline.
     batch_size (Optional[int]): ``nlp.pipe``'s batch size (None: the pipeline's own).
-    torch_threads (Optional[int]): if given, ``torch.set_num_threads`` before loading:
-        1 for one worker per core (Ray actors, forked processes).
+    torch_threads (Optional[int]): if given, ``torch.set_num_threads`` (and as many BLAS
+        threads for numpy) before loading: 1 for one worker per core (Ray actors, forked
+        processes).
     gpu_id (int): -1 for the CPU, else the GPU to run on (``spacy.require_gpu``).
 
     The pipeline is loaded on first use (or by :meth:`load`). A pickled Annotator
@@ -54,6 +55,9 @@ class Annotator:
                 import torch
 
                 torch.set_num_threads(self.torch_threads)
+                from threadpoolctl import threadpool_limits
+
+                threadpool_limits(limits=self.torch_threads, user_api="blas")  # numpy's, as torch's
             if self.gpu_id >= 0:
                 spacy.require_gpu(self.gpu_id)
             self._nlp = spacy.load(self.model)

@@ -11,9 +11,13 @@ import torch
 from spacy.tokens import DocBin
 from spacy.training import Example
 from thinc.api import fix_random_seed
+from threadpoolctl import threadpool_limits
 
-# Tests run torch single-threaded: faster for tiny models on 2 cores, and deterministic.
+# Tests run torch and numpy's BLAS (the component's gemm) single-threaded: faster for tiny
+# models on 2 cores, and deterministic (the subprocesses of run_python run with one thread
+# too; OpenBLAS rounds differently with other thread counts, in the 7th digit).
 torch.set_num_threads(1)
+threadpool_limits(limits=1, user_api="blas")
 
 ROOT_CONFIG = Path(__file__).parent.parent / "configs" / "hybrid_cpu.cfg"
 

@@ -433,3 +433,26 @@ def test_character_embedding_with_token_dropout_learns_and_reloads(tmp_path, emb
     assert nlp.evaluate(make_examples(nlp))["ents_f"] == 1.0
     texts = [text for text, _ in TRAIN_DATA] + ["Tim Cook visited Berlin ."]
     assert reload_and_predict(nlp, texts, tmp_path) == ents_with_confidence(nlp.pipe(texts))
+
+
+def test_thinc_layers_multiply_through_numpy_blas(trained_nlp, tmp_path):
+    """On the CPU the component's thinc layers hand gemm to numpy's BLAS (all cores)
+    instead of single-threaded blis, after initialize and after loading; the entities
+    are those of blis."""
+    from thinc.api import NumpyOps
+
+    def ops_of(nlp):
+        return {(type(n.ops).__name__, getattr(n.ops, "use_blis", None)) for n in nlp.get_pipe("ner").model.walk()}
+
+    assert ops_of(trained_nlp) == {("NumpyOps", False)}
+    trained_nlp.to_disk(tmp_path)
+    loaded = spacy.load(tmp_path)
+    assert ops_of(loaded) == {("NumpyOps", False)}
+    texts = [text for text, _ in TRAIN_DATA] + ["Tim Cook visited Berlin and Paris ."]
+    expected = ents_with_confidence(loaded.pipe(texts))
+    blis = NumpyOps()
+    for node in loaded.get_pipe("ner").model.walk():
+        node.ops = blis
+    got = ents_with_confidence(loaded.pipe(texts))
+    assert [[e[:3] for e in doc] for doc in got] == [[e[:3] for e in doc] for doc in expected]
+    assert [e[3] for doc in got for e in doc] == pytest.approx([e[3] for doc in expected for e in doc], abs=1e-5)
