@@ -251,7 +251,8 @@ def serve_command(
     batch_wait_ms: float = typer.Option(2.0, min=0.0, help="How long to wait for more requests to batch, in ms"),
     batch_size: Optional[int] = typer.Option(None, min=1, help="nlp.pipe batch size (default: the pipeline's)"),
     torch_threads: Optional[int] = typer.Option(
-        None, min=1, show_default=False, help="torch intra-op threads for the model (default: one less than the cores)",
+        None, min=1, show_default=False,
+        help="torch intra-op threads of each model process (default: one less than the cores, shared among them)",
     ),
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
     model_process: bool = typer.Option(
@@ -297,7 +298,7 @@ def serve_benchmark_command(
     latency_requests: int = typer.Option(200, min=1, help="Sequential requests of one short text for p50/p99"),
     torch_threads: Optional[int] = typer.Option(
         None, min=1, show_default=False,
-        help="torch threads of the server (default: serve's, one less than the cores); nlp.pipe is timed with "
+        help="torch threads of each model process (default: serve's); nlp.pipe is timed with "
              "these and with torch's default, and compared with the faster",
     ),
     model_workers: Optional[List[int]] = typer.Option(

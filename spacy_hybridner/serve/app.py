@@ -374,7 +374,8 @@ def serve(
     settings (ServeSettings): host, port, limits, batching, API key.
     batch_size (Optional[int]): ``nlp.pipe``'s batch size (None: the pipeline's own).
     torch_threads (Optional[int]): torch's intra-op threads for the model (None:
-        :func:`~spacy_hybridner.serve.settings.default_torch_threads`, one less than the cores).
+        :func:`~spacy_hybridner.serve.settings.default_torch_threads`: one less than the cores,
+        shared among the model processes, at least 1 each).
     gpu_id (int): -1 for the CPU, else the GPU to run on.
     model_process (bool): run the pipeline in a child process of its own (default), so that
         the event loop and the model do not share a GIL; False: in the worker thread.
