@@ -44,17 +44,28 @@ def test_depth_zero_variants_train(depth, lstm_depth, uni):
     assert all(p.grad is not None for p in module.output.parameters())
 
 
-def test_chunking_does_not_change_outputs():
+@pytest.mark.parametrize("lengths", [[9, 9, 7, 5, 2, 1], [2, 9, 0, 5, 9, 1, 7]])
+@pytest.mark.parametrize("max_batch_tokens,cost_per_bucket", [(10, 256), (10**6, 0), (10**6, 10**6)])
+def test_chunking_does_not_change_outputs_or_gradients(lengths, max_batch_tokens, cost_per_bucket):
+    """Sequences grouped by length (in any order, empty ones too) are encoded as if
+    each were alone: the same outputs and input gradients as one padded batch."""
     torch.manual_seed(0)
     module = HybridEncoder(8, 5, **SIZES).eval()
-    X = torch.randn(6, 9, 8)
-    lengths = torch.tensor([9, 9, 7, 5, 2, 1])
-    with torch.no_grad():
-        whole = module(X, lengths)
-        module.max_batch_tokens = 10
-        chunked = module(X, lengths)
+    X = torch.randn(len(lengths), 9, 8)
+    lengths = torch.tensor(lengths)
+    results = []
+    for settings in [(10**6, 10**6), (max_batch_tokens, cost_per_bucket)]:
+        module.max_batch_tokens, module.cost_per_bucket = settings
+        Xg = X.clone().requires_grad_()
+        Y = module(Xg, lengths)
+        assert Y.shape == (len(lengths), 9, 5)
+        mask = (torch.arange(9)[None, :] < lengths[:, None]).unsqueeze(2)
+        (Y * mask).sum().backward()
+        results.append((Y.detach(), Xg.grad))
+    (whole, d_whole), (chunked, d_chunked) = results
     for i, n in enumerate(lengths.tolist()):
         assert torch.allclose(whole[i, :n], chunked[i, :n], atol=1e-5)
+        assert torch.allclose(d_whole[i, :n], d_chunked[i, :n], atol=1e-5)
 
 
 @pytest.mark.parametrize(
