@@ -158,6 +158,31 @@ def test_batch_with_empty_docs(trained_nlp):
     assert docs[0].ents == () and docs[2].ents == ()
 
 
+def test_prediction_in_parts_of_bounded_words_gives_the_same_entities(trained_nlp, monkeypatch):
+    """``predict`` runs at most PREDICT_WORDS words at once (bounded memory whatever the
+    batch size): cut into parts, a batch gets the same entities and confidences."""
+    from spacy_hybridner import pipeline_component
+
+    texts = [text for text, _ in TRAIN_DATA] * 3 + ["", "Apple"]
+    whole = ents_with_confidence(list(trained_nlp.pipe(texts, batch_size=len(texts))))
+    calls = []
+    decode = pipeline_component.crf_decode
+
+    def counting_decode(model, scores, *args):
+        calls.append(len(scores))
+        return decode(model, scores, *args)
+
+    monkeypatch.setattr(pipeline_component, "crf_decode", counting_decode)
+    monkeypatch.setattr(pipeline_component, "PREDICT_WORDS", 12)
+    parts = ents_with_confidence(list(trained_nlp.pipe(texts, batch_size=len(texts))))
+    assert len(calls) > 3 and sum(calls) == len(texts)
+    assert len(parts) == len(whole)
+    for a, b in zip(parts, whole):
+        assert [e[:3] for e in a] == [e[:3] for e in b]
+        assert [e[3] for e in a] == pytest.approx([e[3] for e in b], abs=1e-5)
+    assert pipeline_component._parts_by_words([], 5) == [[]]
+
+
 def test_preset_entities_are_kept_and_never_overlapped(trained_nlp):
     """Policy: entities already on a Doc stay; predictions fill the rest around them."""
     nlp = trained_nlp
