@@ -140,6 +140,28 @@ def make_hybrid_ner(nlp: Language, name: str, model: Model, scorer: Optional[Cal
     return HybridEntityRecognizer(nlp.vocab, model, name, scorer=scorer)
 
 
+# ``predict`` runs the model on at most about this many words at once, whatever the batch
+# size of ``nlp.pipe`` or ``nlp.evaluate`` (1000 documents by default): it bounds the
+# memory of prediction (and of the evaluations during training), where the largest
+# arrays grow with the words in the batch. Chosen by measurement: docs/benchmarks.md,
+# "CPU inference".
+PREDICT_WORDS = 8192
+
+
+def _parts_by_words(docs: List[Doc], max_words: int) -> List[List[Doc]]:
+    """Consecutive runs of ``docs`` of at most ``max_words`` words each (a longer doc
+    alone), in order."""
+    parts: List[List[Doc]] = [[]]
+    words = 0
+    for doc in docs:
+        if parts[-1] and words + len(doc) > max_words:
+            parts.append([])
+            words = 0
+        parts[-1].append(doc)
+        words += len(doc)
+    return parts
+
+
 class HybridEntityRecognizer(TrainablePipe):
     """Named entity recognition with a CRF over BILUO tags.
 
@@ -342,9 +364,17 @@ class HybridEntityRecognizer(TrainablePipe):
         if not any(len(doc) for doc in docs):
             ops = self.model.ops
             return [ops.alloc1i(len(d)) for d in docs], [ops.alloc1f(len(d)) for d in docs]
-        scores = self.model.predict(docs)
-        masks = [self._preset_mask(doc) for doc in docs]
-        return crf_decode(self.model.get_ref("crf"), scores, masks, self.cfg.get("temperature", 1.0))
+        tags: List[Ints1d] = []
+        probs: List[Floats1d] = []
+        for part in _parts_by_words(docs, PREDICT_WORDS):
+            scores = self.model.predict(part)
+            masks = [self._preset_mask(doc) for doc in part]
+            part_tags, part_probs = crf_decode(
+                self.model.get_ref("crf"), scores, masks, self.cfg.get("temperature", 1.0)
+            )
+            tags.extend(part_tags)
+            probs.extend(part_probs)
+        return tags, probs
 
     def set_annotations(self, docs: Iterable[Doc], predictions: Tuple[List[Ints1d], List[Floats1d]]) -> None:
         """Write the entities to ``doc.ents``, with ``span._.confidence``."""

@@ -158,6 +158,31 @@ def test_batch_with_empty_docs(trained_nlp):
     assert docs[0].ents == () and docs[2].ents == ()
 
 
+def test_prediction_in_parts_of_bounded_words_gives_the_same_entities(trained_nlp, monkeypatch):
+    """``predict`` runs at most PREDICT_WORDS words at once (bounded memory whatever the
+    batch size): cut into parts, a batch gets the same entities and confidences."""
+    from spacy_hybridner import pipeline_component
+
+    texts = [text for text, _ in TRAIN_DATA] * 3 + ["", "Apple"]
+    whole = ents_with_confidence(list(trained_nlp.pipe(texts, batch_size=len(texts))))
+    calls = []
+    decode = pipeline_component.crf_decode
+
+    def counting_decode(model, scores, *args):
+        calls.append(len(scores))
+        return decode(model, scores, *args)
+
+    monkeypatch.setattr(pipeline_component, "crf_decode", counting_decode)
+    monkeypatch.setattr(pipeline_component, "PREDICT_WORDS", 12)
+    parts = ents_with_confidence(list(trained_nlp.pipe(texts, batch_size=len(texts))))
+    assert len(calls) > 3 and sum(calls) == len(texts)
+    assert len(parts) == len(whole)
+    for a, b in zip(parts, whole):
+        assert [e[:3] for e in a] == [e[:3] for e in b]
+        assert [e[3] for e in a] == pytest.approx([e[3] for e in b], abs=1e-5)
+    assert pipeline_component._parts_by_words([], 5) == [[]]
+
+
 def test_preset_entities_are_kept_and_never_overlapped(trained_nlp):
     """Policy: entities already on a Doc stay; predictions fill the rest around them."""
     nlp = trained_nlp
@@ -309,15 +334,20 @@ def test_long_document_in_bounded_memory(tmp_path, trained_nlp):
     """A 100,000-token document is annotated; peak memory stays far from quadratic."""
     trained_nlp.to_disk(tmp_path / "model")
     code = (
-        "import resource, spacy, torch\n"
+        "import spacy, torch\n"
         "torch.set_num_threads(1)\n"
         "from spacy.tokens import Doc\n"
         "nlp = spacy.load('model')\n"
         "words = ('Michael Jordan was born in Brooklyn , New York .'.split()) * 10000\n"
         "doc = Doc(nlp.vocab, words=words)\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent
+        # (here pytest) across exec, which would hide the growth.
+        "def peak_kb():\n"
+        "    status = dict(line.split(':', 1) for line in open('/proc/self/status'))\n"
+        "    return int(status['VmHWM'].split()[0])\n"
+        "before = peak_kb()\n"
         "doc = nlp(doc)\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "after = peak_kb()\n"
         "labels = [(e.end - e.start, e.label_) for e in doc.ents]\n"
         "print(len(doc), len(doc.ents), (after - before) // 1024)\n"
         "print(sorted(set(labels)))\n"

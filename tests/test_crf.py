@@ -1,6 +1,7 @@
 """The CRF against brute-force enumeration of every tag sequence on tiny inputs."""
 import itertools
 import math
+import random
 
 import pytest
 import torch
@@ -197,13 +198,43 @@ def test_unconstrained_crf_matches_enumeration(batch):
     assert float(log_z[1]) == pytest.approx(logsumexp([s for _, s in enumerate_paths(crf, batch[1])]), abs=1e-4)
 
 
-def test_length_buckets_bound_padded_size():
+@pytest.mark.parametrize("cost_per_bucket", [None, 0, 8, 1000])
+def test_length_buckets_bound_padded_size(cost_per_bucket):
     lengths = [5, 0, 100, 3, 3, 50, 1]
-    buckets = length_buckets(lengths, max_tokens=60)
+    buckets = length_buckets(lengths, max_tokens=60, cost_per_bucket=cost_per_bucket)
     assert sorted(i for b in buckets for i in b) == [0, 2, 3, 4, 5, 6]
     for bucket in buckets:
         longest = max(lengths[i] for i in bucket)
+        assert lengths[bucket[0]] == longest
         assert len(bucket) == 1 or len(bucket) * longest <= 60
+
+
+def padded_cost(lengths, buckets, cost_per_bucket):
+    return sum(len(b) * max(lengths[i] for i in b) + cost_per_bucket for b in buckets)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_length_buckets_with_a_cost_are_the_cheapest_split(seed):
+    """Against every split of the length-sorted order into runs (brute force)."""
+    rng = random.Random(seed)
+    lengths = [rng.randint(1, 40) for _ in range(rng.randint(1, 9))]
+    cost, max_tokens = rng.choice([0, 5, 30, 200]), rng.choice([40, 100, 10**6])
+    buckets = length_buckets(lengths, max_tokens, cost_per_bucket=cost)
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    best = math.inf
+    for cuts in itertools.product([False, True], repeat=len(order) - 1):
+        split, run = [], [order[0]]
+        for i, cut in zip(order[1:], cuts):
+            if cut:
+                split.append(run)
+                run = []
+            run.append(i)
+        split.append(run)
+        if all(len(b) == 1 or len(b) * lengths[b[0]] <= max_tokens for b in split):
+            best = min(best, padded_cost(lengths, split, cost))
+    assert padded_cost(lengths, buckets, cost) == best
+    # Never worse than filling buckets in turn, which a cost of 0 beats on padding alone.
+    assert padded_cost(lengths, buckets, cost) <= padded_cost(lengths, length_buckets(lengths, max_tokens), cost)
 
 
 def test_temperature_changes_probabilities_not_the_path(batch):

@@ -11,24 +11,31 @@ from spacy_hybridner.modules.encoder import check_sizes
 SIZES = dict(width=16, depth=1, n_heads=2, ffn_width=32, lstm_depth=1, uni_lstm_depth=0, dropout=0.0)
 
 
-@pytest.mark.parametrize("lengths", [[10], [3, 40, 0, 17], [100, 1, 64]])
-@pytest.mark.parametrize("window,stride", [(8, 6), (8, 8), (16, 5)])
-def test_window_indices_cover_every_token_once(lengths, window, stride):
-    gather, select, window_lengths = window_indices(lengths, window, stride)
+@pytest.mark.parametrize("even", [False, True])
+@pytest.mark.parametrize("lengths", [[10], [3, 40, 0, 17], [100, 1, 64], [9, 300, 257]])
+@pytest.mark.parametrize("window,stride", [(8, 6), (8, 8), (16, 5), (256, 192)])
+def test_window_indices_cover_every_token_once(lengths, window, stride, even):
+    gather, select, window_lengths = window_indices(lengths, window, stride, even)
     N = sum(lengths)
     assert gather.shape[1] <= window
     assert (window_lengths <= window).all()
     assert list(window_lengths) == sorted(window_lengths, reverse=True)
     # Each token reads its output from a cell of a window that holds that very token.
     assert (gather.reshape(-1)[select] == numpy.arange(N)).all()
-    # ... and never from the outermost cell of a window that has a neighbour there.
+    # ... with at least half the overlap (window - stride) of context on either side,
+    # unless the sequence ends there.
+    least = (window - stride) // 2
     offset = 0
     for n in lengths:
-        if n > window:
-            w, i = numpy.divmod(select[offset : offset + n], gather.shape[1])
-            inner = numpy.arange(n)[(numpy.arange(n) >= window - stride) & (numpy.arange(n) < n - window + stride)]
-            assert ((i[inner] > 0) | (window == stride)).all()
+        w, i = numpy.divmod(select[offset : offset + n], gather.shape[1])
+        tokens = numpy.arange(n)
+        start = tokens - i  # where each token's window starts in its sequence
+        end = start + window_lengths[w]
+        assert ((tokens - start >= least) | (start == 0)).all()
+        assert ((end - 1 - tokens >= least) | (end == n)).all()
         offset += n
+    if even:  # never more tokens encoded than with a window every stride tokens
+        assert window_lengths.sum() <= window_indices(lengths, window, stride, False)[2].sum()
 
 
 @pytest.mark.parametrize("depth,lstm_depth,uni", [(0, 1, 0), (2, 0, 0), (0, 0, 0), (1, 1, 1)])
@@ -44,17 +51,28 @@ def test_depth_zero_variants_train(depth, lstm_depth, uni):
     assert all(p.grad is not None for p in module.output.parameters())
 
 
-def test_chunking_does_not_change_outputs():
+@pytest.mark.parametrize("lengths", [[9, 9, 7, 5, 2, 1], [2, 9, 0, 5, 9, 1, 7]])
+@pytest.mark.parametrize("max_batch_tokens,cost_per_bucket", [(10, 256), (10**6, 0), (10**6, 10**6)])
+def test_chunking_does_not_change_outputs_or_gradients(lengths, max_batch_tokens, cost_per_bucket):
+    """Sequences grouped by length (in any order, empty ones too) are encoded as if
+    each were alone: the same outputs and input gradients as one padded batch."""
     torch.manual_seed(0)
     module = HybridEncoder(8, 5, **SIZES).eval()
-    X = torch.randn(6, 9, 8)
-    lengths = torch.tensor([9, 9, 7, 5, 2, 1])
-    with torch.no_grad():
-        whole = module(X, lengths)
-        module.max_batch_tokens = 10
-        chunked = module(X, lengths)
+    X = torch.randn(len(lengths), 9, 8)
+    lengths = torch.tensor(lengths)
+    results = []
+    for settings in [(10**6, 10**6), (max_batch_tokens, cost_per_bucket)]:
+        module.max_batch_tokens, module.cost_per_bucket = settings
+        Xg = X.clone().requires_grad_()
+        Y = module(Xg, lengths)
+        assert Y.shape == (len(lengths), 9, 5)
+        mask = (torch.arange(9)[None, :] < lengths[:, None]).unsqueeze(2)
+        (Y * mask).sum().backward()
+        results.append((Y.detach(), Xg.grad))
+    (whole, d_whole), (chunked, d_chunked) = results
     for i, n in enumerate(lengths.tolist()):
         assert torch.allclose(whole[i, :n], chunked[i, :n], atol=1e-5)
+        assert torch.allclose(d_whole[i, :n], d_chunked[i, :n], atol=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +130,7 @@ def test_each_token_takes_the_output_of_its_own_window():
     layer = make_layer(window=window, stride=stride)
     X = numpy.random.randn(20, 6).astype("float32")
     (Y,) = layer.predict([X])
-    gather, select, _ = window_indices([20], window, stride)
+    gather, select, _ = window_indices([20], window, stride, even=True)  # as in prediction
     for w in range(gather.shape[0]):
         tokens = gather[w][gather[w] < 20]
         (Yw,) = layer.predict([X[tokens]])

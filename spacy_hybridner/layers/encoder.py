@@ -1,9 +1,13 @@
 """thinc glue for the hybrid encoder: ``List[Floats2d]`` in, ``List[Floats2d]`` out.
 
-Sequences longer than ``window`` are cut into overlapping windows (a new window every
-``stride`` tokens), encoded as a batch of short sequences and stitched back: each token
-takes its output from the window in which it sits furthest from the edges. Attention
-therefore never spans more than ``window`` tokens, whatever the length of a document.
+Sequences longer than ``window`` are cut into overlapping windows, encoded as a batch of
+short sequences and stitched back: each token takes its output from the window in which
+it sits furthest from the edges. Attention therefore never spans more than ``window``
+tokens, whatever the length of a document. In training a new window starts every
+``stride`` tokens (windows of ``window`` tokens, the last one flush with the end). In
+prediction a sequence gets as few windows as that needs, of equal length, spread evenly,
+consecutive ones overlapping by at least ``window - stride`` tokens: the same least
+context on either side of every token (half the overlap), fewer tokens encoded twice.
 """
 from functools import lru_cache, partial
 from typing import Any, Callable, List, Optional, Tuple
@@ -85,6 +89,10 @@ def _init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> None:
         mixed_precision=float16,
         grad_scaler=PyTorchGradScaler(**scaler_config),
     )
+    # Windows in prediction (module docstring); False: as in training (what
+    # scripts/inference_speed.py sets on a loaded copy, to compare). Saved with the
+    # weights; pipelines saved before it existed load with True.
+    wrapper.attrs["even_windows"] = True
     model.layers[:] = [wrapper]
 
 
@@ -97,16 +105,33 @@ def mixed_precision_dtype(device: torch.device) -> torch.dtype:
 
 
 def window_indices(
-    lengths: List[int], window: int, stride: int
+    lengths: List[int], window: int, stride: int, even: bool = False
 ) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
     """See ``_window_indices``; the result for a batch is computed once and shared by
     the input and output conversion of the same forward pass (read-only arrays)."""
-    return _window_indices(tuple(lengths), window, stride)
+    return _window_indices(tuple(lengths), window, stride, even)
+
+
+def window_starts(n: int, window: int, stride: int, even: bool = False) -> Tuple[List[int], int]:
+    """The windows of a sequence of ``n > window`` tokens: their starts and length.
+
+    even (bool): False: a window of ``window`` tokens every ``stride`` tokens, the last
+        flush with the end. True: the fewest windows of one length (at most ``window``)
+        that overlap by at least ``window - stride`` tokens, spread evenly.
+    RETURNS (Tuple[List[int], int]): Window starts, window length.
+    """
+    if not even:
+        return list(range(0, n - window, stride)) + [n - window], window
+    overlap = window - stride
+    count = -(-(n - overlap) // stride)  # ceil
+    length = -(-(n + (count - 1) * overlap) // count)
+    gap = (n - length) / (count - 1)
+    return [round(k * gap) for k in range(count)], length
 
 
 @lru_cache(maxsize=4)
 def _window_indices(
-    lengths: Tuple[int, ...], window: int, stride: int
+    lengths: Tuple[int, ...], window: int, stride: int, even: bool
 ) -> Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray]:
     """Where each window reads its tokens from, and where each token's output comes from.
 
@@ -124,11 +149,11 @@ def _window_indices(
             if n > 0:
                 spans.append((offset, 0, n, 0, n))
         else:
-            starts = list(range(0, n - window, stride)) + [n - window]
+            starts, length = window_starts(n, window, stride, even)
             for k, s in enumerate(starts):
-                own_start = 0 if k == 0 else (s + starts[k - 1] + window) // 2
-                own_end = n if k == len(starts) - 1 else (starts[k + 1] + s + window) // 2
-                spans.append((offset, s, s + window, own_start, own_end))
+                own_start = 0 if k == 0 else (s + starts[k - 1] + length) // 2
+                own_end = n if k == len(starts) - 1 else (starts[k + 1] + s + length) // 2
+                spans.append((offset, s, s + length, own_start, own_end))
         offset += n
     spans.sort(key=lambda span: span[1] - span[2])  # longest first
     N = offset
@@ -153,7 +178,8 @@ def _to_windows(
 ) -> Tuple[ArgsKwargs, Callable]:
     ops = model.ops
     lengths = [len(x) for x in Xs]
-    gather, _, window_lengths = window_indices(lengths, window, stride)
+    even = not is_train and model.attrs.get("even_windows", True)
+    gather, _, window_lengths = window_indices(lengths, window, stride, even)
     N = sum(lengths)
     table = ops.xp.concatenate(list(Xs) + [ops.alloc2f(1, width)]) if Xs else ops.alloc2f(1, width)
     gather_xp = ops.asarray(gather)
@@ -176,7 +202,8 @@ def _from_windows(
     Xs, Yt = inputs_outputs
     ops = model.ops
     lengths = [len(x) for x in Xs]
-    _, select, _ = window_indices(lengths, window, stride)
+    even = not is_train and model.attrs.get("even_windows", True)
+    _, select, _ = window_indices(lengths, window, stride, even)
     K = Yt.shape[-1]
     select_t = xp2torch(ops.asarray(select), device=Yt.device)
     flat_t = Yt.reshape(-1, K)[select_t].float()

@@ -11,32 +11,12 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .buckets import length_buckets
+
 # Score given to a forbidden transition or tag while training: low enough that such
 # paths carry no probability mass, finite so that no gradient becomes NaN. Decoding
 # uses -inf instead, so a forbidden transition can never be chosen.
 TRAIN_PENALTY = -1e4
-
-
-def length_buckets(lengths: Sequence[int], max_tokens: int) -> List[List[int]]:
-    """Group the indices of non-empty sequences, longest first, so that each group's
-    padded size (``len(group) * longest``) stays within ``max_tokens``. A sequence
-    longer than ``max_tokens`` gets a group of its own.
-
-    lengths (Sequence[int]): The length of each sequence.
-    max_tokens (int): The padded size a group may reach.
-    RETURNS (List[List[int]]): Indices into ``lengths``; empty sequences are left out.
-    """
-    order = sorted((i for i, n in enumerate(lengths) if n > 0), key=lambda i: -lengths[i])
-    buckets: List[List[int]] = []
-    current: List[int] = []
-    for i in order:
-        if current and (len(current) + 1) * lengths[current[0]] > max_tokens:
-            buckets.append(current)
-            current = []
-        current.append(i)
-    if current:
-        buckets.append(current)
-    return buckets
 
 
 def bucket_positions(

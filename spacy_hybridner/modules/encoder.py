@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .buckets import length_buckets
+
 
 @dataclass(frozen=True)
 class EncoderSettings:
@@ -128,12 +130,16 @@ class HybridEncoder(nn.Module):
         the emissions come back as float32. None: no autocast of its own.
     max_batch_tokens (int): Sequences are run in chunks of at most this many padded
         positions (each chunk trimmed to its longest sequence), which bounds the memory
-        of attention. Callers should pass sequences sorted longest first.
+        of attention.
+    cost_per_bucket (int): Chunks are the groups of similar length that minimise the
+        padded positions computed plus this many per chunk (``length_buckets``), so
+        that short sequences are not padded to the longest of the batch.
     """
 
     def __init__(
         self, nI: int, nO: int, settings: Optional[EncoderSettings] = None, *,
-        autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = 16384, **hyper: Any,
+        autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = 16384,
+        cost_per_bucket: int = 256, **hyper: Any,
     ):
         super().__init__()
         if settings is None:
@@ -148,6 +154,7 @@ class HybridEncoder(nn.Module):
         self.token_dropout = token_dropout
         self.autocast_dtype = autocast_dtype
         self.max_batch_tokens = max_batch_tokens
+        self.cost_per_bucket = cost_per_bucket
         self.input_proj = nn.Linear(nI, width)
         self.positions = SinusoidalPositions(width)
         self.input_norm = nn.LayerNorm(width)
@@ -191,17 +198,28 @@ class HybridEncoder(nn.Module):
         B, T, _ = X.shape
         if B == 0 or T == 0:
             return self.output(self.input_proj(X))
-        lens = [int(n) for n in lengths]
-        outputs, i = [], 0
-        while i < B:
-            j, longest = i + 1, max(lens[i], 1)
-            while j < B and (j - i + 1) * max(longest, lens[j]) <= self.max_batch_tokens:
-                longest = max(longest, lens[j])
-                j += 1
-            Y = self._encode(X[i:j, :longest], lengths[i:j])
+        buckets = length_buckets([int(n) for n in lengths], self.max_batch_tokens, self.cost_per_bucket)
+        order = [i for bucket in buckets for i in bucket]
+        if len(order) < B:  # empty sequences: encoded alone, their rows are all padding
+            buckets.append([i for i in range(B) if int(lengths[i]) <= 0])
+            order.extend(buckets[-1])
+        outputs = []
+        for bucket in buckets:
+            longest = max(int(lengths[bucket[0]]), 1)
+            first, last = bucket[0], bucket[-1]
+            if last - first + 1 == len(bucket) and bucket == list(range(first, last + 1)):
+                rows, bucket_lengths = X[first : last + 1, :longest], lengths[first : last + 1]
+            else:
+                index = torch.tensor(bucket, dtype=torch.long)
+                rows, bucket_lengths = X[:, :longest].index_select(0, index.to(X.device)), lengths[index]
+            Y = self._encode(rows, bucket_lengths)
             outputs.append(nn.functional.pad(Y, (0, 0, 0, T - longest)))
-            i = j
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        Y = outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+        if order == list(range(B)):
+            return Y
+        inverse = torch.empty(B, dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(B)
+        return Y.index_select(0, inverse.to(Y.device))
 
     def _encode(self, X: Tensor, lengths: Tensor) -> Tensor:
         T = X.shape[1]
