@@ -23,22 +23,23 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from thinc.api import NumpyOps
 
-from spacy_hybridner.modules import HybridEncoder
+from spacy_hybridner.layers import torch_module
 
 SENTENCE = "The European Commission said on Thursday it disagreed with German advice to consumers."
 
 
 def set_earlier(nlp, blis: bool = False, greedy_chunks: bool = False, stride_windows: bool = False):
     """Switch a loaded hybrid pipeline's ``ner`` back to earlier settings."""
-    ops = NumpyOps()
-    for node in nlp.get_pipe("ner").model.walk():
-        if blis:
+    model = nlp.get_pipe("ner").model
+    encoder = model.get_ref("encoder")
+    if blis:
+        ops = NumpyOps()
+        for node in model.walk():
             node.ops = ops
-        if stride_windows and "even_windows" in node.attrs:
-            node.attrs["even_windows"] = False
-        for shim in node.shims:
-            if greedy_chunks and isinstance(getattr(shim, "_model", None), HybridEncoder):
-                shim._model.cost_per_bucket = None
+    if greedy_chunks:
+        torch_module(encoder).cost_per_bucket = None
+    if stride_windows:
+        encoder.layers[0].attrs["even_windows"] = False
     return nlp
 
 

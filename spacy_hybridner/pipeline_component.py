@@ -144,7 +144,7 @@ def make_hybrid_ner(nlp: Language, name: str, model: Model, scorer: Optional[Cal
 # size of ``nlp.pipe`` or ``nlp.evaluate`` (1000 documents by default): it bounds the
 # memory of prediction (and of the evaluations during training), where the largest
 # arrays grow with the words in the batch. Chosen by measurement: docs/benchmarks.md,
-# "CPU inference".
+# "CPU inference, second round".
 PREDICT_WORDS = 8192
 
 

@@ -173,13 +173,17 @@ def _window_indices(
     return gather, select, window_lengths
 
 
+def _even(model: Model, is_train: bool) -> bool:
+    """Whether this pass cuts even windows (prediction) or a window every stride."""
+    return not is_train and model.attrs.get("even_windows", True)
+
+
 def _to_windows(
     model: Model, Xs: List[Floats2d], is_train: bool, *, window: int, stride: int, width: int
 ) -> Tuple[ArgsKwargs, Callable]:
     ops = model.ops
     lengths = [len(x) for x in Xs]
-    even = not is_train and model.attrs.get("even_windows", True)
-    gather, _, window_lengths = window_indices(lengths, window, stride, even)
+    gather, _, window_lengths = window_indices(lengths, window, stride, _even(model, is_train))
     N = sum(lengths)
     table = ops.xp.concatenate(list(Xs) + [ops.alloc2f(1, width)]) if Xs else ops.alloc2f(1, width)
     gather_xp = ops.asarray(gather)
@@ -202,8 +206,7 @@ def _from_windows(
     Xs, Yt = inputs_outputs
     ops = model.ops
     lengths = [len(x) for x in Xs]
-    even = not is_train and model.attrs.get("even_windows", True)
-    _, select, _ = window_indices(lengths, window, stride, even)
+    _, select, _ = window_indices(lengths, window, stride, _even(model, is_train))
     K = Yt.shape[-1]
     select_t = xp2torch(ops.asarray(select), device=Yt.device)
     flat_t = Yt.reshape(-1, K)[select_t].float()

@@ -206,9 +206,9 @@ class HybridEncoder(nn.Module):
         outputs = []
         for bucket in buckets:
             longest = max(int(lengths[bucket[0]]), 1)
-            first, last = bucket[0], bucket[-1]
-            if last - first + 1 == len(bucket) and bucket == list(range(first, last + 1)):
-                rows, bucket_lengths = X[first : last + 1, :longest], lengths[first : last + 1]
+            first, end = bucket[0], bucket[0] + len(bucket)
+            if bucket == list(range(first, end)):  # a run of the batch: a view, no copy
+                rows, bucket_lengths = X[first:end, :longest], lengths[first:end]
             else:
                 index = torch.tensor(bucket, dtype=torch.long)
                 rows, bucket_lengths = X[:, :longest].index_select(0, index.to(X.device)), lengths[index]
