@@ -12,7 +12,9 @@ The earlier settings are switched back on loaded copies of the same pipeline:
 - "chunks filled in turn": the encoder runs windows in chunks filled up to its padded
   size, longest first, so short windows are padded to the longest of the chunk;
 - "windows every stride": prediction cuts long documents as training does (a window of
-  ``window`` tokens every ``stride`` tokens) instead of the fewest even windows.
+  ``window`` tokens every ``stride`` tokens) instead of the fewest even windows;
+- "CRF loops in PyTorch": Viterbi and forward-backward step through time in PyTorch
+  operations instead of NumPy's.
 """
 import statistics
 import sys
@@ -28,7 +30,10 @@ from spacy_hybridner.layers import torch_module
 SENTENCE = "The European Commission said on Thursday it disagreed with German advice to consumers."
 
 
-def set_earlier(nlp, blis: bool = False, greedy_chunks: bool = False, stride_windows: bool = False):
+def set_earlier(
+    nlp, blis: bool = False, greedy_chunks: bool = False, stride_windows: bool = False,
+    torch_crf: bool = False,
+):
     """Switch a loaded hybrid pipeline's ``ner`` back to earlier settings."""
     model = nlp.get_pipe("ner").model
     encoder = model.get_ref("encoder")
@@ -40,6 +45,8 @@ def set_earlier(nlp, blis: bool = False, greedy_chunks: bool = False, stride_win
         torch_module(encoder).cost_per_bucket = None
     if stride_windows:
         encoder.layers[0].attrs["even_windows"] = False
+    if torch_crf:
+        torch_module(model.get_ref("crf")).numpy_on_cpu = False
     return nlp
 
 
@@ -49,12 +56,14 @@ def main() -> None:
     baseline = spacy.load(spacy_model)
     pipelines = {
         "spaCy ner": baseline,
-        "hybrid_ner before issue 17 (blis gemm, chunks filled in turn, windows every stride)": set_earlier(
-            spacy.load(hybrid_model), blis=True, greedy_chunks=True, stride_windows=True
+        "hybrid_ner before issue 17 (blis gemm, chunks filled in turn, windows every stride, CRF loops in "
+        "PyTorch)": set_earlier(
+            spacy.load(hybrid_model), blis=True, greedy_chunks=True, stride_windows=True, torch_crf=True
         ),
-        "+ numpy gemm": set_earlier(spacy.load(hybrid_model), greedy_chunks=True, stride_windows=True),
-        "+ chunks of similar length": set_earlier(spacy.load(hybrid_model), stride_windows=True),
-        "+ even windows in prediction (now)": spacy.load(hybrid_model),
+        "+ numpy gemm": set_earlier(spacy.load(hybrid_model), greedy_chunks=True, stride_windows=True, torch_crf=True),
+        "+ chunks of similar length": set_earlier(spacy.load(hybrid_model), stride_windows=True, torch_crf=True),
+        "+ even windows in prediction": set_earlier(spacy.load(hybrid_model), torch_crf=True),
+        "+ CRF loops in NumPy (now)": spacy.load(hybrid_model),
     }
     now = list(pipelines)[-1]
     gold = list(DocBin().from_disk(data).get_docs(baseline.vocab))
@@ -89,7 +98,8 @@ def main() -> None:
             f"| {name} | {rate:,.0f} | {rate / base:.2f} | {100 * f:.2f} | {differ} | "
             f"{', '.join(f'{v:,.0f}' for v in speeds[name])} |"
         )
-    latency = {"spaCy ner": [], now: []}
+    before_now = list(pipelines)[-2]
+    latency = {"spaCy ner": [], before_now: [], now: []}
     for _ in range(200):
         for name in latency:
             start = time.perf_counter()

@@ -283,6 +283,41 @@ def test_decode_falls_back_to_log_space_when_probabilities_underflow():
     assert torch.isfinite(seg_logp).all() and seg_logp[0, 1] == pytest.approx(0.0, abs=1e-5)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 2.5])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_cpu_decode_matches_the_padded_algorithms(temperature, with_mask):
+    """On the CPU, decode runs its loops in NumPy (numpy_decode): the same paths and
+    segment probabilities as padded_decode (checked against enumeration above), for
+    long, length-1 and empty sequences in any order, a tag mask and a temperature."""
+    crf = make_crf()
+    crf.max_batch_tokens = 600  # several buckets
+    torch.manual_seed(4)
+    lengths = [64, 1, 517, 0, 3, 300, 1]
+    flat = torch.randn(sum(lengths), K) * 3
+    tag_mask = None
+    if with_mask:
+        tag_mask = torch.rand(flat.shape) < 0.6
+        tag_mask[:, TAGS.index("O")] = True
+    tags, seg_logp = crf.decode(flat, lengths, tag_mask, temperature)
+    offset = 0
+    for n in lengths:
+        if n:
+            rows = slice(offset, offset + n)
+            mask = None if tag_mask is None else tag_mask[rows][None]
+            path, _, logp = crf.padded_decode(flat[rows][None], torch.ones(1, n, dtype=torch.bool), mask, temperature)
+            assert tags[rows].tolist() == path[0].tolist()
+            assert torch.allclose(seg_logp[rows], logp[0], atol=1e-4)
+        offset += n
+
+
+def test_cpu_decode_falls_back_to_log_space_when_probabilities_underflow():
+    crf = CRF(2, allowed_start=[True, False], allowed_transitions=[[False, True], [True, True]])
+    emissions = torch.tensor([[0.0, -3000.0], [0.0, -3000.0], [0.0, 0.0]])
+    tags, seg_logp = crf.decode(emissions, [2, 1])
+    assert tags.tolist() == [0, 1, 0]
+    assert torch.isfinite(seg_logp).all() and seg_logp[1] == pytest.approx(0.0, abs=1e-5)
+
+
 @pytest.mark.parametrize("lengths", [(3, 1, 4, 2), (1,), (517, 300, 1, 64)])
 def test_tree_partition_matches_the_log_space_recursion(lengths):
     """Training's log Z (pairwise products of transfer matrices) equals the forward

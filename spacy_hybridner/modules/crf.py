@@ -4,10 +4,13 @@ Everything here works on tensors, masks and lengths: no spaCy, no thinc. Sequenc
 arrive *ragged* (one flat ``(N, K)`` tensor plus a list of lengths) and are grouped
 into length-sorted buckets of bounded padded size, so one very long sequence never
 pads a whole batch to its length. Within a bucket every algorithm is vectorised over
-the batch and the tags; the only Python loop is over time steps.
+the batch and the tags; the only Python loop is over time steps. On the CPU, decoding
+runs that loop in NumPy (``numpy_decode``), whose calls on small arrays cost a fraction
+of PyTorch's.
 """
 from typing import List, Optional, Sequence, Tuple
 
+import numpy
 import torch
 from torch import Tensor, nn
 
@@ -48,7 +51,13 @@ class CRF(nn.Module):
         O, B-* and U-*). ``decode`` reports, at each token, the probability of the
         decoded segment that ends there, i.e. of an entity at its last token.
     max_batch_tokens (int): Padded size of one bucket of sequences.
+
+    ``numpy_on_cpu`` (attribute, default True): on the CPU, ``decode`` runs its loops in
+    NumPy (``numpy_decode``); False runs them in PyTorch, as on a GPU (kept to measure
+    one against the other).
     """
+
+    numpy_on_cpu = True
 
     def __init__(
         self,
@@ -369,6 +378,8 @@ class CRF(nn.Module):
         offsets = _offsets(lengths)
         N, K = emissions.shape
         device = emissions.device
+        if device.type == "cpu" and self.numpy_on_cpu:
+            return self._numpy_decode(emissions, lengths, offsets, tag_mask, temperature)
         tags = torch.zeros(N, dtype=torch.long, device=device)
         seg_logp = torch.zeros(N, dtype=torch.float32, device=device)
         padded_emissions = torch.cat([emissions, emissions.new_zeros(1, K)])
@@ -384,6 +395,139 @@ class CRF(nn.Module):
             tags[positions[mask]] = path[mask]
             seg_logp[positions[mask]] = logp[mask]
         return tags, seg_logp
+
+    def _numpy_decode(
+        self, emissions: Tensor, lengths: Sequence[int], offsets: Sequence[int],
+        tag_mask: Optional[Tensor], temperature: float,
+    ) -> Tuple[Tensor, Tensor]:
+        """``decode`` on the CPU: each bucket padded in NumPy and run by ``numpy_decode``;
+        a bucket whose probabilities underflow goes through ``padded_decode``'s
+        log-space recursions instead."""
+        N, K = emissions.shape
+        flat = emissions.detach().double().numpy()
+        if tag_mask is not None:
+            flat = numpy.where(tag_mask.numpy(), flat, -numpy.inf)
+        start, trans, end = (x.detach().double().numpy() for x in self.potentials(float("-inf")))
+        opens = self.segment_starts.numpy()
+        tags = numpy.zeros(N, dtype="int64")
+        seg_logp = numpy.zeros(N, dtype="float32")
+        for bucket in length_buckets(lengths, self.max_batch_tokens):
+            lens = numpy.asarray([lengths[i] for i in bucket], dtype="int64")
+            rows = numpy.concatenate([numpy.arange(offsets[i], offsets[i] + lengths[i]) for i in bucket])
+            cells = numpy.arange(lens[0])[None, :] < lens[:, None]  # (B, T): real tokens
+            padded = numpy.zeros((len(bucket), int(lens[0]), K), dtype="float64")
+            padded[cells] = flat[rows]
+            result = numpy_decode(padded, lens, start, trans, end, opens, temperature)
+            if result is None:
+                positions, mask, _ = bucket_positions(offsets, lengths, bucket, N, emissions.device)
+                torch_mask = None
+                if tag_mask is not None:
+                    torch_mask = torch.cat([tag_mask, tag_mask.new_ones(1, K)])[positions]
+                padded_emissions = torch.cat([emissions, emissions.new_zeros(1, K)])[positions]
+                path_t, _, logp_t = self.padded_decode(padded_emissions, mask, torch_mask, temperature)
+                result = path_t.numpy(), logp_t.numpy()
+            path, logp = result
+            tags[rows] = path[cells]
+            seg_logp[rows] = logp[cells]
+        return torch.from_numpy(tags), torch.from_numpy(seg_logp)
+
+
+def numpy_decode(
+    emissions: numpy.ndarray, lengths: numpy.ndarray, start: numpy.ndarray,
+    trans: numpy.ndarray, end: numpy.ndarray, segment_starts: numpy.ndarray,
+    temperature: float = 1.0,
+) -> Optional[Tuple[numpy.ndarray, numpy.ndarray]]:
+    """Viterbi path and segment log probabilities of a padded bucket, in NumPy float64:
+    what ``CRF.padded_decode`` computes, without the marginals. The sequences must be
+    sorted longest first, so that the ones still running at any step are a prefix of
+    the batch and each step works on that prefix alone (no masks).
+
+    emissions (numpy.ndarray): ``(B, T, K)``, -inf for a forbidden tag.
+    lengths (numpy.ndarray): ``(B,)``, non-increasing, at least 1.
+    start, trans, end (numpy.ndarray): ``(K,)``, ``(K, K)``, ``(K,)`` potentials, -inf
+        where forbidden.
+    segment_starts (numpy.ndarray): ``(K,)`` True for tags that open a segment.
+    temperature (float): Divides the potentials for the probabilities only.
+    RETURNS (Optional[Tuple[numpy.ndarray, numpy.ndarray]]): the path ``(B, T)`` and,
+        at each token, the log probability of the decoded segment ending there
+        ``(B, T)`` (values past a length are undefined); None when the scaled
+        forward-backward underflows (then use the log-space recursions).
+    """
+    B, T, K = emissions.shape
+    # running[t]: how many sequences have a token at step t (a prefix of the batch)
+    running = B - numpy.searchsorted(lengths[::-1], numpy.arange(T), side="right")
+    rows = numpy.arange(B)
+    # Viterbi
+    score = start + emissions[:, 0]
+    backpointers = numpy.zeros((T, B, K), dtype="int64")
+    for t in range(1, T):
+        n = running[t]
+        candidates = score[:n, :, None] + trans
+        backpointers[t, :n] = candidates.argmax(axis=1)
+        score[:n] = candidates.max(axis=1) + emissions[:n, t]
+    tag = (score + end).argmax(axis=1)
+    path = numpy.zeros((B, T), dtype="int64")
+    for t in range(T - 1, 0, -1):
+        n = running[t]
+        path[:n, t] = tag[:n]
+        tag[:n] = backpointers[t, rows[:n], tag[:n]]
+    path[:, 0] = tag
+    # Forward-backward in probability space, one normalising scale per step
+    if temperature != 1.0:
+        emissions, start, trans, end = (x / temperature for x in (emissions, start, trans, end))
+    with numpy.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        weights = numpy.exp(trans)
+        shift = emissions.max(axis=2)  # (B, T)
+        probs = numpy.exp(emissions - shift[:, :, None])
+        first = start + emissions[:, 0]
+        alpha_log = numpy.zeros((T, B))  # log of each step's normaliser
+        alpha_log[0] = first.max(axis=1)
+        alphas = numpy.ones((T, B, K))  # past a length: unused
+        alphas[0] = numpy.exp(first - alpha_log[0][:, None])
+        for t in range(1, T):
+            n = running[t]
+            step = (alphas[t - 1, :n] @ weights) * probs[:n, t]
+            total = step.sum(axis=1)
+            alphas[t, :n] = step / total[:, None]
+            alpha_log[t, :n] = numpy.log(total) + shift[:n, t]
+        end_max = end.max()
+        beta = numpy.repeat(numpy.exp(end - end_max)[None, :], B, axis=0)
+        beta_log = numpy.zeros((T, B))
+        betas = numpy.ones((T, B, K))
+        betas[T - 1] = beta
+        weights_t = weights.T
+        for t in range(T - 2, -1, -1):
+            n = running[t + 1]
+            step = (beta[:n] * probs[:n, t + 1]) @ weights_t
+            total = step.sum(axis=1)
+            beta[:n] = step / total[:, None]
+            beta_log[t, :n] = numpy.log(total) + shift[:n, t + 1]
+            betas[t] = beta
+        alpha_scale = alpha_log.cumsum(axis=0)  # (T, B)
+        beta_scale = beta_log[::-1].cumsum(axis=0)[::-1] + end_max
+        if not (numpy.isfinite(alpha_scale).all() and numpy.isfinite(beta_scale).all()):
+            return None
+        index = path.T[:, :, None]  # (T, B, 1)
+        alpha_path = numpy.log(numpy.take_along_axis(alphas, index, axis=2)[:, :, 0]) + alpha_scale
+        beta_path = numpy.log(numpy.take_along_axis(betas, index, axis=2)[:, :, 0]) + beta_scale
+        last = lengths - 1
+        final = numpy.log(alphas[last, rows]) + alpha_scale[last, rows][:, None] + end
+        top = final.max(axis=1)
+        log_z = top + numpy.log(numpy.exp(final - top[:, None]).sum(axis=1))
+    alpha_path, beta_path = alpha_path.T, beta_path.T  # (B, T)
+    emit_path = numpy.take_along_axis(emissions, path[:, :, None], axis=2)[:, :, 0]
+    step = trans[path[:, :-1], path[:, 1:]] + emit_path[:, 1:]
+    prefix = numpy.concatenate([numpy.zeros((B, 1)), step.cumsum(axis=1)], axis=1)
+    steps = numpy.broadcast_to(numpy.arange(T), (B, T))
+    seg_start = numpy.maximum.accumulate(numpy.where(segment_starts[path], steps, 0), axis=1)
+    seg_logp = (
+        numpy.take_along_axis(alpha_path, seg_start, axis=1)
+        + prefix
+        - numpy.take_along_axis(prefix, seg_start, axis=1)
+        + beta_path
+        - log_z[:, None]
+    )
+    return path, numpy.minimum(seg_logp, 0.0)
 
 
 def _offsets(lengths: Sequence[int]) -> List[int]:
