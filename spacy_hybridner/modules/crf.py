@@ -453,67 +453,26 @@ def numpy_decode(
         ``(B, T)`` (values past a length are undefined); None when the scaled
         forward-backward underflows (then use the log-space recursions).
     """
-    B, T, K = emissions.shape
+    B, T, _ = emissions.shape
     # running[t]: how many sequences have a token at step t (a prefix of the batch)
     running = B - numpy.searchsorted(lengths[::-1], numpy.arange(T), side="right")
-    rows = numpy.arange(B)
-    # Viterbi
-    score = start + emissions[:, 0]
-    backpointers = numpy.zeros((T, B, K), dtype="int64")
-    for t in range(1, T):
-        n = running[t]
-        candidates = score[:n, :, None] + trans
-        backpointers[t, :n] = candidates.argmax(axis=1)
-        score[:n] = candidates.max(axis=1) + emissions[:n, t]
-    tag = (score + end).argmax(axis=1)
-    path = numpy.zeros((B, T), dtype="int64")
-    for t in range(T - 1, 0, -1):
-        n = running[t]
-        path[:n, t] = tag[:n]
-        tag[:n] = backpointers[t, rows[:n], tag[:n]]
-    path[:, 0] = tag
-    # Forward-backward in probability space, one normalising scale per step
+    path = _numpy_viterbi(emissions, running, start, trans, end)
     if temperature != 1.0:
         emissions, start, trans, end = (x / temperature for x in (emissions, start, trans, end))
     with numpy.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        weights = numpy.exp(trans)
-        shift = emissions.max(axis=2)  # (B, T)
-        probs = numpy.exp(emissions - shift[:, :, None])
-        first = start + emissions[:, 0]
-        alpha_log = numpy.zeros((T, B))  # log of each step's normaliser
-        alpha_log[0] = first.max(axis=1)
-        alphas = numpy.ones((T, B, K))  # past a length: unused
-        alphas[0] = numpy.exp(first - alpha_log[0][:, None])
-        for t in range(1, T):
-            n = running[t]
-            step = (alphas[t - 1, :n] @ weights) * probs[:n, t]
-            total = step.sum(axis=1)
-            alphas[t, :n] = step / total[:, None]
-            alpha_log[t, :n] = numpy.log(total) + shift[:n, t]
-        end_max = end.max()
-        beta = numpy.repeat(numpy.exp(end - end_max)[None, :], B, axis=0)
-        beta_log = numpy.zeros((T, B))
-        betas = numpy.ones((T, B, K))
-        betas[T - 1] = beta
-        weights_t = weights.T
-        for t in range(T - 2, -1, -1):
-            n = running[t + 1]
-            step = (beta[:n] * probs[:n, t + 1]) @ weights_t
-            total = step.sum(axis=1)
-            beta[:n] = step / total[:, None]
-            beta_log[t, :n] = numpy.log(total) + shift[:n, t + 1]
-            betas[t] = beta
-        alpha_scale = alpha_log.cumsum(axis=0)  # (T, B)
-        beta_scale = beta_log[::-1].cumsum(axis=0)[::-1] + end_max
-        if not (numpy.isfinite(alpha_scale).all() and numpy.isfinite(beta_scale).all()):
+        scaled = _numpy_forward_backward(emissions, running, start, trans, end)
+        if scaled is None:
             return None
+        alphas, alpha_scale, betas, beta_scale = scaled
         index = path.T[:, :, None]  # (T, B, 1)
         alpha_path = numpy.log(numpy.take_along_axis(alphas, index, axis=2)[:, :, 0]) + alpha_scale
         beta_path = numpy.log(numpy.take_along_axis(betas, index, axis=2)[:, :, 0]) + beta_scale
-        last = lengths - 1
+        last, rows = lengths - 1, numpy.arange(B)
         final = numpy.log(alphas[last, rows]) + alpha_scale[last, rows][:, None] + end
         top = final.max(axis=1)
         log_z = top + numpy.log(numpy.exp(final - top[:, None]).sum(axis=1))
+    # As in padded_decode: P(y_i..y_j = path_i..path_j) = alpha_i(path_i)
+    #   * prod_{t=i+1..j} trans(path_{t-1}, path_t) emit_t(path_t) * beta_j(path_j) / Z
     alpha_path, beta_path = alpha_path.T, beta_path.T  # (B, T)
     emit_path = numpy.take_along_axis(emissions, path[:, :, None], axis=2)[:, :, 0]
     step = trans[path[:, :-1], path[:, 1:]] + emit_path[:, 1:]
@@ -528,6 +487,73 @@ def numpy_decode(
         - log_z[:, None]
     )
     return path, numpy.minimum(seg_logp, 0.0)
+
+
+def _numpy_viterbi(
+    emissions: numpy.ndarray, running: numpy.ndarray, start: numpy.ndarray,
+    trans: numpy.ndarray, end: numpy.ndarray,
+) -> numpy.ndarray:
+    """The best path ``(B, T)`` of each sequence (see ``numpy_decode``); ``running[t]``
+    sequences are still running at step t."""
+    B, T, K = emissions.shape
+    score = start + emissions[:, 0]
+    backpointers = numpy.zeros((T, B, K), dtype="int64")
+    for t in range(1, T):
+        n = running[t]
+        candidates = score[:n, :, None] + trans
+        backpointers[t, :n] = candidates.argmax(axis=1)
+        score[:n] = candidates.max(axis=1) + emissions[:n, t]
+    tag = (score + end).argmax(axis=1)
+    path = numpy.zeros((B, T), dtype="int64")
+    rows = numpy.arange(B)
+    for t in range(T - 1, 0, -1):
+        n = running[t]
+        path[:n, t] = tag[:n]
+        tag[:n] = backpointers[t, rows[:n], tag[:n]]
+    path[:, 0] = tag
+    return path
+
+
+def _numpy_forward_backward(
+    emissions: numpy.ndarray, running: numpy.ndarray, start: numpy.ndarray,
+    trans: numpy.ndarray, end: numpy.ndarray,
+) -> Optional[Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]]:
+    """Forward-backward in probability space with one normalising scale per step, as
+    ``CRF.scaled_forward_backward``: alphas ``(T, B, K)`` and the log of their scale
+    ``(T, B)``, betas and theirs; log alpha = log(alphas) + scale. None on underflow."""
+    B, T, K = emissions.shape
+    weights = numpy.exp(trans)
+    shift = emissions.max(axis=2)  # (B, T): keeps exp() in range
+    probs = numpy.exp(emissions - shift[:, :, None])
+    first = start + emissions[:, 0]
+    alpha_log = numpy.zeros((T, B))  # log of each step's normaliser
+    alpha_log[0] = first.max(axis=1)
+    alphas = numpy.ones((T, B, K))  # past a length: unused
+    alphas[0] = numpy.exp(first - alpha_log[0][:, None])
+    for t in range(1, T):
+        n = running[t]
+        step = (alphas[t - 1, :n] @ weights) * probs[:n, t]
+        total = step.sum(axis=1)
+        alphas[t, :n] = step / total[:, None]
+        alpha_log[t, :n] = numpy.log(total) + shift[:n, t]
+    end_max = end.max()
+    beta = numpy.repeat(numpy.exp(end - end_max)[None, :], B, axis=0)
+    beta_log = numpy.zeros((T, B))
+    betas = numpy.ones((T, B, K))
+    betas[T - 1] = beta
+    weights_t = weights.T
+    for t in range(T - 2, -1, -1):
+        n = running[t + 1]
+        step = (beta[:n] * probs[:n, t + 1]) @ weights_t
+        total = step.sum(axis=1)
+        beta[:n] = step / total[:, None]
+        beta_log[t, :n] = numpy.log(total) + shift[:n, t + 1]
+        betas[t] = beta
+    alpha_scale = alpha_log.cumsum(axis=0)
+    beta_scale = beta_log[::-1].cumsum(axis=0)[::-1] + end_max
+    if not (numpy.isfinite(alpha_scale).all() and numpy.isfinite(beta_scale).all()):
+        return None
+    return alphas, alpha_scale, betas, beta_scale
 
 
 def _offsets(lengths: Sequence[int]) -> List[int]:
