@@ -1,9 +1,12 @@
 """The ``hybrid_ner`` pipeline component: HybridNER as spaCy's ``ner``."""
 import os
+import threading
 import weakref
+from contextlib import contextmanager
+from functools import lru_cache
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy
 import srsly
@@ -91,6 +94,37 @@ def limit_blas_threads(n: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=n, user_api="blas")
+
+
+# Prediction runs numpy's BLAS (the thinc layers' gemm, see numpy_gemm) on one thread. Its
+# threads and torch's (the encoder) take turns on the same cores, and each pool keeps its
+# threads spinning for a while after its work, so with both at the core count they slow
+# each other down: one BLAS thread is 1.1-1.2x as fast for batches on 2 cores and halves
+# the latency of one sentence (docs/benchmarks.md, "CPU inference, third round").
+_ONE_BLAS_THREAD = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _blas_pools():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController().select(user_api="blas")
+
+
+@contextmanager
+def one_blas_thread(ops) -> Iterator[None]:
+    """Run the block with numpy's BLAS on one thread when ``ops`` is the CPU's. The
+    thread count is process-wide, so one block at a time sets it (a lock taken without
+    waiting: a block that finds it taken runs with whatever the holder leaves set) and
+    puts back what it found; numpy code on other threads runs single-threaded meanwhile."""
+    if not isinstance(ops, NumpyOps) or not _ONE_BLAS_THREAD.acquire(blocking=False):
+        yield
+        return
+    try:
+        with _blas_pools().limit(limits=1):
+            yield
+    finally:
+        _ONE_BLAS_THREAD.release()
 
 
 def numpy_gemm(model: Model) -> None:
@@ -366,14 +400,15 @@ class HybridEntityRecognizer(TrainablePipe):
             return [ops.alloc1i(len(d)) for d in docs], [ops.alloc1f(len(d)) for d in docs]
         tags: List[Ints1d] = []
         probs: List[Floats1d] = []
-        for part in _parts_by_words(docs, PREDICT_WORDS):
-            scores = self.model.predict(part)
-            masks = [self._preset_mask(doc) for doc in part]
-            part_tags, part_probs = crf_decode(
-                self.model.get_ref("crf"), scores, masks, self.cfg.get("temperature", 1.0)
-            )
-            tags.extend(part_tags)
-            probs.extend(part_probs)
+        with one_blas_thread(self.model.ops):
+            for part in _parts_by_words(docs, PREDICT_WORDS):
+                scores = self.model.predict(part)
+                masks = [self._preset_mask(doc) for doc in part]
+                part_tags, part_probs = crf_decode(
+                    self.model.get_ref("crf"), scores, masks, self.cfg.get("temperature", 1.0)
+                )
+                tags.extend(part_tags)
+                probs.extend(part_probs)
         return tags, probs
 
     def set_annotations(self, docs: Iterable[Doc], predictions: Tuple[List[Ints1d], List[Floats1d]]) -> None:

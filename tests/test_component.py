@@ -486,3 +486,45 @@ def test_thinc_layers_multiply_through_numpy_blas(trained_nlp, tmp_path):
     got = ents_with_confidence(loaded.pipe(texts))
     assert [[e[:3] for e in doc] for doc in got] == [[e[:3] for e in doc] for doc in expected]
     assert [e[3] for doc in got for e in doc] == pytest.approx([e[3] for doc in expected for e in doc], abs=1e-5)
+
+
+def test_prediction_runs_one_blas_thread_and_puts_the_count_back(trained_nlp, monkeypatch):
+    """Prediction, of one text or of a batch, runs numpy's BLAS on one thread; the count
+    is back afterwards, also after calls from many threads at once, and the entities
+    are those of a pipeline that keeps every thread."""
+    import contextlib
+    import threading
+
+    from threadpoolctl import threadpool_limits
+
+    from spacy_hybridner import pipeline_component
+    from spacy_hybridner.pipeline_component import _blas_pools
+
+    def blas_threads():
+        return _blas_pools().info()[0]["num_threads"]
+
+    seen = []
+    decode = pipeline_component.crf_decode
+
+    def counting_decode(*args, **kwargs):
+        seen.append(blas_threads())
+        return decode(*args, **kwargs)
+
+    texts = [text for text, _ in TRAIN_DATA] + ["Tim Cook visited Berlin and Paris ."]
+    monkeypatch.setattr(pipeline_component, "crf_decode", counting_decode)
+    with threadpool_limits(limits=2, user_api="blas"):
+        single = ents_with_confidence([trained_nlp(texts[-1])])
+        batch = ents_with_confidence(trained_nlp.pipe(texts, batch_size=len(texts)))
+        assert seen == [1, 1] and blas_threads() == 2
+        workers = [threading.Thread(target=lambda: [trained_nlp(texts[-1]) for _ in range(20)]) for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert len(seen) == 122 and blas_threads() == 2
+        monkeypatch.setattr(pipeline_component, "one_blas_thread", lambda ops: contextlib.nullcontext())
+        every_thread = ents_with_confidence(trained_nlp.pipe(texts, batch_size=len(texts)))
+        assert seen[-1] == 2
+    for doc, want in zip(batch + single, every_thread + every_thread[-1:]):
+        assert [e[:3] for e in doc] == [e[:3] for e in want]  # OpenBLAS rounds differently with 2 threads
+        assert [e[3] for e in doc] == pytest.approx([e[3] for e in want], abs=1e-5)
