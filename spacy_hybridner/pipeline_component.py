@@ -91,9 +91,7 @@ def _single_threaded_torch_in_child() -> None:
 
 def limit_blas_threads(n: int) -> None:
     """Let numpy's BLAS (OpenBLAS, MKL) use at most ``n`` threads in this process."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=n, user_api="blas")
+    _blas_pools().limit(limits=n)
 
 
 # Prediction runs numpy's BLAS (the thinc layers' gemm, see numpy_gemm) on one thread. Its

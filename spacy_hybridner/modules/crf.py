@@ -378,58 +378,33 @@ class CRF(nn.Module):
         offsets = _offsets(lengths)
         N, K = emissions.shape
         device = emissions.device
-        if device.type == "cpu" and self.numpy_on_cpu:
-            return self._numpy_decode(emissions, lengths, offsets, tag_mask, temperature)
         tags = torch.zeros(N, dtype=torch.long, device=device)
         seg_logp = torch.zeros(N, dtype=torch.float32, device=device)
         padded_emissions = torch.cat([emissions, emissions.new_zeros(1, K)])
         padded_tag_mask = None
         if tag_mask is not None:
             padded_tag_mask = torch.cat([tag_mask, tag_mask.new_ones(1, K)])
+        in_numpy = device.type == "cpu" and self.numpy_on_cpu
+        if in_numpy:  # float64, -inf where the tag mask forbids a tag
+            table = padded_emissions.double().numpy()
+            if padded_tag_mask is not None:
+                table = numpy.where(padded_tag_mask.numpy(), table, -numpy.inf)
+            potentials = [x.double().numpy() for x in self.potentials(float("-inf"))]
         for bucket in length_buckets(lengths, self.max_batch_tokens):
-            positions, mask, _ = bucket_positions(offsets, lengths, bucket, N, device)
-            bucket_mask = padded_tag_mask[positions] if padded_tag_mask is not None else None
-            path, _, logp = self.padded_decode(
-                padded_emissions[positions], mask, bucket_mask, temperature
-            )
+            positions, mask, lens = bucket_positions(offsets, lengths, bucket, N, device)
+            result = None
+            if in_numpy:
+                result = numpy_decode(
+                    table[positions.numpy()], lens.numpy(), *potentials, self.segment_starts.numpy(), temperature
+                )
+            if result is not None:
+                path, logp = (torch.from_numpy(x) for x in result)
+            else:  # on a GPU, or when the probabilities underflow in NumPy
+                bucket_mask = padded_tag_mask[positions] if padded_tag_mask is not None else None
+                path, _, logp = self.padded_decode(padded_emissions[positions], mask, bucket_mask, temperature)
             tags[positions[mask]] = path[mask]
-            seg_logp[positions[mask]] = logp[mask]
+            seg_logp[positions[mask]] = logp[mask].float()
         return tags, seg_logp
-
-    def _numpy_decode(
-        self, emissions: Tensor, lengths: Sequence[int], offsets: Sequence[int],
-        tag_mask: Optional[Tensor], temperature: float,
-    ) -> Tuple[Tensor, Tensor]:
-        """``decode`` on the CPU: each bucket padded in NumPy and run by ``numpy_decode``;
-        a bucket whose probabilities underflow goes through ``padded_decode``'s
-        log-space recursions instead."""
-        N, K = emissions.shape
-        flat = emissions.detach().double().numpy()
-        if tag_mask is not None:
-            flat = numpy.where(tag_mask.numpy(), flat, -numpy.inf)
-        start, trans, end = (x.detach().double().numpy() for x in self.potentials(float("-inf")))
-        opens = self.segment_starts.numpy()
-        tags = numpy.zeros(N, dtype="int64")
-        seg_logp = numpy.zeros(N, dtype="float32")
-        for bucket in length_buckets(lengths, self.max_batch_tokens):
-            lens = numpy.asarray([lengths[i] for i in bucket], dtype="int64")
-            rows = numpy.concatenate([numpy.arange(offsets[i], offsets[i] + lengths[i]) for i in bucket])
-            cells = numpy.arange(lens[0])[None, :] < lens[:, None]  # (B, T): real tokens
-            padded = numpy.zeros((len(bucket), int(lens[0]), K), dtype="float64")
-            padded[cells] = flat[rows]
-            result = numpy_decode(padded, lens, start, trans, end, opens, temperature)
-            if result is None:
-                positions, mask, _ = bucket_positions(offsets, lengths, bucket, N, emissions.device)
-                torch_mask = None
-                if tag_mask is not None:
-                    torch_mask = torch.cat([tag_mask, tag_mask.new_ones(1, K)])[positions]
-                padded_emissions = torch.cat([emissions, emissions.new_zeros(1, K)])[positions]
-                path_t, _, logp_t = self.padded_decode(padded_emissions, mask, torch_mask, temperature)
-                result = path_t.numpy(), logp_t.numpy()
-            path, logp = result
-            tags[rows] = path[cells]
-            seg_logp[rows] = logp[cells]
-        return torch.from_numpy(tags), torch.from_numpy(seg_logp)
 
 
 def numpy_decode(
