@@ -367,12 +367,17 @@ class HybridEntityRecognizer(TrainablePipe):
         if not self.is_initialized:
             raise ValueError(Errors.E109.format(name=self.name))
 
-    def _preset_mask(self, doc: Doc):
-        """Allowed tags per token that agree with entities already on the doc."""
-        if not doc.ents:
+    def _tag_mask(self, doc: Doc):
+        """Allowed tags per token, or None where every tag is: an entity never begins or
+        ends on a whitespace token (as in spaCy's own ``ner``; whitespace may only be
+        inside an entity or outside), and tokens of entities already on the doc keep
+        exactly those entities."""
+        space = numpy.fromiter((token.is_space for token in doc), dtype="bool", count=len(doc))
+        if not doc.ents and not space.any():
             return None
         index, names = self._tags()
         mask = numpy.ones((len(doc), len(names)), dtype="bool")
+        mask[numpy.ix_(space, [i for i, name in enumerate(names) if name[:2] in ("B-", "L-", "U-")])] = False
         for ent in doc.ents:
             label = ent.label_
             if label in self.labels:
@@ -387,6 +392,35 @@ class HybridEntityRecognizer(TrainablePipe):
                 mask[i, index[tag]] = True
         return self.model.ops.asarray(mask)
 
+    def _scores(self, docs: List[Doc]) -> List[Floats2d]:
+        """The model's tag scores of each doc, computed in parts of at most
+        ``PREDICT_WORDS`` words whatever the number of docs (bounded memory)."""
+        scores: List[Floats2d] = []
+        with one_blas_thread(self.model.ops):
+            for part in _parts_by_words(docs, PREDICT_WORDS):
+                scores.extend(self.model.predict(part))
+        return scores
+
+    def _decode(
+        self, docs: List[Doc], scores: List[Floats2d], temperature: Optional[float] = None
+    ) -> Tuple[List[Ints1d], List[Floats1d]]:
+        """Constrained CRF decoding (see ``_tag_mask``) of the scores of ``docs``: tag ids
+        and segment probabilities at ``temperature`` (default: the calibrated one)."""
+        if temperature is None:
+            temperature = self.cfg.get("temperature", 1.0)
+        tags: List[Ints1d] = []
+        probs: List[Floats1d] = []
+        crf = self.model.get_ref("crf")
+        start = 0
+        for part in _parts_by_words(docs, PREDICT_WORDS):
+            part_scores = scores[start : start + len(part)]
+            start += len(part)
+            masks = [self._tag_mask(doc) for doc in part]
+            part_tags, part_probs = crf_decode(crf, part_scores, masks, temperature)
+            tags.extend(part_tags)
+            probs.extend(part_probs)
+        return tags, probs
+
     def predict(self, docs: Iterable[Doc]) -> Tuple[List[Ints1d], List[Floats1d]]:
         """Decode the best tags of each doc. RETURNS (Tuple[List[Ints1d],
         List[Floats1d]]): tag ids and, at each token, the probability of the segment
@@ -396,18 +430,8 @@ class HybridEntityRecognizer(TrainablePipe):
         if not any(len(doc) for doc in docs):
             ops = self.model.ops
             return [ops.alloc1i(len(d)) for d in docs], [ops.alloc1f(len(d)) for d in docs]
-        tags: List[Ints1d] = []
-        probs: List[Floats1d] = []
         with one_blas_thread(self.model.ops):
-            for part in _parts_by_words(docs, PREDICT_WORDS):
-                scores = self.model.predict(part)
-                masks = [self._preset_mask(doc) for doc in part]
-                part_tags, part_probs = crf_decode(
-                    self.model.get_ref("crf"), scores, masks, self.cfg.get("temperature", 1.0)
-                )
-                tags.extend(part_tags)
-                probs.extend(part_probs)
-        return tags, probs
+            return self._decode(docs, self._scores(docs))
 
     def set_annotations(self, docs: Iterable[Doc], predictions: Tuple[List[Ints1d], List[Floats1d]]) -> None:
         """Write the entities to ``doc.ents``, with ``span._.confidence``."""
@@ -448,17 +472,18 @@ class HybridEntityRecognizer(TrainablePipe):
         docs = [eg.predicted.copy() for eg in examples]
         for doc in docs:
             doc.ents = []
-        crf = self.model.get_ref("crf")
-        scores = self.model.predict(docs)
-        tags, probs = crf_decode(crf, scores)
-        self.set_annotations(docs, (tags, probs))
-        ends = [(i, ent.end - 1) for i, doc in enumerate(docs) for ent in doc.ents]
+        scores = self._scores(docs)
+        annotated = [doc.copy() for doc in docs]  # docs stay without entities: no preset constraint
+        self.set_annotations(annotated, self._decode(docs, scores, temperature=1.0))
+        ends = [(i, ent.end - 1) for i, doc in enumerate(annotated) for ent in doc.ents]
         correct = [
-            is_correct(ent, entity_offsets(eg.reference)) for doc, eg in zip(docs, examples) for ent in doc.ents
+            is_correct(ent, entity_offsets(eg.reference))
+            for doc, eg in zip(annotated, examples)
+            for ent in doc.ents
         ]
 
         def confidences_at(temperature: float) -> List[float]:
-            probs = [self.model.ops.to_numpy(p) for p in crf_decode(crf, scores, temperature=temperature)[1]]
+            probs = [self.model.ops.to_numpy(p) for p in self._decode(docs, scores, temperature)[1]]
             return [float(probs[i][j]) for i, j in ends]
 
         current = float(self.cfg.get("temperature", 1.0))

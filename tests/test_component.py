@@ -183,6 +183,37 @@ def test_prediction_in_parts_of_bounded_words_gives_the_same_entities(trained_nl
     assert pipeline_component._parts_by_words([], 5) == [[]]
 
 
+def test_entities_never_begin_or_end_on_whitespace(trained_nlp, monkeypatch):
+    """As spaCy's own ``ner``: whitespace tokens may be inside an entity, never at its
+    edges. Random emission scores make the unconstrained CRF put edges on whitespace
+    often (checked), the constrained one never."""
+    from spacy_hybridner import pipeline_component
+
+    ner = trained_nlp.get_pipe("ner")
+    texts = ["Angela Merkel \t visited Paris.", "\n" * 40, "New \n\n York  \t Times \n", " \t Apple"]
+    docs = [trained_nlp.make_doc(t) for t in texts]
+    assert all(any(t.is_space for t in doc) for doc in docs)
+    rng = numpy.random.default_rng(0)
+    n_tags = len(ner.tag_names)
+    edges_unconstrained = 0
+    for _trial in range(30):
+        scores = [rng.normal(scale=4.0, size=(len(d), n_tags)).astype("float32") for d in docs]
+        monkeypatch.setattr(ner, "_scores", lambda docs, scores=scores: scores)
+        for doc in ner.pipe([d.copy() for d in docs]):
+            assert all(not e[0].is_space and not e[-1].is_space for e in doc.ents), doc.ents
+        monkeypatch.setattr(ner, "_tag_mask", lambda doc: None)
+        tags, _ = ner._decode(docs, scores)
+        names = [ner.tag_names[i] for seq in tags for i in seq]
+        space = [t.is_space for d in docs for t in d]
+        edges_unconstrained += sum(sp and n[:2] in ("B-", "L-", "U-") for sp, n in zip(space, names))
+        monkeypatch.undo()
+    assert edges_unconstrained > 0
+    # the text of the issue: a trained model's entity stops before the whitespace
+    doc = trained_nlp("Michael Jordan \t was born in Brooklyn , New York .")
+    assert all(e.text == e.text.strip() for e in doc.ents)
+    del pipeline_component
+
+
 def test_preset_entities_are_kept_and_never_overlapped(trained_nlp):
     """Policy: entities already on a Doc stay; predictions fill the rest around them."""
     nlp = trained_nlp
