@@ -36,6 +36,8 @@ setup(
             "pytest>=7", "matplotlib>=3.5", "seqeval>=1.2", "ruff>=0.5", "tensorboard>=2.10",
             "fastapi>=0.110", "uvicorn[standard]>=0.29", "httpx>=0.27", "selenium>=4.11",
             "ray[data]>=2.60", "pyarrow>=17",
+            # property tests of annotate's record path and a schema-driven fuzz of serve's API
+            "hypothesis>=6.100", "schemathesis>=4.0",
         ],
     },
     entry_points={
@@ -45,6 +47,10 @@ setup(
         ],
         "spacy_callbacks": [
             "spacy-hybridner.initialize_frozen.v1 = spacy_hybridner.callbacks:initialize_frozen_v1",
+            "spacy-hybridner.component_learn_rates.v1 = spacy_hybridner.callbacks:component_learn_rates_v1",
+        ],
+        "thinc_schedules": [
+            "spacy-hybridner.warmup_linear_epochs.v1 = spacy_hybridner.schedules:warmup_linear_epochs",
         ],
         "spacy_loggers": [
             "spacy-hybridner.TrainingLogger.v1 = spacy_hybridner.loggers:training_logger_v1",

@@ -7,12 +7,14 @@ component is made (``extensions.install_extensions``).
 """
 from .about import __version__
 from .architectures import build_hybrid_ner
-from .callbacks import initialize_frozen_v1
+from .callbacks import component_learn_rates_v1, initialize_frozen_v1
 from .extensions import install_extensions
 from .loggers import tensorboard_logger_v1, training_logger_v1
 from .pipeline_component import HybridEntityRecognizer, make_hybrid_ner
+from .schedules import warmup_linear_epochs
 
 __all__ = [
-    "HybridEntityRecognizer", "__version__", "build_hybrid_ner", "initialize_frozen_v1",
-    "install_extensions", "make_hybrid_ner", "tensorboard_logger_v1", "training_logger_v1",
+    "HybridEntityRecognizer", "__version__", "build_hybrid_ner", "component_learn_rates_v1",
+    "initialize_frozen_v1", "install_extensions", "make_hybrid_ner", "tensorboard_logger_v1",
+    "training_logger_v1", "warmup_linear_epochs",
 ]

@@ -44,14 +44,19 @@ def offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
-def trf_nlp(model_path: Path):
-    config = load_config(CONFIG, overrides={"variables.transformer": str(model_path)})
+def trf_nlp(model_path: Path, train_path: Path):
+    """The shipped config with the tiny BERT, as ``spacy train`` resolves it: interpolated,
+    with the training data that its schedule is sized by (epochs of that data)."""
+    config = load_config(
+        CONFIG, overrides={"variables.transformer": str(model_path), "paths.train": str(train_path)}, interpolate=True
+    )
     return load_model_from_config(config, auto_fill=True, validate=True)
 
 
 def test_trf_config_trains_saves_and_reloads(tiny_bert, tmp_path):
     fix_random_seed(0)
-    nlp = trf_nlp(tiny_bert)
+    write_corpus(tmp_path / "train.spacy")
+    nlp = trf_nlp(tiny_bert, tmp_path / "train.spacy")
     examples = make_examples(nlp)
     optimizer = nlp.initialize(lambda: examples)
     optimizer.learn_rate = 0.01

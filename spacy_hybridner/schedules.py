@@ -1,0 +1,67 @@
+"""Learning-rate schedules sized in epochs of the training data.
+
+spaCy's ``warmup_linear.v1`` counts warm-up and total in optimizer steps, so a schedule
+written for one corpus, batch size or machine (20,000 steps for a GPU) is wrong for another:
+on a CPU the run ends while the rate is still near its peak. ``warmup_linear_epochs.v1``
+takes epochs instead and counts the steps of one epoch by running the config's own batcher
+over the training documents once, when the optimizer is built.
+"""
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional, Union
+
+from spacy.tokens import DocBin
+from spacy.util import registry
+from spacy.vocab import Vocab
+from thinc.api import warmup_linear
+
+
+def steps_per_epoch(train_path: Union[str, Path], batcher: Callable[[Iterable], Iterator]) -> int:
+    """Number of batches (optimizer steps) that ``batcher`` makes of the documents in the
+    ``.spacy`` file or folder ``train_path``: one epoch of ``spacy train``. The training loop
+    shuffles before batching, so an epoch's count can differ from this by a batch or two.
+    """
+    path = Path(train_path)
+    files = sorted(path.rglob("*.spacy")) if path.is_dir() else [path]
+    if not files or not all(f.exists() for f in files):
+        raise ValueError(
+            f"warmup_linear_epochs: no training data at '{train_path}': set [paths] train "
+            "(or --paths.train) to the .spacy file the schedule is sized for"
+        )
+    vocab = Vocab()
+    docs = [doc for f in files for doc in DocBin().from_disk(f).get_docs(vocab)]
+    return max(1, sum(1 for _ in batcher(docs)))
+
+
+@registry.schedules("spacy-hybridner.warmup_linear_epochs.v1")
+def warmup_linear_epochs(
+    initial_rate: float,
+    warmup_epochs: float,
+    total_epochs: float,
+    train_path: Optional[str],
+    batcher: Callable[[Iterable], Iterator],
+) -> Iterable[float]:
+    """``warmup_linear`` with warm-up and total length in epochs of the training data.
+
+    initial_rate (float): the peak rate, reached after ``warmup_epochs``.
+    warmup_epochs (float): linear warm-up from 0, in epochs (0.5: half an epoch).
+    total_epochs (float): the rate falls linearly to 0 at the end of this epoch; pair it
+        with ``[training] max_epochs`` so that training ends there.
+    train_path (str): the training ``.spacy`` data (``${paths.train}``).
+    batcher: the training batcher (``${training.batcher}``), used once to count an
+        epoch's steps.
+    RETURNS (Iterable[float]): the rate for each step.
+    """
+    if train_path is None:
+        raise ValueError(
+            "warmup_linear_epochs needs the training data to size an epoch: set [paths] train "
+            "(or --paths.train)"
+        )
+    if not 0 <= warmup_epochs < total_epochs:
+        raise ValueError(
+            f"warmup_linear_epochs: warmup_epochs ({warmup_epochs}) must be at least 0 and "
+            f"less than total_epochs ({total_epochs})"
+        )
+    n = steps_per_epoch(train_path, batcher)
+    return warmup_linear(
+        initial_rate, warmup_steps=round(warmup_epochs * n), total_steps=round(total_epochs * n)
+    )
