@@ -77,7 +77,9 @@ def thinc_device(gpu: bool) -> Iterator[None]:
 # --- the CRF module on one device ----------------------------------------------------------
 def crf_outputs(device: str, seed: int = 0) -> Dict[str, numpy.ndarray]:
     """The CRF's training loss and its gradients, Viterbi paths, marginals and segment
-    probabilities on seeded random ragged inputs, computed on ``device``.
+    probabilities on seeded random ragged inputs, computed on ``device``. ``decode``
+    runs its loops in NumPy on the CPU and in PyTorch on a GPU, so the comparison of two
+    devices also compares the two decoders (``padded_decode`` is PyTorch's on both).
 
     device (str): A torch device, "cpu" or "cuda".
     seed (int): Seed of the parameters and inputs (drawn on the CPU, then moved, so that

@@ -5,8 +5,8 @@ arrive *ragged* (one flat ``(N, K)`` tensor plus a list of lengths) and are grou
 into length-sorted buckets of bounded padded size, so one very long sequence never
 pads a whole batch to its length. Within a bucket every algorithm is vectorised over
 the batch and the tags; the only Python loop is over time steps. On the CPU, decoding
-runs that loop in NumPy (``numpy_decode``), whose calls on small arrays cost a fraction
-of PyTorch's.
+runs that loop in NumPy (``crf_numpy.numpy_decode``), whose calls on small arrays cost
+a fraction of PyTorch's; both paths share ``crf_numpy.segment_log_probs``.
 """
 from typing import List, Optional, Sequence, Tuple
 
@@ -15,11 +15,20 @@ import torch
 from torch import Tensor, nn
 
 from .buckets import length_buckets
+from .crf_numpy import ArrayOps, numpy_decode, segment_log_probs
 
 # Score given to a forbidden transition or tag while training: low enough that such
 # paths carry no probability mass, finite so that no gradient becomes NaN. Decoding
 # uses -inf instead, so a forbidden transition can never be chosen.
 TRAIN_PENALTY = -1e4
+
+# PyTorch's spelling of what the segment formula needs (crf_numpy has NumPy's).
+TORCH_OPS = ArrayOps(
+    take_along_axis=torch.take_along_dim,
+    cummax=lambda tensor, dim: tensor.cummax(dim).values,
+    steps=lambda tensor: torch.arange(tensor.shape[1], device=tensor.device),
+    prepend_zeros=lambda tensor: torch.cat([tensor.new_zeros(tensor.shape[0], 1), tensor], dim=1),
+)
 
 
 def bucket_positions(
@@ -51,13 +60,7 @@ class CRF(nn.Module):
         O, B-* and U-*). ``decode`` reports, at each token, the probability of the
         decoded segment that ends there, i.e. of an entity at its last token.
     max_batch_tokens (int): Padded size of one bucket of sequences.
-
-    ``numpy_on_cpu`` (attribute, default True): on the CPU, ``decode`` runs its loops in
-    NumPy (``numpy_decode``); False runs them in PyTorch, as on a GPU (kept to measure
-    one against the other).
     """
-
-    numpy_on_cpu = True
 
     def __init__(
         self,
@@ -315,27 +318,13 @@ class CRF(nn.Module):
             betas = self.backward_scores(emissions, mask, trans, end).transpose(0, 1)
         log_z = torch.logsumexp(alphas[:, -1] + end, dim=1)  # (B,)
         marginals = (alphas + betas - log_z[:, None, None]).exp()
-        # Segment probability: P(y_i..y_j = path_i..path_j) =
-        #   alpha_i(path_i) * prod_{t=i+1..j} trans(path_{t-1}, path_t) emit_t(path_t)
-        #   * beta_j(path_j) / Z, computed with prefix sums along the path.
         idx = path.unsqueeze(2)
         alpha_path = alphas.gather(2, idx).squeeze(2)
         beta_path = betas.gather(2, idx).squeeze(2)
-        emit_path = emissions.gather(2, idx).squeeze(2)
-        step = trans[path[:, :-1], path[:, 1:]] + emit_path[:, 1:]
-        prefix = torch.cat([emit_path.new_zeros(path.shape[0], 1), step.cumsum(1)], dim=1)
-        T = path.shape[1]
-        steps = torch.arange(T, device=path.device).expand_as(path)
-        opens = self.segment_starts[path]
-        seg_start = torch.where(opens, steps, torch.zeros_like(steps)).cummax(dim=1).values
-        seg_logp = (
-            alpha_path.gather(1, seg_start)
-            + prefix
-            - prefix.gather(1, seg_start)
-            + beta_path
-            - log_z[:, None]
+        seg_logp = segment_log_probs(
+            TORCH_OPS, path, alpha_path, beta_path, emissions, trans, self.segment_starts, log_z
         )
-        return path, marginals.float(), seg_logp.clamp(max=0.0).float()
+        return path, marginals.float(), seg_logp.float()
 
     # --- ragged entry points ------------------------------------------------------
     def forward(self, emissions: Tensor, lengths: Sequence[int], tags: Tensor) -> Tensor:
@@ -366,7 +355,9 @@ class CRF(nn.Module):
         self, emissions: Tensor, lengths: Sequence[int], tag_mask: Optional[Tensor] = None,
         temperature: float = 1.0,
     ) -> Tuple[Tensor, Tensor]:
-        """Best tags and segment log probabilities of each sequence.
+        """Best tags and segment log probabilities of each sequence. On the CPU the
+        loops run in NumPy (``numpy_decode_buckets``); on a GPU, or where NumPy's
+        probabilities underflow, in PyTorch (``padded_decode``).
 
         emissions (Tensor): ``(N, K)`` tag scores, concatenated.
         lengths (Sequence[int]): The length of each sequence.
@@ -384,21 +375,16 @@ class CRF(nn.Module):
         padded_tag_mask = None
         if tag_mask is not None:
             padded_tag_mask = torch.cat([tag_mask, tag_mask.new_ones(1, K)])
-        in_numpy = device.type == "cpu" and self.numpy_on_cpu
-        if in_numpy:  # float64, -inf where the tag mask forbids a tag
-            table = padded_emissions.double().numpy()
-            if padded_tag_mask is not None:
-                table = numpy.where(padded_tag_mask.numpy(), table, -numpy.inf)
-            potentials = [x.double().numpy() for x in self.potentials(float("-inf"))]
-        for bucket in length_buckets(lengths, self.max_batch_tokens):
-            positions, mask, lens = bucket_positions(offsets, lengths, bucket, N, device)
-            result = None
-            if in_numpy:
-                result = numpy_decode(
-                    table[positions.numpy()], lens.numpy(), *potentials, self.segment_starts.numpy(), temperature
-                )
+        buckets = [
+            bucket_positions(offsets, lengths, bucket, N, device)
+            for bucket in length_buckets(lengths, self.max_batch_tokens)
+        ]
+        results: List[Optional[Tuple[Tensor, Tensor]]] = [None] * len(buckets)
+        if device.type == "cpu":
+            results = self.numpy_decode_buckets(padded_emissions, padded_tag_mask, temperature, buckets)
+        for (positions, mask, _), result in zip(buckets, results):
             if result is not None:
-                path, logp = (torch.from_numpy(x) for x in result)
+                path, logp = result
             else:  # on a GPU, or when the probabilities underflow in NumPy
                 bucket_mask = padded_tag_mask[positions] if padded_tag_mask is not None else None
                 path, _, logp = self.padded_decode(padded_emissions[positions], mask, bucket_mask, temperature)
@@ -406,129 +392,38 @@ class CRF(nn.Module):
             seg_logp[positions[mask]] = logp[mask].float()
         return tags, seg_logp
 
+    @torch.no_grad()
+    def numpy_decode_buckets(
+        self, emissions: Tensor, tag_mask: Optional[Tensor], temperature: float,
+        buckets: Sequence[Tuple[Tensor, Tensor, Tensor]],
+    ) -> List[Optional[Tuple[Tensor, Tensor]]]:
+        """``decode``'s buckets on the CPU, with the loops in NumPy float64
+        (``crf_numpy.numpy_decode``), whose calls on small arrays cost a fraction of
+        PyTorch's. ``decode`` runs ``padded_decode`` on a bucket given None, so an
+        instance whose ``numpy_decode_buckets`` gives None for every bucket runs the
+        PyTorch loops on the CPU too (``scripts/inference_speed.py`` compares the two).
 
-def numpy_decode(
-    emissions: numpy.ndarray, lengths: numpy.ndarray, start: numpy.ndarray,
-    trans: numpy.ndarray, end: numpy.ndarray, segment_starts: numpy.ndarray,
-    temperature: float = 1.0,
-) -> Optional[Tuple[numpy.ndarray, numpy.ndarray]]:
-    """Viterbi path and segment log probabilities of a padded bucket, in NumPy float64:
-    what ``CRF.padded_decode`` computes, without the marginals. The sequences must be
-    sorted longest first, so that the ones still running at any step are a prefix of
-    the batch and each step works on that prefix alone (no masks).
-
-    emissions (numpy.ndarray): ``(B, T, K)``, -inf for a forbidden tag.
-    lengths (numpy.ndarray): ``(B,)``, non-increasing, at least 1.
-    start, trans, end (numpy.ndarray): ``(K,)``, ``(K, K)``, ``(K,)`` potentials, -inf
-        where forbidden.
-    segment_starts (numpy.ndarray): ``(K,)`` True for tags that open a segment.
-    temperature (float): Divides the potentials for the probabilities only.
-    RETURNS (Optional[Tuple[numpy.ndarray, numpy.ndarray]]): the path ``(B, T)`` and,
-        at each token, the log probability of the decoded segment ending there
-        ``(B, T)`` (values past a length are undefined); None when the scaled
-        forward-backward underflows (then use the log-space recursions).
-    """
-    B, T, _ = emissions.shape
-    # running[t]: how many sequences have a token at step t (a prefix of the batch)
-    running = B - numpy.searchsorted(lengths[::-1], numpy.arange(T), side="right")
-    path = _numpy_viterbi(emissions, running, start, trans, end)
-    if temperature != 1.0:
-        emissions, start, trans, end = (x / temperature for x in (emissions, start, trans, end))
-    with numpy.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        scaled = _numpy_forward_backward(emissions, running, start, trans, end)
-        if scaled is None:
-            return None
-        alphas, alpha_scale, betas, beta_scale = scaled
-        index = path.T[:, :, None]  # (T, B, 1)
-        alpha_path = numpy.log(numpy.take_along_axis(alphas, index, axis=2)[:, :, 0]) + alpha_scale
-        beta_path = numpy.log(numpy.take_along_axis(betas, index, axis=2)[:, :, 0]) + beta_scale
-        last, rows = lengths - 1, numpy.arange(B)
-        final = numpy.log(alphas[last, rows]) + alpha_scale[last, rows][:, None] + end
-        top = final.max(axis=1)
-        log_z = top + numpy.log(numpy.exp(final - top[:, None]).sum(axis=1))
-    # As in padded_decode: P(y_i..y_j = path_i..path_j) = alpha_i(path_i)
-    #   * prod_{t=i+1..j} trans(path_{t-1}, path_t) emit_t(path_t) * beta_j(path_j) / Z
-    alpha_path, beta_path = alpha_path.T, beta_path.T  # (B, T)
-    emit_path = numpy.take_along_axis(emissions, path[:, :, None], axis=2)[:, :, 0]
-    step = trans[path[:, :-1], path[:, 1:]] + emit_path[:, 1:]
-    prefix = numpy.concatenate([numpy.zeros((B, 1)), step.cumsum(axis=1)], axis=1)
-    steps = numpy.broadcast_to(numpy.arange(T), (B, T))
-    seg_start = numpy.maximum.accumulate(numpy.where(segment_starts[path], steps, 0), axis=1)
-    seg_logp = (
-        numpy.take_along_axis(alpha_path, seg_start, axis=1)
-        + prefix
-        - numpy.take_along_axis(prefix, seg_start, axis=1)
-        + beta_path
-        - log_z[:, None]
-    )
-    return path, numpy.minimum(seg_logp, 0.0)
-
-
-def _numpy_viterbi(
-    emissions: numpy.ndarray, running: numpy.ndarray, start: numpy.ndarray,
-    trans: numpy.ndarray, end: numpy.ndarray,
-) -> numpy.ndarray:
-    """The best path ``(B, T)`` of each sequence (see ``numpy_decode``); ``running[t]``
-    sequences are still running at step t."""
-    B, T, K = emissions.shape
-    score = start + emissions[:, 0]
-    backpointers = numpy.zeros((T, B, K), dtype="int64")
-    for t in range(1, T):
-        n = running[t]
-        candidates = score[:n, :, None] + trans
-        backpointers[t, :n] = candidates.argmax(axis=1)
-        score[:n] = candidates.max(axis=1) + emissions[:n, t]
-    tag = (score + end).argmax(axis=1)
-    path = numpy.zeros((B, T), dtype="int64")
-    rows = numpy.arange(B)
-    for t in range(T - 1, 0, -1):
-        n = running[t]
-        path[:n, t] = tag[:n]
-        tag[:n] = backpointers[t, rows[:n], tag[:n]]
-    path[:, 0] = tag
-    return path
-
-
-def _numpy_forward_backward(
-    emissions: numpy.ndarray, running: numpy.ndarray, start: numpy.ndarray,
-    trans: numpy.ndarray, end: numpy.ndarray,
-) -> Optional[Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]]:
-    """Forward-backward in probability space with one normalising scale per step, as
-    ``CRF.scaled_forward_backward``: alphas ``(T, B, K)`` and the log of their scale
-    ``(T, B)``, betas and theirs; log alpha = log(alphas) + scale. None on underflow."""
-    B, T, K = emissions.shape
-    weights = numpy.exp(trans)
-    shift = emissions.max(axis=2)  # (B, T): keeps exp() in range
-    probs = numpy.exp(emissions - shift[:, :, None])
-    first = start + emissions[:, 0]
-    alpha_log = numpy.zeros((T, B))  # log of each step's normaliser
-    alpha_log[0] = first.max(axis=1)
-    alphas = numpy.ones((T, B, K))  # past a length: unused
-    alphas[0] = numpy.exp(first - alpha_log[0][:, None])
-    for t in range(1, T):
-        n = running[t]
-        step = (alphas[t - 1, :n] @ weights) * probs[:n, t]
-        total = step.sum(axis=1)
-        alphas[t, :n] = step / total[:, None]
-        alpha_log[t, :n] = numpy.log(total) + shift[:n, t]
-    end_max = end.max()
-    beta = numpy.repeat(numpy.exp(end - end_max)[None, :], B, axis=0)
-    beta_log = numpy.zeros((T, B))
-    betas = numpy.ones((T, B, K))
-    betas[T - 1] = beta
-    weights_t = weights.T
-    for t in range(T - 2, -1, -1):
-        n = running[t + 1]
-        step = (beta[:n] * probs[:n, t + 1]) @ weights_t
-        total = step.sum(axis=1)
-        beta[:n] = step / total[:, None]
-        beta_log[t, :n] = numpy.log(total) + shift[:n, t + 1]
-        betas[t] = beta
-    alpha_scale = alpha_log.cumsum(axis=0)
-    beta_scale = beta_log[::-1].cumsum(axis=0)[::-1] + end_max
-    if not (numpy.isfinite(alpha_scale).all() and numpy.isfinite(beta_scale).all()):
-        return None
-    return alphas, alpha_scale, betas, beta_scale
+        emissions (Tensor): ``(N + 1, K)`` tag scores on the CPU, the last row padding.
+        tag_mask (Optional[Tensor]): ``(N + 1, K)``, True where a tag is allowed.
+        temperature (float): Divides the potentials for the probabilities only.
+        buckets (Sequence[Tuple[Tensor, Tensor, Tensor]]): ``positions``, ``mask`` and
+            ``lens`` of each bucket, as ``bucket_positions`` returns them.
+        RETURNS (List[Optional[Tuple[Tensor, Tensor]]]): of each bucket, the path and
+            the segment log probabilities, both ``(B, T)``; None where the probabilities
+            underflow in NumPy.
+        """
+        table = emissions.double().numpy()  # -inf where the tag mask forbids a tag
+        if tag_mask is not None:
+            table = numpy.where(tag_mask.numpy(), table, -numpy.inf)
+        start, trans, end = (x.double().numpy() for x in self.potentials(float("-inf")))
+        segment_starts = self.segment_starts.numpy()
+        results: List[Optional[Tuple[Tensor, Tensor]]] = []
+        for positions, _, lens in buckets:
+            result = numpy_decode(
+                table[positions.numpy()], lens.numpy(), start, trans, end, segment_starts, temperature
+            )
+            results.append(None if result is None else (torch.from_numpy(result[0]), torch.from_numpy(result[1])))
+        return results
 
 
 def _offsets(lengths: Sequence[int]) -> List[int]:
