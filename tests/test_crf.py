@@ -3,10 +3,13 @@ import itertools
 import math
 import random
 
+import numpy
 import pytest
 import torch
 
 from spacy_hybridner.modules import CRF, length_buckets
+from spacy_hybridner.modules.crf import TORCH_OPS
+from spacy_hybridner.modules.crf_numpy import NUMPY_OPS, segment_log_probs
 from spacy_hybridner.tag_scheme import biluo_constraints, biluo_tag_names
 
 TAGS = biluo_tag_names(["PER", "LOC"])  # 9 tags
@@ -308,6 +311,54 @@ def test_cpu_decode_matches_the_padded_algorithms(temperature, with_mask):
             assert tags[rows].tolist() == path[0].tolist()
             assert torch.allclose(seg_logp[rows], logp[0], atol=1e-4)
         offset += n
+
+
+def test_cpu_decode_runs_numpy_and_the_pytorch_loops_agree(monkeypatch):
+    """On the CPU, decode goes through numpy_decode_buckets; an instance whose
+    numpy_decode_buckets declines every bucket (as scripts/inference_speed.py sets it)
+    runs the PyTorch loops, as on a GPU, to the same tags and probabilities."""
+    crf = make_crf()
+    crf.max_batch_tokens = 100
+    torch.manual_seed(5)
+    lengths = [40, 3, 0, 17, 1, 60]
+    flat = torch.randn(sum(lengths), K) * 3
+    numpy_results, padded_calls = [], []
+    numpy_decode_buckets, padded_decode = crf.numpy_decode_buckets, crf.padded_decode
+
+    def in_numpy(*args):
+        numpy_results.extend(numpy_decode_buckets(*args))
+        return numpy_results
+
+    def in_pytorch(*args):
+        padded_calls.append(args)
+        return padded_decode(*args)
+
+    monkeypatch.setattr(crf, "numpy_decode_buckets", in_numpy)
+    monkeypatch.setattr(crf, "padded_decode", in_pytorch)
+    tags, seg_logp = crf.decode(flat, lengths, temperature=1.5)
+    assert len(numpy_results) > 1 and None not in numpy_results and not padded_calls
+    crf.numpy_decode_buckets = lambda emissions, tag_mask, temperature, buckets: [None] * len(buckets)
+    torch_tags, torch_seg_logp = crf.decode(flat, lengths, temperature=1.5)
+    assert len(padded_calls) == len(numpy_results)
+    assert torch.equal(tags, torch_tags)
+    assert torch.allclose(seg_logp, torch_seg_logp, atol=1e-5)
+
+
+def test_segment_formula_is_the_same_in_numpy_and_pytorch():
+    """segment_log_probs, shared by padded_decode and numpy_decode, gives the same
+    numbers through NUMPY_OPS on arrays as through TORCH_OPS on tensors."""
+    crf = make_crf()
+    torch.manual_seed(6)
+    B, T = 3, 7
+    path = torch.randint(K, (B, T))
+    alpha_path, beta_path, log_z = torch.randn(B, T).double(), torch.randn(B, T).double(), torch.randn(B).double()
+    emissions, trans = torch.randn(B, T, K).double(), crf.transitions.detach().double()
+    args = (path, alpha_path, beta_path, emissions, trans, crf.segment_starts, log_z)
+    got = segment_log_probs(TORCH_OPS, *args)
+    expected = segment_log_probs(NUMPY_OPS, *(x.numpy() for x in args))
+    assert (got <= 0).all() and (got < 0).any()
+    # the same formula; cumsum and exp/log may round differently in NumPy and PyTorch
+    numpy.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)
 
 
 def test_cpu_decode_falls_back_to_log_space_when_probabilities_underflow():
