@@ -44,9 +44,15 @@ def set_earlier(
     if greedy_chunks:
         torch_module(encoder).cost_per_bucket = None
     if stride_windows:
-        encoder.layers[0].attrs["even_windows"] = False
+        # Prediction cuts windows as training does: a window every stride (this copy only).
+        attrs = encoder.attrs
+        convert_inputs, convert_outputs = attrs["convert_inputs"], attrs["convert_outputs"]
+        attrs["convert_inputs"] = lambda model, X, is_train: convert_inputs(model, X, True)
+        attrs["convert_outputs"] = lambda model, XY, is_train: convert_outputs(model, XY, True)
     if torch_crf:
-        torch_module(model.get_ref("crf")).numpy_on_cpu = False
+        # NumPy declines every bucket, so CRF.decode runs the PyTorch loops, as on a GPU.
+        crf = torch_module(model.get_ref("crf"))
+        crf.numpy_decode_buckets = lambda emissions, tag_mask, temperature, buckets: [None] * len(buckets)
     return nlp
 
 

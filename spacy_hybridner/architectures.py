@@ -12,33 +12,32 @@ from thinc.types import Floats2d
 from .layers import char_cnn, char_embed, crf_layer, hybrid_encoder, word_dropout
 from .modules import EncoderSettings
 
-# The defaults of the released v1 signature are those of EncoderSettings (written once
-# there); tests/test_defaults.py pins them, since a released name never changes.
-_V1 = EncoderSettings()
 
-
-@registry.architectures("spacy-hybridner.HybridNER.v1")
-def build_hybrid_ner(
+@registry.architectures("spacy-hybridner.HybridNER.v2")
+def build_hybrid_ner_v2(
     tok2vec: Model[List[Doc], List[Floats2d]],
-    width: int = _V1.width,
-    depth: int = _V1.depth,
-    n_heads: int = _V1.n_heads,
-    ffn_width: int = _V1.ffn_width,
-    lstm_depth: int = _V1.lstm_depth,
-    uni_lstm_depth: int = _V1.uni_lstm_depth,
-    dropout: float = _V1.dropout,
-    token_dropout: float = _V1.token_dropout,
-    window: int = 256,
-    stride: int = 192,
-    mixed_precision: bool = False,
-    grad_scaler_config: dict = {},  # noqa: B006 (a config default, never mutated)
+    width: int,
+    depth: int,
+    n_heads: int,
+    ffn_width: int,
+    lstm_depth: int,
+    uni_lstm_depth: int,
+    dropout: float,
+    token_dropout: float,
+    attention_dropout: Optional[float],
+    window: int,
+    stride: int,
+    mixed_precision: bool,
+    grad_scaler_config: dict,
+    encoder_batch_tokens: int,
+    crf_batch_tokens: int,
     nO: Optional[int] = None,
-    attention_dropout: Optional[float] = _V1.attention_dropout,
 ) -> Model[List[Doc], List[Floats2d]]:
     """HybridNER: token vectors → projection to ``width`` → positions → ``depth``
     Transformer encoder layers → ``lstm_depth`` BiLSTM layers (→ ``uni_lstm_depth``
     left-to-right LSTM layers) → per-tag emission scores, scored and decoded by a
-    linear-chain CRF over BILUO tags.
+    linear-chain CRF over BILUO tags. No defaults here: they live in the ``hybrid_ner``
+    factory's default config (the block of ``configs/hybrid_cpu.cfg``).
 
     tok2vec (Model[List[Doc], List[Floats2d]]): Any spaCy token-to-vector layer.
     width, depth, n_heads, ffn_width, lstm_depth, uni_lstm_depth, dropout,
@@ -49,6 +48,10 @@ def build_hybrid_ner(
     stride (int): Tokens between the starts of consecutive windows (``<= window``).
     mixed_precision (bool): Run the encoder under autocast (GPU only).
     grad_scaler_config (dict): Arguments for thinc's ``PyTorchGradScaler``.
+    encoder_batch_tokens (int): The encoder runs windows in chunks of at most this many
+        padded positions (bounds the memory of attention).
+    crf_batch_tokens (int): The CRF runs sequences in buckets of at most this many
+        padded positions.
     nO (Optional[int]): Number of tags; the component sets it from its labels.
     RETURNS (Model[List[Doc], List[Floats2d]]): Emission scores per document. The CRF
         is the sublayer ``model.get_ref("crf")``.
@@ -64,11 +67,14 @@ def build_hybrid_ner(
             f"window, so that consecutive windows overlap or touch and cover every token. "
             f"For example window = 256, stride = 192."
         )
+    for name, value in (("encoder_batch_tokens", encoder_batch_tokens), ("crf_batch_tokens", crf_batch_tokens)):
+        if value < 1:
+            raise ValueError(f"{name} must be a positive number of padded positions, got {value}.")
     encoder = hybrid_encoder(
         settings, window=window, stride=stride, mixed_precision=mixed_precision,
-        grad_scaler_config=grad_scaler_config, nO=nO,
+        grad_scaler_config=grad_scaler_config, nO=nO, max_batch_tokens=encoder_batch_tokens,
     )
-    crf = crf_layer(nO=nO)
+    crf = crf_layer(nO=nO, max_batch_tokens=crf_batch_tokens)
     return Model(
         "hybrid_ner",
         _forward,
@@ -76,6 +82,36 @@ def build_hybrid_ner(
         layers=[chain(tok2vec, encoder), crf],
         refs={"tok2vec": tok2vec, "encoder": encoder, "crf": crf},
         dims={"nO": nO},
+    )
+
+
+@registry.architectures("spacy-hybridner.HybridNER.v1")
+def build_hybrid_ner(
+    tok2vec: Model[List[Doc], List[Floats2d]],
+    width: int = 128,
+    depth: int = 2,
+    n_heads: int = 4,
+    ffn_width: int = 256,
+    lstm_depth: int = 1,
+    uni_lstm_depth: int = 0,
+    dropout: float = 0.1,
+    token_dropout: float = 0.0,
+    window: int = 256,
+    stride: int = 192,
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = {},  # noqa: B006 (a config default, never mutated)
+    nO: Optional[int] = None,
+    attention_dropout: Optional[float] = None,
+) -> Model[List[Doc], List[Floats2d]]:
+    """The first released HybridNER: ``HybridNER.v2`` with the defaults it was released
+    with (kept so that v1 configs mean what they meant; tests/test_defaults.py pins
+    them) and the batch bounds of that time. New configs use v2."""
+    return build_hybrid_ner_v2(
+        tok2vec, width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
+        lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
+        token_dropout=token_dropout, attention_dropout=attention_dropout, window=window,
+        stride=stride, mixed_precision=mixed_precision, grad_scaler_config=grad_scaler_config,
+        encoder_batch_tokens=16384, crf_batch_tokens=65536, nO=nO,
     )
 
 

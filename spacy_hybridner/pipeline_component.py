@@ -21,16 +21,17 @@ from spacy.vocab import Vocab
 from thinc.api import Config, Model, NumpyOps, Optimizer, set_dropout_rate
 from thinc.types import Floats1d, Floats2d, Ints1d
 
+from .about import __version__
 from .calibration import entity_offsets, fit_temperature, is_correct
 from .extensions import install_extensions
-from .layers import crf_decode
+from .layers import crf_decode, module_is_built
 from .tag_scheme import biluo_constraints, biluo_tag_names
 
 # The tuned CPU default: the [components.ner.model] block of configs/hybrid_cpu.cfg
 # (tests/test_defaults.py checks that the two agree).
 DEFAULT_HYBRID_NER_MODEL = """
 [model]
-@architectures = "spacy-hybridner.HybridNER.v1"
+@architectures = "spacy-hybridner.HybridNER.v2"
 width = 128
 depth = 2
 n_heads = 4
@@ -39,12 +40,14 @@ lstm_depth = 1
 uni_lstm_depth = 0
 dropout = 0.2
 token_dropout = 0.1
+attention_dropout = 0.0
 window = 256
 stride = 192
 mixed_precision = false
 grad_scaler_config = {}
+encoder_batch_tokens = 16384
+crf_batch_tokens = 65536
 nO = null
-attention_dropout = 0.0
 
 [model.tok2vec]
 @architectures = "spacy.Tok2Vec.v2"
@@ -158,26 +161,25 @@ def _track_for_fork(component: "HybridEntityRecognizer") -> None:
     default_config={
         "model": DEFAULT_MODEL,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+        # Chosen by measurement: docs/benchmarks.md, "CPU inference, second round".
+        "max_predict_words": 8192,
     },
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},
 )
-def make_hybrid_ner(nlp: Language, name: str, model: Model, scorer: Optional[Callable]) -> "HybridEntityRecognizer":
+def make_hybrid_ner(
+    nlp: Language, name: str, model: Model, scorer: Optional[Callable], max_predict_words: int
+) -> "HybridEntityRecognizer":
     """Create a ``hybrid_ner`` component: a named entity recognizer whose model scores
-    BILUO tags (e.g. ``spacy-hybridner.HybridNER.v1``) and decodes them with a CRF.
+    BILUO tags (e.g. ``spacy-hybridner.HybridNER.v2``) and decodes them with a CRF.
 
     model (Model[List[Doc], List[Floats2d]]): The emission model; its CRF is the
-        sublayer ``model.get_ref("crf")``.
+        sublayer ``model.get_ref("crf")`` (see ``HybridEntityRecognizer``).
     scorer (Optional[Callable]): Defaults to spaCy's NER scorer.
+    max_predict_words (int): ``predict`` runs the model on at most about this many words
+        at once, whatever the batch size of ``nlp.pipe`` or ``nlp.evaluate``: it bounds
+        the memory of prediction and of the evaluations during training.
     """
-    return HybridEntityRecognizer(nlp.vocab, model, name, scorer=scorer)
-
-
-# ``predict`` runs the model on at most about this many words at once, whatever the batch
-# size of ``nlp.pipe`` or ``nlp.evaluate`` (1000 documents by default): it bounds the
-# memory of prediction (and of the evaluations during training), where the largest
-# arrays grow with the words in the batch. Chosen by measurement: docs/benchmarks.md,
-# "CPU inference, second round".
-PREDICT_WORDS = 8192
+    return HybridEntityRecognizer(nlp.vocab, model, name, scorer=scorer, max_predict_words=max_predict_words)
 
 
 def _parts_by_words(docs: List[Doc], max_words: int) -> List[List[Doc]]:
@@ -205,17 +207,28 @@ class HybridEntityRecognizer(TrainablePipe):
     decoding is constrained to agree with them, so predicted entities fill the rest of
     the text and never overlap or cut through them. Their ``_.confidence`` is left as
     it was.
+
+    The model is any ``Model[List[Doc], List[Floats2d]]`` that gives each token a score
+    per BILUO tag (``tag_names``: ``nO`` of them, set on the model before
+    ``initialize``) and has a ref ``"crf"``: a ``layers.crf_layer`` (``(scores, gold) ->
+    negative log-likelihood``, decoded with ``layers.crf_decode``) whose
+    ``attrs["constraints"]`` the component sets from the tag scheme. That is all the
+    component knows of the model: the model builds its PyTorch modules in
+    ``initialize`` and rebuilds them itself when loaded.
     """
 
     def __init__(
         self, vocab: Vocab, model: Model, name: str = "hybrid_ner", *,
-        scorer: Optional[Callable] = None,
+        scorer: Optional[Callable] = None, max_predict_words: int = 8192,
     ) -> None:
+        if max_predict_words < 1:
+            raise ValueError(f"[hybrid_ner] max_predict_words must be at least 1, got {max_predict_words}.")
         self.vocab = vocab
         self.model = model
         self.name = name
         self.scorer = scorer
-        self.cfg: Dict = {"labels": [], "nI": None, "temperature": 1.0}
+        self.max_predict_words = max_predict_words
+        self.cfg: Dict = {"labels": [], "temperature": 1.0, "saved_by": f"spacy-hybridner {__version__}"}
         self._tag_cache: Optional[Tuple] = None
         install_extensions()
         _track_for_fork(self)
@@ -261,8 +274,8 @@ class HybridEntityRecognizer(TrainablePipe):
 
     @property
     def is_initialized(self) -> bool:
-        """Whether the PyTorch modules are built (after ``initialize`` or loading)."""
-        return bool(self.model.get_ref("crf").layers)
+        """Whether the model is built (after ``initialize`` or loading)."""
+        return module_is_built(self.model.get_ref("crf"))
 
     def _set_up_model(self) -> None:
         """Give the model its tag count and BILUO constraints."""
@@ -290,11 +303,13 @@ class HybridEntityRecognizer(TrainablePipe):
             for label in self.labels:  # added with add_label
                 if label not in found:
                     found.append(label)
-        self.cfg["labels"] = []
+        if not all(isinstance(label, str) for label in found):
+            raise ValueError(Errors.E187)
+        self.cfg["labels"] = list(dict.fromkeys(found))
+        for label in self.labels:
+            self.vocab.strings.add(label)
         self.cfg["temperature"] = 1.0  # a new model is not calibrated yet
-        self.model.get_ref("crf").layers[:] = []
-        for label in found:
-            self.add_label(label)
+        self.cfg["saved_by"] = f"spacy-hybridner {__version__}"
         self._require_labels()
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
         if not doc_sample:
@@ -302,7 +317,6 @@ class HybridEntityRecognizer(TrainablePipe):
         self._set_up_model()
         self.model.initialize(X=doc_sample)
         numpy_gemm(self.model)
-        self.cfg["nI"] = self.model.get_ref("encoder").get_dim("nI")
 
     def _gold_tags(self, example: Example) -> Ints1d:
         """Tag ids of the reference entities aligned to the predicted tokens; -1 where
@@ -394,10 +408,10 @@ class HybridEntityRecognizer(TrainablePipe):
 
     def _scores(self, docs: List[Doc]) -> List[Floats2d]:
         """The model's tag scores of each doc, computed in parts of at most
-        ``PREDICT_WORDS`` words whatever the number of docs (bounded memory)."""
+        ``max_predict_words`` words whatever the number of docs (bounded memory)."""
         scores: List[Floats2d] = []
         with one_blas_thread(self.model.ops):
-            for part in _parts_by_words(docs, PREDICT_WORDS):
+            for part in _parts_by_words(docs, self.max_predict_words):
                 scores.extend(self.model.predict(part))
         return scores
 
@@ -412,7 +426,7 @@ class HybridEntityRecognizer(TrainablePipe):
         probs: List[Floats1d] = []
         crf = self.model.get_ref("crf")
         start = 0
-        for part in _parts_by_words(docs, PREDICT_WORDS):
+        for part in _parts_by_words(docs, self.max_predict_words):
             part_scores = scores[start : start + len(part)]
             start += len(part)
             masks = [self._tag_mask(doc) for doc in part]
@@ -492,26 +506,21 @@ class HybridEntityRecognizer(TrainablePipe):
         return result
 
     # --- serialization ----------------------------------------------------------------
-    def _rebuild_model(self) -> None:
-        """Build the PyTorch modules from ``cfg`` so that saved weights can load."""
-        if not self.labels:
-            return
-        if self.cfg.get("nI") is None:
+    def _load_cfg(self, cfg: Dict, source: str) -> None:
+        """Take the saved settings; pipelines saved before the saved format of 0.2.0
+        (whose model the component rebuilt itself) are refused with what to do."""
+        if "saved_by" not in cfg:
             raise ValueError(
-                f"[hybrid_ner] The saved settings of '{self.name}' lack 'nI' (the width of "
-                f"its token vectors), so its model cannot be rebuilt. Re-save the pipeline "
-                f"with this version of spacy-hybridner, or retrain it."
+                f"[hybrid_ner] The component '{self.name}' in {source} was saved by spacy-hybridner "
+                f"0.1.x, whose saved format this version ({__version__}) no longer reads: from 0.2.0 "
+                f"the model saves the settings it was built with beside its weights and rebuilds "
+                f"itself. Retrain the pipeline with this version (the same config works once its "
+                f"architecture names spacy-hybridner.HybridNER.v2 or v1), or load it with "
+                f"spacy-hybridner 0.1.x."
             )
-        self._set_up_model()
-        encoder = self.model.get_ref("encoder")
-        encoder.set_dim("nI", self.cfg["nI"], force=True)
-        encoder.set_dim("nO", self.model.get_dim("nO"), force=True)
-        self.model.get_ref("crf").set_dim("nO", self.model.get_dim("nO"), force=True)
-        encoder.initialize()
-        self.model.get_ref("crf").initialize()
+        self.cfg.update(cfg)
 
     def _load_model_bytes(self, data: bytes, source: str) -> None:
-        self._rebuild_model()
         try:
             self.model.from_bytes(data)
         except Exception as err:
@@ -521,12 +530,18 @@ class HybridEntityRecognizer(TrainablePipe):
                 f"different model config. Save the pipeline again with nlp.to_disk, or "
                 f"retrain it."
             ) from err
+        if self.labels and not self.is_initialized:
+            raise ValueError(
+                f"[hybrid_ner] The weights of '{self.name}' in {source} hold no CRF although the "
+                f"component has labels {list(self.labels)}: the file was saved before the model "
+                f"was initialized. Save the pipeline again after nlp.initialize or training."
+            )
         numpy_gemm(self.model)
 
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "HybridEntityRecognizer":
         """Load from a bytestring written by ``to_bytes``."""
         deserialize = {
-            "cfg": lambda b: self.cfg.update(srsly.json_loads(b)),
+            "cfg": lambda b: self._load_cfg(srsly.json_loads(b), "bytes"),
             "vocab": lambda b: self.vocab.from_bytes(b, exclude=exclude),
             "model": lambda b: self._load_model_bytes(b, "bytes"),
         }
@@ -547,7 +562,7 @@ class HybridEntityRecognizer(TrainablePipe):
             self._load_model_bytes(p.read_bytes(), str(p))
 
         deserialize = {
-            "cfg": lambda p: self.cfg.update(srsly.read_json(p)),
+            "cfg": lambda p: self._load_cfg(srsly.read_json(p), str(path)),
             "vocab": lambda p: self.vocab.from_disk(p, exclude=exclude),
             "model": load_model,
         }

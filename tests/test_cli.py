@@ -25,7 +25,7 @@ def test_fill_config_completes_a_minimal_config(tmp_path):
     )
     spacy_cli("init", "fill-config", tmp_path / "base.cfg", tmp_path / "full.cfg")
     full = Config().from_disk(tmp_path / "full.cfg")
-    assert full["components"]["ner"]["model"]["@architectures"] == "spacy-hybridner.HybridNER.v1"
+    assert full["components"]["ner"]["model"]["@architectures"] == "spacy-hybridner.HybridNER.v2"
     assert full["components"]["ner"]["scorer"]["@scorers"] == "spacy.ner_scorer.v1"
     assert full["training"]["score_weights"]["ents_f"] == 1.0
 

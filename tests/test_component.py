@@ -6,10 +6,11 @@ import pickle
 import numpy
 import pytest
 import spacy
+import srsly
 from spacy.lang.en import English
 from spacy.tokens import DocBin
 from spacy.training import Example
-from thinc.api import Adam, fix_random_seed
+from thinc.api import Adam, Model, fix_random_seed
 from typer.testing import CliRunner
 
 from spacy_hybridner.cli import app
@@ -18,6 +19,7 @@ from spacy_hybridner.layers import torch_module
 from conftest import (
     TINY_MODEL,
     TRAIN_DATA,
+    assert_same_entities,
     ents_of,
     ents_with_confidence,
     make_examples,
@@ -40,7 +42,7 @@ def test_overfitting_IO(trained_nlp, tmp_path):
         assert ents_of(doc) == ents
         assert all(0.0 <= e._.confidence <= 1.0 for e in doc.ents)
         assert all(e._.confidence > 0.5 for e in doc.ents)
-    assert reload_and_predict(nlp, texts, tmp_path) == before
+    assert_same_entities(reload_and_predict(nlp, texts, tmp_path), before)
 
 
 def test_to_from_bytes_and_disk_give_same_predictions(trained_nlp, tmp_path):
@@ -159,8 +161,9 @@ def test_batch_with_empty_docs(trained_nlp):
 
 
 def test_prediction_in_parts_of_bounded_words_gives_the_same_entities(trained_nlp, monkeypatch):
-    """``predict`` runs at most PREDICT_WORDS words at once (bounded memory whatever the
-    batch size): cut into parts, a batch gets the same entities and confidences."""
+    """``predict`` runs at most ``max_predict_words`` words at once (bounded memory
+    whatever the batch size): cut into parts, a batch gets the same entities and
+    confidences."""
     from spacy_hybridner import pipeline_component
 
     texts = [text for text, _ in TRAIN_DATA] * 3 + ["", "Apple"]
@@ -173,7 +176,7 @@ def test_prediction_in_parts_of_bounded_words_gives_the_same_entities(trained_nl
         return decode(model, scores, *args)
 
     monkeypatch.setattr(pipeline_component, "crf_decode", counting_decode)
-    monkeypatch.setattr(pipeline_component, "PREDICT_WORDS", 12)
+    monkeypatch.setattr(trained_nlp.get_pipe("ner"), "max_predict_words", 12)
     parts = ents_with_confidence(list(trained_nlp.pipe(texts, batch_size=len(texts))))
     assert len(calls) > 3 and sum(calls) == len(texts)
     assert len(parts) == len(whole)
@@ -334,6 +337,58 @@ def test_shared_tok2vec_listener(tmp_path):
     assert ents_of(spacy.load(tmp_path / "calibrated")(text)) == TRAIN_DATA[2][1]
 
 
+def test_pipeline_saved_by_0_1_is_refused_naming_the_version(trained_nlp, tmp_path):
+    """From 0.2.0 the model saves its own settings and rebuilds itself; a pipeline saved by
+    0.1.x (no ``saved_by`` in the component's cfg) gets an error that says so."""
+    trained_nlp.to_disk(tmp_path / "old")
+    cfg_path = tmp_path / "old" / "ner" / "cfg"
+    cfg = srsly.read_json(cfg_path)
+    assert cfg["saved_by"].startswith("spacy-hybridner 0.2") and "nI" not in cfg
+    del cfg["saved_by"]
+    cfg["nI"] = 32
+    srsly.write_json(cfg_path, cfg)
+    with pytest.raises(ValueError, match=r"saved by spacy-hybridner 0\.1\.x.*Retrain"):
+        spacy.load(tmp_path / "old")
+
+
+def test_any_model_with_a_crf_ref_works_with_the_component(tmp_path):
+    """The component knows the model only by its output (scores per BILUO tag) and its
+    ``crf`` ref: a plain tok2vec + Linear model with a CRF trains, saves and reloads."""
+    from thinc.api import Linear, chain, with_array
+
+    from spacy_hybridner.layers import crf_layer
+    from spacy_hybridner.pipeline_component import HybridEntityRecognizer
+
+    def forward(model, docs, is_train):
+        return model.layers[0](docs, is_train)
+
+    def init(model, X=None, Y=None):
+        model.get_ref("output").set_dim("nO", model.get_dim("nO"), force=True)
+        model.get_ref("crf").set_dim("nO", model.get_dim("nO"), force=True)
+        model.layers[0].initialize(X=X)
+        model.get_ref("crf").initialize()
+
+    def build():
+        tok2vec = spacy.registry.resolve({"t": TINY_MODEL["tok2vec"]})["t"]
+        crf, output = crf_layer(), Linear()
+        return Model("tagger_crf", forward, init=init, layers=[chain(tok2vec, with_array(output)), crf],
+                     refs={"crf": crf, "output": output}, dims={"nO": None})
+
+    fix_random_seed(0)
+    nlp = English()
+    ner = HybridEntityRecognizer(nlp.vocab, build(), "ner")
+    examples = make_examples(nlp)
+    ner.initialize(lambda: examples)
+    optimizer = Adam(0.01)
+    for _ in range(60):
+        ner.update(examples, sgd=optimizer)
+    docs = list(ner.pipe(nlp.make_doc(text) for text, _ in TRAIN_DATA))
+    assert sum(ents_of(doc) == ents for doc, (_, ents) in zip(docs, TRAIN_DATA)) >= 4
+    loaded = HybridEntityRecognizer(nlp.vocab, build(), "ner").from_bytes(ner.to_bytes())
+    again = list(loaded.pipe(nlp.make_doc(text) for text, _ in TRAIN_DATA))
+    assert ents_with_confidence(again) == ents_with_confidence(docs)
+
+
 def test_missing_weights_file_is_explained(trained_nlp, tmp_path):
     trained_nlp.to_disk(tmp_path)
     (tmp_path / "ner" / "model").unlink()
@@ -396,7 +451,7 @@ def test_mixed_precision_config_trains_on_cpu():
     nlp = train_tiny(n_iter=3, model=dict(TINY_MODEL, mixed_precision=True))
     doc = nlp("Michael Jordan was born in Brooklyn , New York .")
     assert all(0 <= e.start < e.end <= len(doc) for e in doc.ents)
-    wrapper = nlp.get_pipe("ner").model.get_ref("encoder").layers[0]
+    wrapper = nlp.get_pipe("ner").model.get_ref("encoder")
     assert wrapper.shims[0]._mixed_precision is False
 
 
@@ -413,7 +468,7 @@ def test_bfloat16_mixed_precision_path_learns_and_predicts_in_float32_after_relo
     monkeypatch.setattr(encoder_layer, "get_torch_default_device", lambda: torch.device("cuda", 0))
     monkeypatch.setattr(encoder_layer, "mixed_precision_dtype", lambda device: torch.bfloat16)
     nlp = train_tiny(n_iter=100, model=dict(TINY_MODEL, mixed_precision=True))
-    wrapper = nlp.get_pipe("ner").model.get_ref("encoder").layers[0]
+    wrapper = nlp.get_pipe("ner").model.get_ref("encoder")
     assert torch_module(wrapper).autocast_dtype == torch.bfloat16
     assert wrapper.shims[0]._mixed_precision is False
     assert nlp.evaluate(make_examples(nlp))["ents_f"] == 1.0
@@ -429,8 +484,12 @@ def test_encoder_autocast_keeps_float32_outputs_and_lstm():
     from spacy_hybridner.modules import HybridEncoder
 
     torch.manual_seed(0)
-    plain = HybridEncoder(8, 5, width=16, depth=1, n_heads=2, ffn_width=32, lstm_depth=1, dropout=0.0).eval()
-    mixed = HybridEncoder(8, 5, width=16, depth=1, n_heads=2, ffn_width=32, lstm_depth=1, dropout=0.0,
+    sizes = dict(
+        width=16, depth=1, n_heads=2, ffn_width=32, lstm_depth=1, uni_lstm_depth=0, dropout=0.0, token_dropout=0.0,
+        attention_dropout=None,
+    )
+    plain = HybridEncoder(8, 5, **sizes).eval()
+    mixed = HybridEncoder(8, 5, **sizes,
                           autocast_dtype=torch.bfloat16).eval()
     mixed.load_state_dict(plain.state_dict())
     X, lengths = torch.randn(3, 7, 8), torch.tensor([7, 3, 1])
@@ -493,7 +552,7 @@ def test_character_embedding_with_token_dropout_learns_and_reloads(tmp_path, emb
     nlp = train_tiny(n_iter=100, model=model)
     assert nlp.evaluate(make_examples(nlp))["ents_f"] == 1.0
     texts = [text for text, _ in TRAIN_DATA] + ["Tim Cook visited Berlin ."]
-    assert reload_and_predict(nlp, texts, tmp_path) == ents_with_confidence(nlp.pipe(texts))
+    assert_same_entities(reload_and_predict(nlp, texts, tmp_path), ents_with_confidence(nlp.pipe(texts)))
 
 
 def test_thinc_layers_multiply_through_numpy_blas(trained_nlp, tmp_path):

@@ -39,5 +39,22 @@ def test_released_v1_signature_keeps_its_defaults():
 def test_builder_settings_reach_the_layer_and_the_module(trained_nlp):
     encoder = trained_nlp.get_pipe("ner").model.get_ref("encoder")
     settings = EncoderSettings(**encoder.attrs["hyper"])
-    assert settings == EncoderSettings(width=32, depth=1, n_heads=2, ffn_width=64, lstm_depth=1, dropout=0.0)
+    assert settings == EncoderSettings(
+        width=32, depth=1, n_heads=2, ffn_width=64, lstm_depth=1, uni_lstm_depth=0, dropout=0.0, token_dropout=0.0,
+        attention_dropout=None,
+    )
     assert torch_module(encoder).settings == settings
+
+
+def test_v2_builder_has_no_hyperparameter_defaults_and_is_the_default():
+    """Defaults live in one place, the factory's default config (= configs/hybrid_cpu.cfg)."""
+    from spacy_hybridner.architectures import build_hybrid_ner_v2
+
+    defaults = {
+        name for name, p in inspect.signature(build_hybrid_ner_v2).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    assert defaults == {"nO"}  # set by the component from its labels, as in spaCy's builders
+    assert DEFAULT_MODEL["@architectures"] == "spacy-hybridner.HybridNER.v2"
+    for path in (ROOT / "configs").glob("*.cfg"):
+        assert "HybridNER.v1" not in path.read_text(encoding="utf8"), path.name

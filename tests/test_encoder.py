@@ -8,7 +8,10 @@ from spacy_hybridner.layers import hybrid_encoder, torch_module, window_indices
 from spacy_hybridner.modules import HybridEncoder
 from spacy_hybridner.modules.encoder import check_sizes
 
-SIZES = dict(width=16, depth=1, n_heads=2, ffn_width=32, lstm_depth=1, uni_lstm_depth=0, dropout=0.0)
+SIZES = dict(
+    width=16, depth=1, n_heads=2, ffn_width=32, lstm_depth=1, uni_lstm_depth=0, dropout=0.0, token_dropout=0.0,
+    attention_dropout=None,
+)
 
 
 @pytest.mark.parametrize("even", [False, True])
@@ -82,13 +85,14 @@ def test_chunking_does_not_change_outputs_or_gradients(lengths, max_batch_tokens
 def test_impossible_sizes_are_explained(width, n_heads, lstm_depth, message):
     with pytest.raises(ValueError, match=message):
         check_sizes(
-            width=width, depth=1, n_heads=n_heads, ffn_width=8, lstm_depth=lstm_depth, uni_lstm_depth=0, dropout=0.1
+            width=width, depth=1, n_heads=n_heads, ffn_width=8, lstm_depth=lstm_depth, uni_lstm_depth=0, dropout=0.1,
+            token_dropout=0.0, attention_dropout=None,
         )
 
 
 def test_token_dropout_blanks_whole_tokens_in_training_only():
     torch.manual_seed(0)
-    module = HybridEncoder(8, 5, **dict(SIZES, depth=0), token_dropout=0.5)
+    module = HybridEncoder(8, 5, **dict(SIZES, depth=0, token_dropout=0.5))
     X = torch.randn(4, 50, 8, requires_grad=True)
     lengths = torch.tensor([50, 50, 50, 50])
     module(X, lengths).sum().backward()
@@ -100,7 +104,7 @@ def test_token_dropout_blanks_whole_tokens_in_training_only():
     module(X, lengths).sum().backward()
     assert (X.grad.abs().sum(-1) > 0).all()
     with pytest.raises(ValueError, match="token_dropout"):
-        HybridEncoder(8, 5, **SIZES, token_dropout=1.0)
+        HybridEncoder(8, 5, **dict(SIZES, token_dropout=1.0))
 
 
 def make_layer(window, stride, **sizes) -> Model:
@@ -189,7 +193,7 @@ def test_attention_dropout_is_its_own_setting():
     """None keeps attention dropout equal to dropout; 0.0 leaves attention weights
     undropped in training while the other dropouts stay; out-of-range values are named."""
     same = HybridEncoder(8, 5, **dict(SIZES, dropout=0.3))
-    off = HybridEncoder(8, 5, **dict(SIZES, dropout=0.3), attention_dropout=0.0)
+    off = HybridEncoder(8, 5, **dict(SIZES, dropout=0.3, attention_dropout=0.0))
     attention = [m for m in same.modules() if isinstance(m, torch.nn.MultiheadAttention)]
     assert attention and all(m.dropout == 0.3 for m in attention)
     attention = [m for m in off.modules() if isinstance(m, torch.nn.MultiheadAttention)]
@@ -204,4 +208,4 @@ def test_attention_dropout_is_its_own_setting():
     # The parameters keep their names, so pipelines trained either way load the same.
     assert same.state_dict().keys() == off.state_dict().keys()
     with pytest.raises(ValueError, match="attention_dropout must be in"):
-        HybridEncoder(8, 5, **SIZES, attention_dropout=1.0)
+        HybridEncoder(8, 5, **dict(SIZES, attention_dropout=1.0))

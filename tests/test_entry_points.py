@@ -36,9 +36,14 @@ def resolve(target):
 def registered_by_package():
     found = {}
     for registry_name in registry.get_registry_names():
+        # the registry's entry-point group: spacy_<name>, or thinc_<name> for the ones spaCy
+        # shares with thinc (schedules); factories load from spacy_factories
+        group = getattr(registry, registry_name).entry_point_namespace
+        if registry_name == "factories":
+            group = "spacy_factories"
         for name, func in getattr(registry, registry_name).get_all().items():
             if getattr(func, "__module__", "").startswith("spacy_hybridner"):
-                found[(f"spacy_{registry_name}", name)] = func
+                found[(group, name)] = func
     return found
 
 
@@ -56,6 +61,6 @@ def test_every_registered_function_has_an_entry_point():
 def test_every_entry_point_is_registered():
     registered = registered_by_package()
     for group, names in setup_entry_points().items():
-        if group.startswith("spacy_"):
+        if group.startswith(("spacy_", "thinc_")):
             for name, target in names.items():
                 assert registered.get((group, name)) is resolve(target), (group, name)

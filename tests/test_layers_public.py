@@ -54,7 +54,10 @@ def test_run_lstm_positional_torch_lstm_matches_nn_lstm(num_layers, bidirectiona
 
 
 def test_torch_module_reaches_the_modules_behind_the_layers():
-    encoder = hybrid_encoder(width=8, depth=0, n_heads=2, ffn_width=8, lstm_depth=1, window=16, stride=8, nO=3)
+    encoder = hybrid_encoder(
+        width=8, depth=0, n_heads=2, ffn_width=8, lstm_depth=1, uni_lstm_depth=0, dropout=0.0, token_dropout=0.0,
+        attention_dropout=None, window=16, stride=8, nO=3,
+    )
     crf = crf_layer(nO=3)
     crf.attrs["constraints"] = {}
     with pytest.raises(ValueError, match="initialize it first"):
@@ -63,6 +66,5 @@ def test_torch_module_reaches_the_modules_behind_the_layers():
     crf.initialize()
     assert isinstance(torch_module(encoder), HybridEncoder)
     assert torch_module(crf).num_tags == 3
-    # The averaging shim is part of the wrapper from the start.
-    assert all(isinstance(node.shims[0], AveragingPyTorchShim) for node in (*encoder.layers, *crf.layers))
-    assert torch_module(encoder.layers[0]) is torch_module(encoder)
+    # The PyTorch node, with the averaging shim, is the layer itself from the start.
+    assert all(isinstance(node.shims[0], AveragingPyTorchShim) for node in (encoder, crf))

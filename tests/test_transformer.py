@@ -13,7 +13,14 @@ from thinc.api import fix_random_seed
 
 from spacy_hybridner.layers import torch_module
 
-from conftest import TRAIN_DATA, ents_with_confidence, make_examples, reload_and_predict, write_corpus
+from conftest import (
+    TRAIN_DATA,
+    assert_same_entities,
+    ents_with_confidence,
+    make_examples,
+    reload_and_predict,
+    write_corpus,
+)
 
 ROOT = Path(__file__).parent.parent
 CONFIG = ROOT / "configs" / "hybrid_trf.cfg"
@@ -63,7 +70,7 @@ def test_trf_config_trains_saves_and_reloads(tiny_bert, tmp_path):
     losses = [nlp.update(examples, sgd=optimizer)["ner"] for _ in range(40)]
     assert losses[-1] < losses[0] / 2
     texts = [text for text, _ in TRAIN_DATA]
-    assert reload_and_predict(nlp, texts, tmp_path) == ents_with_confidence(nlp.pipe(texts))
+    assert_same_entities(reload_and_predict(nlp, texts, tmp_path), ents_with_confidence(nlp.pipe(texts)))
 
 
 def test_frozen_backbone_trains_only_the_head(tiny_bert, tmp_path):

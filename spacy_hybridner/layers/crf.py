@@ -13,26 +13,36 @@ from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats1d, Floats2d, Ints1d
 
 from ..modules import CRF
-from .shim import pytorch_wrapper, torch_module
+from .shim import module_layer, torch_module
 
 CRFInput = Tuple[List[Floats2d], List[Ints1d]]
 
 
-def crf_layer(nO: Optional[int] = None) -> Model[CRFInput, Floats1d]:
-    """A CRF over ``nO`` tags. Set ``attrs["constraints"]`` (see
-    ``tag_scheme.biluo_constraints``) before ``initialize``, which builds the module."""
-    return Model("crf", _forward, init=_init, dims={"nO": nO}, attrs={"constraints": {}})
+def crf_layer(nO: Optional[int] = None, *, max_batch_tokens: int = 65536) -> Model[CRFInput, Floats1d]:
+    """A CRF over ``nO`` tags: the PyTorch node from the start, its module made by
+    ``initialize`` and rebuilt on load from the settings saved with its weights (tag
+    count, constraints, ``max_batch_tokens``). Set ``attrs["constraints"]`` (see
+    ``tag_scheme.biluo_constraints``) before ``initialize``.
+
+    nO (Optional[int]): Number of tags.
+    max_batch_tokens (int): Padded size of one bucket of sequences in the CRF's loops.
+    """
+    return module_layer(
+        "crf", _make_crf, init=_init, convert_inputs=_convert_inputs, convert_outputs=_convert_outputs,
+        dims={"nO": nO}, attrs={"constraints": {}, "max_batch_tokens": max_batch_tokens},
+    )
 
 
-def _forward(model: Model, X: CRFInput, is_train: bool):
-    return model.layers[0](X, is_train)
+def _make_crf(shim, settings: dict) -> CRF:
+    return CRF(settings["nO"], **settings["constraints"], max_batch_tokens=settings["max_batch_tokens"])
 
 
 def _init(model: Model, X=None, Y=None) -> None:
-    module = CRF(model.get_dim("nO"), **model.attrs["constraints"])
-    model.layers[:] = [
-        pytorch_wrapper(module, convert_inputs=_convert_inputs, convert_outputs=_convert_outputs)
-    ]
+    model.shims[0].build({
+        "nO": model.get_dim("nO"),
+        "constraints": model.attrs["constraints"],
+        "max_batch_tokens": model.attrs["max_batch_tokens"],
+    })
 
 
 def _flat(model: Model, arrays: Sequence, width: Optional[int], dtype: str):

@@ -9,7 +9,7 @@ prediction a sequence gets as few windows as that needs, of equal length, spread
 consecutive ones overlapping by at least ``window - stride`` tokens: the same least
 context on either side of every token (half the overlap), fewer tokens encoded twice.
 """
-from functools import lru_cache, partial
+from functools import lru_cache
 from typing import Any, Callable, List, Optional, Tuple
 
 import numpy
@@ -19,16 +19,17 @@ from thinc.types import Floats2d
 from thinc.util import get_torch_default_device
 
 from ..modules import EncoderSettings, HybridEncoder
-from .shim import pytorch_wrapper
+from .shim import module_layer
 
 
 def hybrid_encoder(
     settings: Optional[EncoderSettings] = None, *, window: int, stride: int,
     mixed_precision: bool = False, grad_scaler_config: Optional[dict] = None,
-    nI: Optional[int] = None, nO: Optional[int] = None, **hyper: Any,
+    nI: Optional[int] = None, nO: Optional[int] = None, max_batch_tokens: int = 16384, **hyper: Any,
 ) -> Model[List[Floats2d], List[Floats2d]]:
-    """The encoder as a thinc layer. The PyTorch module is built by ``initialize``,
-    once ``nI`` (token vector width) and ``nO`` (number of tags) are known.
+    """The encoder as a thinc layer: the PyTorch node from the start, its module made by
+    ``initialize`` once ``nI`` (token vector width) and ``nO`` (number of tags) are
+    known, and rebuilt on load from the settings saved with its weights.
 
     settings (Optional[EncoderSettings]): The module's hyperparameters; None: made
         from the keywords in ``hyper`` (``width=...``, ``depth=...``).
@@ -38,16 +39,20 @@ def hybrid_encoder(
     grad_scaler_config (Optional[dict]): Arguments of thinc's ``PyTorchGradScaler``.
     nI (Optional[int]): Token vector width; None: read from the sample in ``initialize``.
     nO (Optional[int]): Number of tags.
+    max_batch_tokens (int): Windows are encoded in chunks of at most this many padded
+        positions, which bounds the memory of attention.
     RETURNS (Model[List[Floats2d], List[Floats2d]]): Emission scores per sequence.
     """
     if settings is None:
         settings = EncoderSettings(**hyper)
     elif hyper:
         raise TypeError(f"hybrid_encoder got both settings and the keywords {sorted(hyper)}: give one.")
-    return Model(
+    return module_layer(
         "hybrid_encoder",
-        _forward,
+        _make_encoder,
         init=_init,
+        convert_inputs=_to_windows,
+        convert_outputs=_from_windows,
         dims={"nI": nI, "nO": nO},
         attrs={
             # Plain values: thinc saves a layer's attrs with its weights.
@@ -56,44 +61,40 @@ def hybrid_encoder(
             "stride": stride,
             "mixed_precision": mixed_precision,
             "grad_scaler_config": dict(grad_scaler_config or {}),
+            "max_batch_tokens": max_batch_tokens,
         },
     )
-
-
-def _forward(model: Model, Xs: List[Floats2d], is_train: bool):
-    return model.layers[0](Xs, is_train)
 
 
 def _init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> None:
     if X is not None and len(X):
         model.set_dim("nI", int(X[0].shape[1]), force=True)
-    nI, nO = model.get_dim("nI"), model.get_dim("nO")
-    window, stride = model.attrs["window"], model.attrs["stride"]
-    # Mixed precision is a CUDA feature: a GPU config still trains and predicts on CPU.
+    keys = ("hyper", "mixed_precision", "grad_scaler_config", "max_batch_tokens")
+    model.shims[0].build({
+        "nI": model.get_dim("nI"), "nO": model.get_dim("nO"), **{key: model.attrs[key] for key in keys}
+    })
+
+
+def _make_encoder(shim, settings: dict) -> HybridEncoder:
+    """The module for ``settings`` on the current device, when built and when loaded.
+    Mixed precision is a CUDA feature, decided here for the device at hand: a GPU config
+    still trains and predicts on a CPU, and a pipeline trained on a GPU loads on a CPU."""
     device = get_torch_default_device()
-    mixed_precision = model.attrs["mixed_precision"] and device.type == "cuda"
+    mixed_precision = settings["mixed_precision"] and device.type == "cuda"
     dtype = mixed_precision_dtype(device) if mixed_precision else None
     # bfloat16: the module autocasts itself (no loss scaling needed); float16: thinc's
     # autocast with its gradient scaler.
-    module = HybridEncoder(
-        nI, nO, EncoderSettings(**model.attrs["hyper"]),
-        autocast_dtype=torch.bfloat16 if dtype == torch.bfloat16 else None,
-    )
     float16 = dtype == torch.float16
-    scaler_config = dict(model.attrs["grad_scaler_config"])
+    scaler_config = dict(settings["grad_scaler_config"])
     scaler_config["enabled"] = float16 and scaler_config.get("enabled", True)
-    wrapper = pytorch_wrapper(
-        module,
-        convert_inputs=partial(_to_windows, window=window, stride=stride, width=nI),
-        convert_outputs=partial(_from_windows, window=window, stride=stride),
-        mixed_precision=float16,
-        grad_scaler=PyTorchGradScaler(**scaler_config),
+    shim._mixed_precision = float16
+    shim._grad_scaler = PyTorchGradScaler(**scaler_config)
+    shim._grad_scaler.to_(shim.device)
+    return HybridEncoder(
+        settings["nI"], settings["nO"], EncoderSettings(**settings["hyper"]),
+        autocast_dtype=torch.bfloat16 if dtype == torch.bfloat16 else None,
+        max_batch_tokens=settings["max_batch_tokens"],
     )
-    # Windows in prediction (module docstring); False: as in training (what
-    # scripts/inference_speed.py sets on a loaded copy, to compare). Saved with the
-    # weights; pipelines saved before it existed load with True.
-    wrapper.attrs["even_windows"] = True
-    model.layers[:] = [wrapper]
 
 
 def mixed_precision_dtype(device: torch.device) -> torch.dtype:
@@ -175,12 +176,11 @@ def _window_indices(
 
 def _even(model: Model, is_train: bool) -> bool:
     """Whether this pass cuts even windows (prediction) or a window every stride."""
-    return not is_train and model.attrs.get("even_windows", True)
+    return not is_train
 
 
-def _to_windows(
-    model: Model, Xs: List[Floats2d], is_train: bool, *, window: int, stride: int, width: int
-) -> Tuple[ArgsKwargs, Callable]:
+def _to_windows(model: Model, Xs: List[Floats2d], is_train: bool) -> Tuple[ArgsKwargs, Callable]:
+    window, stride, width = model.attrs["window"], model.attrs["stride"], model.get_dim("nI")
     ops = model.ops
     lengths = [len(x) for x in Xs]
     gather, _, window_lengths = window_indices(lengths, window, stride, _even(model, is_train))
@@ -200,9 +200,8 @@ def _to_windows(
     return ArgsKwargs(args=(Xt, lengths_t), kwargs={}), backprop
 
 
-def _from_windows(
-    model: Model, inputs_outputs, is_train: bool, *, window: int, stride: int
-) -> Tuple[List[Floats2d], Callable]:
+def _from_windows(model: Model, inputs_outputs, is_train: bool) -> Tuple[List[Floats2d], Callable]:
+    window, stride = model.attrs["window"], model.attrs["stride"]
     Xs, Yt = inputs_outputs
     ops = model.ops
     lengths = [len(x) for x in Xs]

@@ -16,8 +16,9 @@ from .buckets import length_buckets
 @dataclass(frozen=True)
 class EncoderSettings:
     """The hyperparameters of a ``HybridEncoder``, checked when made: the one place they
-    are named, defaulted and validated (the architecture, the thinc layer and the
-    module all take this object).
+    are named and validated (the architecture, the thinc layer and the module all take
+    this object). Every one is required: the defaults live in one place, the
+    ``hybrid_ner`` factory's default config (the block of ``configs/hybrid_cpu.cfg``).
 
     width (int): Hidden width of every layer.
     depth (int): Transformer encoder layers (0: none, a BiLSTM-CRF).
@@ -35,15 +36,15 @@ class EncoderSettings:
         (heads x tokens x tokens) weights takes about a tenth of a training step's time.
     """
 
-    width: int = 128
-    depth: int = 2
-    n_heads: int = 4
-    ffn_width: int = 256
-    lstm_depth: int = 1
-    uni_lstm_depth: int = 0
-    dropout: float = 0.1
-    token_dropout: float = 0.0
-    attention_dropout: Optional[float] = None
+    width: int
+    depth: int
+    n_heads: int
+    ffn_width: int
+    lstm_depth: int
+    uni_lstm_depth: int
+    dropout: float
+    token_dropout: float
+    attention_dropout: Optional[float]
 
     def __post_init__(self) -> None:
         """Raise a ValueError that names the setting and the fix when sizes cannot work."""
