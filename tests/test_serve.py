@@ -22,7 +22,7 @@ def nlp(model_dir):
     return spacy.load(model_dir)
 
 
-def wait_ready(client: TestClient, timeout: float = 60.0, headers=None) -> None:
+def wait_ready(client: TestClient, timeout: float = 300.0, headers=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if client.get("/ready", headers=headers).status_code == 200:
@@ -43,9 +43,27 @@ def expected_ents(nlp, text):
     return [(e.start_char, e.end_char, e.label_, e.text, e._.confidence) for e in nlp(text).ents]
 
 
+def close_to(value):
+    """A confidence as computed in another batch, thread count or machine: equal to rel 1e-5
+    (float32 sums round differently in the last digits when the batch composition or the
+    number of threads changes), and None stays None."""
+    return None if value is None else pytest.approx(value, rel=1e-5, abs=1e-6)
+
+
+def assert_same_records(got, expected):
+    """Entity records (one list per text) from two runs: everything exactly but the
+    confidences, which are compared with :func:`close_to`."""
+    def without_confidence(docs):
+        return [[{k: v for k, v in r.items() if k != "confidence"} for r in doc] for doc in docs]
+
+    assert without_confidence(got) == without_confidence(expected)
+    assert [[r["confidence"] for r in doc] for doc in got] == [[close_to(r["confidence"]) for r in doc]
+                                                               for doc in expected]
+
+
 def assert_same(got, expected):
     assert [(e["start_char"], e["end_char"], e["label"], e["text"]) for e in got] == [e[:4] for e in expected]
-    assert [e["confidence"] for e in got] == [pytest.approx(e[4], rel=1e-5) for e in expected]
+    assert [e["confidence"] for e in got] == [close_to(e[4]) for e in expected]
 
 
 def post(client, path, body, **kwargs):
@@ -86,9 +104,11 @@ def test_min_confidence_drops_less_confident_entities(client, nlp):
     everything = client.post("/v1/ents", json={"text": text}).json()["docs"][0]["ents"]
     confidences = sorted({e["confidence"] for e in everything})
     assert len(confidences) >= 2, "need entities of different confidence"
-    threshold = confidences[-1]
+    # Halfway between the two highest: the same entities pass on any machine, even if the
+    # second request's confidences differ from the first's in the last digits.
+    threshold = (confidences[-1] + confidences[-2]) / 2
     kept = client.post("/v1/ents", json={"text": text, "min_confidence": threshold}).json()["docs"][0]["ents"]
-    assert kept == [e for e in everything if e["confidence"] >= threshold]
+    assert_same_records([kept], [[e for e in everything if e["confidence"] >= threshold]])
     assert 0 < len(kept) < len(everything)
 
 
@@ -428,16 +448,16 @@ def test_process_annotator_same_records_errors_and_restart(model_dir):
     model = ProcessAnnotator(Annotator(str(model_dir), torch_threads=1))
     try:
         got = model.load().annotate(TEXTS)
-        assert [[r["start_char"], r["end_char"], r["label"]] for d in got for r in d] == [
-            [r["start_char"], r["end_char"], r["label"]] for d in expected for r in d]
-        assert [r["confidence"] for d in got for r in d] == [
-            pytest.approx(r["confidence"], rel=1e-5) for d in expected for r in d]
+        assert_same_records(got, expected)
         assert model.info()["labels"] == ["LOC", "ORG", "PER"]
         first_pid = model.pid
         assert first_pid != os.getpid()
         with pytest.raises(ModelProcessError, match=r"raised in its process(.|\n)*Traceback"):
             model.annotate([None])  # the pipeline's own error, with the child's traceback
-        assert model.annotate(TEXTS[:1]) == got[:1] and model.pid == first_pid  # the same child goes on
+        # The same child goes on. One text alone is another batch than all of TEXTS: its
+        # confidences may differ in the last digits (issue 25), so they are compared with a tolerance.
+        assert_same_records(model.annotate(TEXTS[:1]), got[:1])
+        assert model.pid == first_pid
         os.kill(first_pid, signals.SIGKILL)
         model._proc.join(10)
         assert model.annotate(TEXTS[:1])[0][0]["text"] == got[0][0]["text"]  # a new child took over
@@ -445,3 +465,155 @@ def test_process_annotator_same_records_errors_and_restart(model_dir):
     finally:
         model.close()
     assert model.pid is None
+
+
+# --- hostile input (issue 25): checked before the model, every error JSON ---------------------
+
+@pytest.mark.parametrize("body,loc", [
+    (b'{"docs": [{"id": "\\ud800", "text": "a"}]}', ["body", "docs", 0, "id"]),
+    (b'{"docs": [{"id": "ok", "text": "x\\udfff y"}]}', ["body", "docs", 0, "text"]),
+    (b'{"text": "\\ud83d"}', ["body", "text"]),
+    (b'{"texts": ["fine", "\\udc00"]}', ["body", "texts", 1]),
+    (b'{"text": "a", "\\ud800": 1}', ["body"]),
+    (b'{"text": "a", "min_confidence": true}', ["body", "min_confidence"]),
+    (b'{"text": "a", "min_confidence": "0.5"}', ["body", "min_confidence"]),
+    (b'{"text": "a", "min_confidence": NaN}', ["body", "min_confidence"]),
+    (b'{"docs": [{"id": true, "text": "a"}]}', ["body", "docs", 0, "id"]),
+    (b'{"docs": [{"id": 1.5, "text": "a"}]}', ["body", "docs", 0, "id"]),
+])
+def test_hostile_input_is_422_naming_the_field_before_the_model(body, loc):
+    """Lone surrogates (valid JSON escapes, not Unicode), booleans and strings for numbers:
+    a 422 naming the field, before anything reaches the model."""
+    model = StandIn()
+    with TestClient(create_app(model, ServeSettings())) as client:
+        wait_ready(client)
+        warm = len(model.batches)
+        for path in ("/v1/ents", "/v1/render"):
+            response = post(client, path, body)
+            assert response.status_code == 422, response.text
+            assert response.headers["content-type"] == "application/json"
+            errors = response.json()["detail"]
+            assert any(e["loc"][:len(loc)] == loc for e in errors), errors
+        assert len(model.batches) == warm  # the model saw none of it
+
+
+def test_surrogate_message_says_what_is_wrong_and_valid_pairs_pass(client):
+    response = post(client, "/v1/ents", b'{"docs": [{"id": "\\ud800", "text": "a"}]}')
+    [error] = response.json()["detail"]
+    assert "lone surrogate" in error["msg"] and "\\ud800" in error["msg"]
+    # A pair of surrogates is one character (U+1F600): fine, in a text and an id.
+    response = post(client, "/v1/ents", b'{"docs": [{"id": "\\ud83d\\ude00", "text": "Tim Cook \\ud83d\\ude00 ."}]}')
+    assert response.status_code == 200 and response.json()["docs"][0]["id"] == "\U0001F600"
+
+
+def test_min_confidence_takes_json_numbers_only(client):
+    for value in (0, 1, 0.5):
+        assert post(client, "/v1/ents", {"text": "Tim Cook .", "min_confidence": value}).status_code == 200
+    for value in (True, False, "0.5", [0.5], -0.1):
+        response = post(client, "/v1/ents", {"text": "Tim Cook .", "min_confidence": value})
+        assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "min_confidence"]
+
+
+def test_a_body_that_is_not_a_json_object_says_what_is_expected(client):
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        response = client.post("/v1/ents", content=b'{"text": "a"}', headers={"Content-Type": content_type})
+        assert response.status_code == 422 and response.headers["content-type"] == "application/json"
+        [error] = response.json()["detail"]
+        assert "Content-Type: application/json" in error["msg"] and repr(content_type) in error["msg"]
+    for body, kind in ((b"[1, 2]", "array"), (b'"text"', "string"), (b"3", "number"), (b"null", "null")):
+        response = post(client, "/v1/ents", body)
+        assert response.status_code == 422
+        assert "must be a JSON object" in response.json()["detail"][0]["msg"]
+        assert response.json()["detail"][0]["msg"].endswith(f"got a JSON {kind}")
+    # application/*+json is JSON too
+    response = client.post("/v1/ents", content=b'{"text": "a"}', headers={"Content-Type": "application/vnd.api+json"})
+    assert response.status_code == 200
+
+
+def test_an_unexpected_server_error_is_json_500_with_a_logged_error_id(caplog):
+    class BrokenInfo(StandIn):
+        def info(self):
+            raise RuntimeError("info broke")
+
+    with TestClient(create_app(BrokenInfo(), ServeSettings()), raise_server_exceptions=False) as client, \
+            caplog.at_level("ERROR", logger="spacy_hybridner.serve"):
+        wait_ready(client)
+        response = client.get("/v1/model")
+        assert response.status_code == 500 and response.headers["content-type"] == "application/json"
+        error_id = response.json()["error_id"]
+        assert error_id in response.json()["detail"]
+        assert [r for r in caplog.records if error_id in r.getMessage() and r.exc_info is not None]
+        assert client.get("/health").status_code == 200  # and the server goes on
+
+
+# --- a model process that dies is logged (issue 25) ------------------------------------------
+
+class DyingAnnotator:
+    """Runs in a model process: "hold" waits for ``gate`` (a file) to exist; a batch of
+    several texts with "DIE" among them kills its own process with SIGKILL (alone, "DIE"
+    is annotated: each new process costs seconds of imports); else one entity per text."""
+
+    model = "dying-stand-in"
+
+    def __init__(self, gate: str) -> None:
+        self.gate = gate
+
+    def load(self):
+        return self
+
+    def info(self):
+        return {"labels": ["X"]}
+
+    def annotate(self, texts):
+        import os
+        import signal as signals
+        from pathlib import Path
+
+        texts = list(texts)
+        if "hold" in texts:
+            deadline = time.monotonic() + 30
+            while not Path(self.gate).exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        if len(texts) > 1 and any("DIE" in t for t in texts):
+            os.kill(os.getpid(), signals.SIGKILL)
+        return [[{"start_char": 0, "end_char": len(t), "label": "X", "text": t, "confidence": 0.5}] for t in texts]
+
+
+def test_a_model_process_that_dies_is_logged_restarted_and_its_batch_retried(tmp_path, caplog):
+    from spacy_hybridner.serve.model_process import ProcessAnnotator
+
+    gate = tmp_path / "gate"
+    model = ProcessAnnotator(DyingAnnotator(str(gate)))
+    app = create_app(model, ServeSettings(queue_size=8, batch_wait_ms=0))
+    with TestClient(app) as client, caplog.at_level("INFO", logger="spacy_hybridner.serve"):
+        wait_ready(client)
+        first_pid = model.pid
+        # Hold the model, queue a request that kills it and one that does not: one batch.
+        held, held_result = in_thread(client.post, "/v1/ents", json={"text": "hold"})
+        # Generous bounds: a new model process imports torch and spaCy, which takes
+        # seconds on an idle machine and can take a minute on a loaded one.
+        wait_for(lambda: app.state.batcher.pending == 0 and held.is_alive(), timeout=120)
+        dying, dying_result = in_thread(client.post, "/v1/ents", json={"text": "DIE now"})
+        fine, fine_result = in_thread(client.post, "/v1/ents", json={"texts": ["fine", "too"]})
+        wait_for(lambda: app.state.batcher.pending == 2, timeout=120)
+        gate.touch()
+        for thread in (held, dying, fine):
+            thread.join(600)
+            assert not thread.is_alive(), "a request got no answer"
+        assert held_result["value"].status_code == 200
+        assert fine_result["value"].status_code == 200  # retried on its own, in the new process
+        assert [d["ents"][0]["text"] for d in fine_result["value"].json()["docs"]] == ["fine", "too"]
+        assert dying_result["value"].status_code == 200  # alone, it is annotated
+        assert model.pid not in (None, first_pid)
+    log = caplog.text
+    assert f"The model process {first_pid} died (killed by SIGKILL) while annotating a batch of 3 text(s)" in log
+    assert "The model failed on a batch of 2 requests (3 texts)" in log and "running each request again" in log
+    assert f"Restarting the model: a new process replaces process {first_pid} (killed by SIGKILL)" in log
+    model.close()
+
+
+def test_describe_exit():
+    from spacy_hybridner.serve.model_process import describe_exit
+
+    assert describe_exit(-9) == "killed by SIGKILL" and describe_exit(-15) == "killed by SIGTERM"
+    assert describe_exit(1) == "exit code 1" and describe_exit(None) == "exit status unknown"

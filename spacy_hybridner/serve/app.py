@@ -8,10 +8,14 @@ thread only; :func:`serve` puts each copy in a child process of its own
 Nothing in a request names a file or a model: the pipeline is the one given at start-up.
 """
 import copy
+import errno
 import hmac
+import json
 import logging
 import signal
+import socket
 import threading
+import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -21,13 +25,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from typing_extensions import Annotated
 
 from ..annotator import filter_records
-from .batcher import Batcher, ModelError, NotReady, QueueFull
+from .batcher import Batcher, ClientGone, ModelError, NotReady, QueueFull
 from .render import render_html
 from .settings import ServeSettings, default_model_workers, default_torch_threads
 
@@ -74,16 +78,33 @@ class RenderResponse(BaseModel):
 
 # --- request models (built with the configured limits, so they are in the OpenAPI schema) --
 
+def _unicode_text(value: Any) -> Any:
+    """Refuse a string that is not Unicode text: JSON can escape a lone surrogate
+    (``"\\ud800"``), which Python decodes into a string that cannot be encoded as UTF-8 (nor
+    sent back, nor stored)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf8")
+        except UnicodeEncodeError as error:
+            raise ValueError(
+                f"holds a lone surrogate ({ascii(value[error.start])} at character {error.start}), which is not a "
+                "Unicode character: escape a character beyond U+FFFF as a pair of surrogates, or remove it"
+            ) from None
+    return value
+
+
 def build_request_model(settings: ServeSettings) -> type:
     """The pydantic model of ``/v1/ents`` and ``/v1/render`` bodies, with the limits of
-    ``settings`` (characters per text, texts per request) as validation constraints."""
-    Text = Annotated[StrictStr, Field(max_length=settings.max_text_chars)]
+    ``settings`` (characters per text, texts per request) as validation constraints. Texts
+    and ids must be Unicode text (no lone surrogates), ``min_confidence`` a JSON number."""
+    Text = Annotated[StrictStr, Field(max_length=settings.max_text_chars), AfterValidator(_unicode_text)]
+    Id = Annotated[Union[StrictStr, StrictInt], AfterValidator(_unicode_text)]
 
     class Doc(BaseModel):
         """A text with an id of your choosing, returned with its entities."""
 
         model_config = ConfigDict(extra="forbid")
-        id: Optional[Union[StrictStr, StrictInt]] = None
+        id: Optional[Id] = None
         text: Text
 
     class AnnotateRequest(BaseModel):
@@ -94,7 +115,7 @@ def build_request_model(settings: ServeSettings) -> type:
         text: Optional[Text] = None
         texts: Optional[List[Text]] = Field(None, min_length=1, max_length=settings.max_texts)
         docs: Optional[List[Doc]] = Field(None, min_length=1, max_length=settings.max_texts)
-        min_confidence: Optional[float] = Field(None, ge=0.0, le=1.0)
+        min_confidence: Optional[StrictFloat] = Field(None, ge=0.0, le=1.0, allow_inf_nan=False)
 
         @model_validator(mode="after")
         def _exactly_one_input(self) -> "AnnotateRequest":
@@ -117,22 +138,69 @@ def build_request_model(settings: ServeSettings) -> type:
 
 
 ERROR_RESPONSES: Dict[Union[int, str], Dict[str, Any]] = {
+    400: {"description": "A body that could not be read as JSON text, or a bad Content-Length"},
     401: {"description": "No or a wrong API key (when the server has one)"},
+    408: {"description": "The whole request did not arrive within --receive-timeout seconds"},
     413: {"description": "Request body larger than --max-body-bytes"},
-    422: {"description": "Malformed JSON, wrong types, unknown fields, too many texts or too long a text; "
-                         "`detail` lists each problem with the `loc` of its field"},
-    500: {"description": "The model raised on this request: `error_id` names the logged traceback"},
+    422: {"description": "Malformed JSON, not a JSON object (or not sent as application/json), wrong types, unknown "
+                         "fields, text that is not Unicode, too many texts or too long a text; `detail` lists each "
+                         "problem with the `loc` of its field"},
+    431: {"description": "Request line and headers larger than --max-header-bytes"},
+    500: {"description": "The model (or the server) failed on this request: `error_id` names the logged traceback"},
     503: {"description": "Queue full or model still loading; see Retry-After"},
 }
 
 
-# --- ASGI middleware: API key and body size, before any parsing ----------------------------
+class AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: for error bodies, which may name a field
+    the client sent (an unknown key), and a key may hold a lone surrogate that UTF-8 cannot
+    encode (the escape is the JSON the client sent)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+# --- ASGI middleware: errors as JSON, API key and body size, before any parsing -----------
 
 async def _send_json(
     scope: Dict, receive: Callable, send: Callable, status: int, content: Dict[str, Any],
     headers: Optional[Dict[str, str]] = None,
 ) -> None:
     await JSONResponse(content, status_code=status, headers=headers)(scope, receive, send)
+
+
+class JsonErrorMiddleware:
+    """The outermost layer: an exception that nothing else answered becomes a JSON 500 with
+    an ``error_id`` (logged once with its traceback under that id), never Starlette's or
+    uvicorn's plain-text "Internal Server Error"."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched_send(message: Dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        except Exception:  # noqa: BLE001 - answered as JSON and logged under an id
+            error_id = uuid.uuid4().hex
+            logger.exception(
+                "The server failed on %s %s; error id %s", scope.get("method"), scope.get("path"), error_id,
+            )
+            if not started:
+                await _send_json(scope, receive, send, 500, {
+                    "detail": f"the server failed on this request; its log has the traceback under error id {error_id}",
+                    "error_id": error_id,
+                })
 
 
 class ApiKeyMiddleware:
@@ -204,11 +272,40 @@ class BodySizeMiddleware:
 
 # --- the app ------------------------------------------------------------------------------
 
-def _validation_error_body(errors: List[Dict[str, Any]]) -> Dict[str, Any]:
+def _is_json(content_type: Optional[str]) -> bool:
+    """FastAPI parses a body as JSON without a Content-Type, or with application/json or
+    application/*+json."""
+    if not content_type:
+        return True
+    media = content_type.split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
+def _json_type(value: Any) -> str:
+    for kind, name in ((bool, "boolean"), ((int, float), "number"), (str, "string"), (list, "array"),
+                       (type(None), "null")):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _validation_error_body(errors: List[Dict[str, Any]], content_type: Optional[str] = None) -> Dict[str, Any]:
     """FastAPI's 422 body (``detail``: a list with ``loc``, ``msg``, ``type``) without the
-    echo of the input, which could be a whole long text."""
+    echo of the input, which could be a whole long text. A body that is not a JSON object
+    gets a message that says what is expected (and which Content-Type it came with)."""
     detail = []
-    for error in jsonable_encoder(errors):
+    for raw, error in zip(errors, jsonable_encoder(errors, custom_encoder={bytes: lambda b: None})):
+        if list(error.get("loc", ())) == ["body"] and error.get("type") in ("model_attributes_type", "dict_type"):
+            if not _is_json(content_type):
+                error["msg"] = (
+                    f"the body must be a JSON object sent with 'Content-Type: application/json' (this request's "
+                    f"Content-Type is {content_type!r}; with curl, add -H 'Content-Type: application/json')"
+                )
+            else:
+                error["msg"] = (
+                    'the body must be a JSON object such as {"text": "..."}, got a JSON '
+                    f"{_json_type(raw.get('input'))}"
+                )
         error = {k: v for k, v in error.items() if k not in ("input", "url")}
         if not isinstance(error.get("ctx", {}).get("error", ""), str):  # an exception, already in "msg"
             error["ctx"] = {k: v for k, v in error["ctx"].items() if k != "error"}
@@ -258,16 +355,20 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(_validation_error_body(list(exc.errors())), status_code=422)
+        body = _validation_error_body(list(exc.errors()), request.headers.get("content-type"))
+        return AsciiJSONResponse(body, status_code=422)
 
     def _unavailable(error: NotReady) -> JSONResponse:
         detail = error.error or "the model is still loading: retry when GET /ready answers 200"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(settings.retry_after_s)})
 
-    async def _annotate(body: Any) -> Union[JSONResponse, List[Dict[str, Any]]]:
+    async def _annotate(body: Any, request: Request) -> Union[JSONResponse, List[Dict[str, Any]]]:
         items = body.items()
         try:
-            results = await batcher.annotate([item["text"] for item in items])
+            results = await batcher.annotate([item["text"] for item in items], gone=_client_gone(request))
+        except ClientGone:
+            # Nobody reads this answer (the server drops it); the request never reached the model.
+            return JSONResponse({"detail": "the client closed the connection before its answer"}, status_code=499)
         except NotReady as error:
             return _unavailable(error)
         except QueueFull:
@@ -296,10 +397,10 @@ def create_app(
         return [{"id": d["id"], "ents": d["ents"]} for d in docs]
 
     @app.post("/v1/ents", response_model=EntsResponse, responses=ERROR_RESPONSES, tags=["v1"])
-    async def ents(body: AnnotateRequest) -> Any:
+    async def ents(body: AnnotateRequest, request: Request) -> Any:
         """The entities of each text: ``start_char``, ``end_char``, ``label``, ``text``,
         ``confidence``."""
-        docs = await _annotate(body)
+        docs = await _annotate(body, request)
         if isinstance(docs, JSONResponse):
             return docs
         # Plain records, already the response model's shape: sent as they are (no second
@@ -307,10 +408,10 @@ def create_app(
         return JSONResponse({"docs": _public(docs)})
 
     @app.post("/v1/render", response_model=RenderResponse, responses=ERROR_RESPONSES, tags=["v1"])
-    async def render(body: AnnotateRequest) -> Any:
+    async def render(body: AnnotateRequest, request: Request) -> Any:
         """displaCy's entity markup (``displacy.render(style="ent")``) of the texts, with the
         entities as in ``/v1/ents``."""
-        docs = await _annotate(body)
+        docs = await _annotate(body, request)
         if isinstance(docs, JSONResponse):
             return docs
         html = await run_in_threadpool(render_html, docs, (await _info())["labels"])
@@ -341,11 +442,23 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    # Outermost first: the key is checked before the body is read, the size before parsing.
+    # The last added is the outermost: errors as JSON around everything, then the key
+    # (checked before the body is read), then the size (before parsing).
     app.add_middleware(BodySizeMiddleware, max_bytes=settings.max_body_bytes)
     if settings.api_key is not None:
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
+    app.add_middleware(JsonErrorMiddleware)
     return app
+
+
+async def _client_gone(request: Request) -> None:
+    """Return once the client has gone (its connection closed). Called after the body was
+    read: the server's next ``receive`` message is ``http.disconnect``, sent when the
+    connection closes (or, once the answer is out, at once)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _log_config(level: str) -> Dict[str, Any]:
@@ -355,6 +468,58 @@ def _log_config(level: str) -> Dict[str, Any]:
     config = copy.deepcopy(LOGGING_CONFIG)
     config["loggers"]["spacy_hybridner"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
     return config
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind the server's TCP socket, before anything slow (loading the models) happens.
+
+    RETURNS (socket.socket): bound, not yet listening (uvicorn listens on it).
+    Raises SystemExit with a message naming the address and what to do if it cannot bind.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise SystemExit(f"Cannot listen on {host}:{port}: {host!r} is not an address of this machine ({error}); "
+                         "give --host an IP address such as 127.0.0.1") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: rebind after a restart
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise SystemExit(
+                f"Cannot listen on {host}:{port}: the port is already in use (another server, or an earlier one "
+                f"still running?): stop it, or choose another port with --port"
+            ) from None
+        if error.errno == errno.EACCES:
+            raise SystemExit(
+                f"Cannot listen on {host}:{port}: permission denied (ports below 1024 need privileges): "
+                "choose a port of 1024 or more with --port"
+            ) from None
+        raise SystemExit(
+            f"Cannot listen on {host}:{port}: {error.strerror or error}: check --host and --port"
+        ) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def server_config(app: Any, settings: ServeSettings, configure_logging: bool = True) -> Any:
+    """uvicorn's configuration for the app: the bounded HTTP protocol
+    (:mod:`~spacy_hybridner.serve.protocol`: 431 beyond ``max_header_bytes``, 408 beyond
+    ``receive_timeout_s``), no WebSockets, and uvicorn's log handlers for the server's
+    logger too (``configure_logging=False``: leave the process's logging as it is)."""
+    import uvicorn
+
+    from .protocol import bounded_protocol
+
+    return uvicorn.Config(
+        app, host=settings.host, port=settings.port,
+        log_config=_log_config(settings.log_level) if configure_logging else None,
+        log_level=settings.log_level, access_log=settings.access_log, lifespan="on",
+        http=bounded_protocol(settings.max_header_bytes, settings.receive_timeout_s), ws="none",
+    )
 
 
 def serve(
@@ -401,6 +566,8 @@ def serve(
         )
     if torch_threads is None:
         torch_threads = default_torch_threads(model_workers)
+    # Bind before the models load: a taken port fails at once, not after minutes of loading.
+    sock = bind_socket(settings.host, settings.port)
     annotator: Any = Annotator(model, batch_size=batch_size, torch_threads=torch_threads, gpu_id=gpu_id)
     if model_process:
         from .model_process import ProcessAnnotator
@@ -415,11 +582,9 @@ def serve(
             server.should_exit = True
 
     app = create_app(annotator, settings, on_load_error=stop_on_load_error)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=_log_config(settings.log_level),
-        log_level=settings.log_level, access_log=settings.access_log, lifespan="on",
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(server_config(app, settings))
+    host, port = sock.getsockname()[:2]
+    logger.info("Listening on http://%s:%d (Ctrl-C to stop)", f"[{host}]" if ":" in host else host, port)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         logger.warning(
             "Listening on %s without an API key: anyone who can reach this host can use the model "
@@ -431,8 +596,9 @@ def serve(
     signals = (signal.SIGINT, signal.SIGTERM) if main_thread else ()
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in signals}
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
+        sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if failed:

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..annotator import EntityRecord
 
@@ -37,6 +37,11 @@ class NotReady(Exception):
     def __init__(self, error: Optional[str] = None) -> None:
         super().__init__(error or "the model is still loading")
         self.error = error
+
+
+class ClientGone(Exception):
+    """The client closed its connection before its request reached the model: the request
+    was withdrawn from the queue (the worker drops it)."""
 
 
 class ModelError(Exception):
@@ -67,6 +72,12 @@ def _resolve(future: "asyncio.Future", result: Any = None, error: Optional[BaseE
         future.set_exception(error)
     else:
         future.set_result(result)
+
+
+def _last_line(error: BaseException) -> str:
+    """An exception's type and the last line of its message (a child's traceback ends with
+    the error itself)."""
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[-1]}"
 
 
 def _resolve_all(pairs: List[Tuple["asyncio.Future", Any]]) -> None:
@@ -155,21 +166,45 @@ class Batcher:
             if close is not None:
                 close()
 
-    async def annotate(self, texts: Sequence[str]) -> List[List[EntityRecord]]:
+    async def annotate(
+        self, texts: Sequence[str], gone: Optional[Awaitable[Any]] = None,
+    ) -> List[List[EntityRecord]]:
         """Queue the texts of one request and wait for their records (one list per text).
 
+        gone: an awaitable that completes when the client has left (its connection
+            closed). If it does before the answer, the request is withdrawn: a worker that
+            has not yet given it to the model drops it. The same happens if the awaiting
+            task is cancelled.
         Raises NotReady (still loading or failed to load), QueueFull (the queue is full:
-        nothing was queued), ModelError (the model raised on these texts).
+        nothing was queued), ModelError (the model raised on these texts), ClientGone.
         """
         if not self._ready.is_set():
+            if gone is not None and asyncio.iscoroutine(gone):
+                gone.close()
             raise NotReady(self._load_error)
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         try:
             self._queue.put_nowait(_Request(list(texts), future, loop))
         except queue.Full:
+            if gone is not None and asyncio.iscoroutine(gone):
+                gone.close()
             raise QueueFull() from None
-        return await future
+        watcher = asyncio.ensure_future(gone) if gone is not None else None
+        try:
+            if watcher is None:
+                return await future
+            await asyncio.wait({future, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if future.done():
+                return future.result()
+            if not watcher.cancelled():
+                watcher.exception()  # retrieved: a receive that failed counts as the client gone
+            raise ClientGone()
+        finally:
+            if not future.done():
+                future.cancel()  # withdrawn: the worker skips a cancelled request
+            if watcher is not None and not watcher.done():
+                watcher.cancel()
 
     # --- the worker thread -------------------------------------------------------------
 
@@ -227,17 +262,22 @@ class Batcher:
 
     def _process(self, annotator: Any, batch: List[_Request]) -> None:
         """Annotate a batch at once; if the model raises, run its requests one by one so
-        that only the request(s) it fails on get the error."""
-        live = [r for r in batch if not r.future.done()]  # skip requests whose client left
+        that only the request(s) it fails on get the error. Requests withdrawn meanwhile
+        (their client left) are dropped before they reach the model."""
+        live = self._live(batch)
         if not live:
             return
         try:
             results = annotator.annotate([t for r in live for t in r.texts])
-        except Exception:  # noqa: BLE001 - isolated below
+        except Exception as error:  # noqa: BLE001 - isolated below
             if len(live) == 1:
                 self._fail(live[0], len(live[0].texts))
                 return
-            for request in live:
+            logger.warning(
+                "The model failed on a batch of %d requests (%d texts): %s; running each request again on its own",
+                len(live), sum(len(r.texts) for r in live), _last_line(error),
+            )
+            for request in self._live(live):
                 try:
                     own = annotator.annotate(request.texts)
                 except Exception:  # noqa: BLE001 - logged with an id, returned as 500
@@ -254,6 +294,19 @@ class Batcher:
             start = end
         for loop, pairs in shares.items():
             loop.call_soon_threadsafe(_resolve_all, pairs)
+
+    @staticmethod
+    def _live(batch: List[_Request]) -> List[_Request]:
+        """The requests of a batch that were not withdrawn (a withdrawn one's future is
+        cancelled by the event loop); logs how many were dropped."""
+        live = [r for r in batch if not r.future.done()]
+        if len(live) < len(batch):
+            dropped = [r for r in batch if r.future.done()]
+            logger.info(
+                "Dropped %d request(s) (%d text(s)) whose client left before they reached the model",
+                len(dropped), sum(len(r.texts) for r in dropped),
+            )
+        return live
 
     def _fail(self, request: _Request, n_texts: int) -> None:
         error_id = uuid.uuid4().hex

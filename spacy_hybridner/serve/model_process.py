@@ -20,7 +20,21 @@ logger = logging.getLogger("spacy_hybridner.serve")
 
 
 class ModelProcessError(RuntimeError):
-    """The model raised in the child process; the message carries its traceback."""
+    """The model raised in the child process (the message carries its traceback), or the
+    child died."""
+
+
+def describe_exit(code: Optional[int]) -> str:
+    """A child's exit status in words: "killed by SIGKILL" (a negative exit code is the
+    signal), "exit code 1", or "exit status unknown" (it had not exited when asked)."""
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _model_loop(annotator: Annotator, conn: Any) -> None:
@@ -58,6 +72,7 @@ class ProcessAnnotator:
         self._conn: Optional[Any] = None
         self._info: Optional[Dict[str, Any]] = None
         self._lock = threading.Lock()
+        self._death: Optional[str] = None  # how the last child died, until a new one is started
 
     @property
     def pid(self) -> Optional[int]:
@@ -82,10 +97,16 @@ class ProcessAnnotator:
             ok, value = self._conn.recv()
         except (EOFError, OSError, BrokenPipeError):
             self._proc.join(5)
-            code = self._proc.exitcode
+            pid, how = self._proc.pid, describe_exit(self._proc.exitcode)
+            doing = f"annotating a batch of {len(payload)} text(s)" if op == "annotate" else "loading the model"
+            logger.error(
+                "The model process %d died (%s) while %s; a new process is started for the next call", pid, how, doing,
+            )
+            self._death = f"process {pid} ({how})"
+            self._conn.close()
             self._proc = self._conn = None
             raise ModelProcessError(
-                f"the model process exited (exit code {code}); the next request starts a new one"
+                f"the model process {pid} died ({how}) while {doing}; the next call starts a new one"
             ) from None
         if not ok:
             raise ModelProcessError(f"the model raised in its process:\n{value}")
@@ -102,9 +123,17 @@ class ProcessAnnotator:
         """As :meth:`Annotator.annotate`, run in the child."""
         with self._lock:
             if self._proc is None or not self._proc.is_alive():
-                if self._proc is not None:
-                    logger.warning("The model process is gone (exit code %s): starting a new one", self._proc.exitcode)
+                if self._proc is not None:  # died between calls
+                    self._proc.join(5)
+                    how = describe_exit(self._proc.exitcode)
+                    logger.error("The model process %d died (%s) between batches", self._proc.pid, how)
+                    self._death = f"process {self._proc.pid} ({how})"
+                    self._conn.close()
+                    self._proc = self._conn = None
+                if self._death is not None:
+                    logger.warning("Restarting the model: a new process replaces %s", self._death)
                 self._start()
+                self._death = None
             return self._exchange("annotate", list(texts))
 
     def info(self) -> Dict[str, Any]:

@@ -41,6 +41,13 @@ class ServeSettings:
     batch_wait_ms (float): how long the worker waits for more requests after the first one
         of a batch arrived (only while the queue is empty; a busy server batches at once).
     retry_after_s (int): the Retry-After value sent with 503.
+    max_header_bytes (int): most bytes of a request's line and headers; beyond it the
+        server answers 431 and closes the connection, before any header is parsed into the
+        request (so before the API key and the model).
+    receive_timeout_s (float): seconds to receive a whole request (line, headers and body)
+        from its first byte, or from the connection's opening; beyond it 408 and the
+        connection is closed (a connection that sent nothing is closed without an answer).
+        The model's time is not counted: it starts once the whole request is in.
     access_log (bool): uvicorn's per-request log lines.
     log_level (str): uvicorn's and the server's log level.
     """
@@ -55,6 +62,8 @@ class ServeSettings:
     max_batch_texts: int = 64
     batch_wait_ms: float = 2.0
     retry_after_s: int = 1
+    max_header_bytes: int = 65_536
+    receive_timeout_s: float = 30.0
     access_log: bool = True
     log_level: str = "info"
 
@@ -62,6 +71,13 @@ class ServeSettings:
         for name in ("max_body_bytes", "max_text_chars", "max_texts", "queue_size", "max_batch_texts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_header_bytes < 1024:
+            raise ValueError(
+                "max_header_bytes must be at least 1024 (a request line and a few headers), "
+                f"got {self.max_header_bytes}"
+            )
+        if not self.receive_timeout_s > 0:
+            raise ValueError(f"receive_timeout_s must be more than 0 seconds, got {self.receive_timeout_s}")
         if self.batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must be 0 or more, got {self.batch_wait_ms}")
         if self.api_key is not None and not self.api_key.strip():
