@@ -5,11 +5,14 @@ The server, the local ``annotate`` engine and the Ray Data actors all call
 of a spaCy pipeline (``spacy.load``, ``nlp.pipe``, ``doc.ents``, ``ent._.confidence``,
 ``nlp.meta``): it serves any pipeline, and a ``hybrid_ner`` one adds confidences.
 """
+import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from .about import __version__
 
 EntityRecord = Dict[str, Any]
+# A UTF-16 surrogate code point on its own: valid in a Python str (and a JSON escape), not in UTF-8.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Annotator:
@@ -118,14 +121,27 @@ def doc_records(doc) -> List[EntityRecord]:
     return records
 
 
+def surrogate_problem(value: str, what: str = "text") -> Optional[str]:
+    """Why the string ``value`` cannot be stored as UTF-8, or None if it can: JSON allows
+    an escaped lone surrogate (``"\\ud800"``, half of a UTF-16 pair), which Python decodes
+    to a string that no UTF-8 file, Arrow column or spaCy string store can hold."""
+    match = _SURROGATE.search(value)
+    if match is None:
+        return None
+    return (f"{what} holds a lone surrogate U+{ord(match.group()):04X} at character {match.start()} "
+            f"(a \\u{ord(match.group()):04x} escape without its pair), which UTF-8 cannot encode: "
+            f"fix the encoding of this record")
+
+
 def text_problem(value: Any, max_chars: Optional[int] = None) -> Optional[str]:
     """Why ``value`` cannot be annotated as a text, or None if it can: not a string,
-    or longer than ``max_chars`` characters. Used by every engine's input checks."""
+    longer than ``max_chars`` characters, or holding a lone surrogate (see
+    :func:`surrogate_problem`). Used by every engine's input checks."""
     if not isinstance(value, str):
         return f"text must be a string, got {type(value).__name__}"
     if max_chars is not None and len(value) > max_chars:
         return f"text has {len(value)} characters, more than the limit of {max_chars}"
-    return None
+    return surrogate_problem(value, "text")
 
 
 def filter_records(records: Sequence[EntityRecord], min_confidence: Optional[float]) -> List[EntityRecord]:

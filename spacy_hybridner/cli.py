@@ -246,6 +246,13 @@ def serve_command(
     max_body_bytes: int = typer.Option(1_048_576, min=1, help="Largest request body in bytes (413 beyond)"),
     max_text_chars: int = typer.Option(100_000, min=1, help="Most characters per text (422 beyond)"),
     max_texts: int = typer.Option(128, min=1, help="Most texts per request (422 beyond)"),
+    max_header_bytes: int = typer.Option(
+        65_536, min=1024, help="Most bytes of a request's line and headers (431 and the connection closed beyond)",
+    ),
+    receive_timeout: float = typer.Option(
+        30.0, min=0.001,
+        help="Seconds to receive a whole request, headers and body, from its first byte (408 beyond)",
+    ),
     queue_size: int = typer.Option(64, min=1, help="Requests that may wait for the model (503 + Retry-After beyond)"),
     max_batch_texts: int = typer.Option(64, min=1, help="Most texts gathered into one nlp.pipe call"),
     batch_wait_ms: float = typer.Option(2.0, min=0.0, help="How long to wait for more requests to batch, in ms"),
@@ -278,6 +285,7 @@ def serve_command(
         settings = ServeSettings(
             host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes, max_text_chars=max_text_chars,
             max_texts=max_texts, queue_size=queue_size, max_batch_texts=max_batch_texts, batch_wait_ms=batch_wait_ms,
+            max_header_bytes=max_header_bytes, receive_timeout_s=receive_timeout,
             access_log=access_log, log_level=log_level,
         )
     except ValueError as error:
@@ -367,19 +375,25 @@ def annotate_command(
         help="Reject longer texts (spaCy's default max_length; 0: no limit)"),
     include_text: bool = typer.Option(False, "--include-text", help="Copy each text into its output record"),
     rejects: Optional[Path] = typer.Option(None,
-        help="Rejects file (JSON Lines; default: OUTPUT-stem.rejects.jsonl next to OUTPUT)"),
+        help="Rejects file (JSON Lines; default: OUTPUT.rejects.jsonl next to OUTPUT, e.g. out.jsonl.rejects.jsonl)"),
     num_cpus: Optional[int] = typer.Option(None, min=1,
         help="ray, without --address: CPUs of the local Ray instance (default: --workers)"),
     max_restarts: int = typer.Option(8, min=-1, help="ray: restarts of each actor whose process died (-1: no limit)"),
     max_task_retries: int = typer.Option(4, min=-1, help="ray: retries of a batch whose actor died (-1: no limit)"),
     shard_size: int = typer.Option(10_000, min=1, help="local, docbin output: documents per .spacy shard"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUTPUT"),
+    overwrite: bool = typer.Option(False, "--overwrite",
+        help="Replace an existing OUTPUT, rejects file and manifest when the run completes, and remove the "
+             "temporaries of a killed run"),
 ) -> None:
     """Annotate a corpus: JSON Lines, plain text (one document per line) or Parquet in;
     JSON Lines, Parquet or DocBin shards out, one record per document (id, entities with
-    confidences). Records without a usable text go to the rejects file and the run goes on.
-    Exit status: 0 all annotated, 3 some rejected, 2 unreadable or missing input."""
-    from .annotate import AnnotateInputError, annotate
+    confidences). Records without a usable text or id go to the rejects file and the run goes
+    on. OUTPUT, its rejects file and OUTPUT.manifest.json appear only when the run completes.
+    Exit status: 0 all annotated, 3 some rejected, 2 unreadable or missing input or an existing
+    OUTPUT, 1 the run failed, 130 / 143 interrupted (SIGINT / SIGTERM): nothing was written."""
+    import signal
+
+    from .annotate import AnnotateInputError, AnnotateRunError, annotate
 
     try:
         summary = annotate(
@@ -392,6 +406,14 @@ def annotate_command(
         )
     except AnnotateInputError as e:
         raise typer.BadParameter(str(e)) from e
+    except AnnotateRunError as e:
+        typer.echo(f"annotate failed: {e}", err=True)
+        raise typer.Exit(1) from e
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        typer.echo(f"annotate interrupted ({signal.Signals(signum).name}): nothing was written to {output}; "
+                   f"its temporaries were removed. Run the command again to start over.", err=True)
+        raise typer.Exit(128 + signum) from e
     raise typer.Exit(summary.exit_code)
 
 

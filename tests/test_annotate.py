@@ -1,18 +1,29 @@
 """annotate: both engines give nlp.pipe's entities for every input and output format,
 reject bad records without stopping, fail clearly on unreadable input, and a Ray worker
-that dies mid-run loses no record."""
+that dies mid-run loses no record. The Ray engine's runs share one Ray session: those of
+the hostile sample of test_annotate_records.py and an interrupted run are here too."""
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import spacy
+from test_annotate_records import MAX_CHARS as HOSTILE_MAX_CHARS
+from test_annotate_records import check_hostile_run, hostile_input  # noqa: F401 (a fixture)
 from typer.testing import CliRunner
 
-from spacy_hybridner.annotate import EXIT_REJECTS, AnnotateInputError, RayAnnotator, annotate, read_output
+from spacy_hybridner.annotate import (
+    EXIT_REJECTS,
+    AnnotateInputError,
+    RayAnnotator,
+    annotate,
+    read_output,
+    temporary_path,
+)
 from spacy_hybridner.cli import app
 
 from conftest import TRAIN_DATA
@@ -182,7 +193,7 @@ def test_cli_exit_status_and_rejects(model_dir, corpus, tmp_path):
                                  "--max-chars", str(MAX_CHARS)])
     assert result.exit_code == EXIT_REJECTS, result.output
     assert f"{len(BAD_JSONL)} rejected" in result.output
-    rejects = (tmp_path / "b.rejects.jsonl").read_text().splitlines()
+    rejects = (tmp_path / "b.jsonl.rejects.jsonl").read_text().splitlines()
     assert len(rejects) == len(BAD_JSONL) and "line" in json.loads(rejects[0])
     assert len(read_output(tmp_path / "b.jsonl")) == len(TEXTS)
 
@@ -229,3 +240,72 @@ def test_benchmark_section_and_cluster_estimate(tmp_path):
     # steady: (42 - 10) / (26 - 10) = 2.00x; one actor 1000 / 32 s = 31.25 docs/s at 100% efficiency
     assert "1.62× in wall time, 2.00× after subtracting" in text
     assert f"about {1e8 / 86_400 / 31.25:,.0f} cores" in text
+
+
+@pytest.mark.parametrize("output_format", ["parquet", "jsonl"])
+def test_ray_engine_hostile_sample(ray_session, model_dir, hostile_input, tmp_path, output_format):  # noqa: F811
+    """Lone surrogates, ids of every type, integers of 2**63 and more mixed with strings:
+    rejects with reasons, every valid id once and as given, in Parquet and JSON Lines."""
+    path, valid, n_rejects = hostile_input
+    output = tmp_path / "out"
+    summary = annotate(str(model_dir), str(path), output, engine="ray", workers=2, batch_size=4,
+                       max_chars=HOSTILE_MAX_CHARS, output_format=output_format, progress=False, echo=lambda _: None)
+    check_hostile_run(summary, output, valid, n_rejects)
+    assert (output / "_SUCCESS").exists()
+    if output_format == "jsonl":
+        assert '"id": 18446744073709551616' in "".join(p.read_text(encoding="utf8") for p in output.glob("*.jsonl"))
+    else:
+        assert pq.read_schema(next(output.glob("*.parquet"))).field("id").type == pa.string()
+
+
+def test_parquet_files_with_different_id_types(ray_session, model_dir, tmp_path):
+    """Parquet files whose id columns differ (int64, string, uint64 beyond 2**63, float):
+    one batch of Ray Data may hold rows of several files, so the reader gives them one
+    schema; ids come out as given, the float column's rows are rejects naming its type."""
+    folder = tmp_path / "pq"
+    folder.mkdir()
+    columns = {"a": pa.array([1, 2], pa.int64()), "b": pa.array(["x", "y"], pa.string()),
+               "c": pa.array([2**64 - 1], pa.uint64()), "d": pa.array([1.5], pa.float64())}
+    for name, ids in columns.items():
+        texts = pa.array(TEXTS[:len(ids)], pa.large_string() if name == "b" else pa.string())
+        pq.write_table(pa.table({"id": ids, "text": texts}), folder / f"{name}.parquet")
+    want = [1, 2, "x", "y", 2**64 - 1]
+    for engine, output in (("local", tmp_path / "local.jsonl"), ("ray", tmp_path / "ray")):
+        summary = annotate(str(model_dir), str(folder), output, engine=engine, workers=1, batch_size=5,
+                           progress=False, echo=lambda _: None)
+        assert sorted(map(repr, (r["id"] for r in read_output(output)))) == sorted(map(repr, want)), engine
+        rejects = [json.loads(line) for line in Path(summary.rejects).read_text().splitlines()]
+        assert [(r["source"], r["line"]) for r in rejects] == [("d.parquet", 1)]
+        assert "got a column of double" in rejects[0]["reason"]
+
+
+def test_ray_interrupted_run_publishes_nothing(ray_session, model_dir, corpus, tmp_path):
+    """Ctrl-C in the driver mid-run (an actor sends SIGINT to it on its second batch, then
+    waits until the driver has cleaned up): no output, no rejects, no manifest, no
+    temporaries; then the rerun completes. Last in this module: it stops an actor pool."""
+    driver, output = os.getpid(), tmp_path / "out"
+    temporary, sent = temporary_path(output), tmp_path / "sent"
+
+    class InterruptDriver(RayAnnotator):
+        calls = 0
+
+        def __call__(self, table):
+            self.calls += 1
+            if self.calls == 2 and not sent.exists():
+                sent.write_text("")
+                os.kill(driver, signal.SIGINT)
+                deadline = time.monotonic() + 120
+                while temporary.exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            return super().__call__(table)
+
+    input_path, ids_to_texts, _ = _cases(corpus)["jsonl-file"]
+    with pytest.raises(KeyboardInterrupt):
+        annotate(str(model_dir), input_path, output, engine="ray", workers=2, batch_size=1, max_chars=MAX_CHARS,
+                 actor_class=InterruptDriver, progress=False, echo=lambda _: None)
+    assert sent.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sent"], "nothing published, no temporaries"
+    summary = annotate(str(model_dir), input_path, output, engine="ray", workers=2, batch_size=3,
+                       max_chars=MAX_CHARS, overwrite=True, progress=False, echo=lambda _: None)
+    assert sorted(r["id"] for r in read_output(output)) == sorted(ids_to_texts)
+    assert summary.manifest and (output / "_SUCCESS").exists()

@@ -4,7 +4,7 @@ import pickle
 import pytest
 import spacy
 
-from spacy_hybridner.annotator import Annotator, doc_records, filter_records, text_problem
+from spacy_hybridner.annotator import Annotator, doc_records, filter_records, surrogate_problem, text_problem
 
 from conftest import TRAIN_DATA
 
@@ -59,6 +59,10 @@ def test_text_problem_and_filter():
     assert text_problem("fine", max_chars=10) is None
     assert "string" in text_problem(3)
     assert "limit of 3" in text_problem("four", max_chars=3)
+    # JSON allows a lone surrogate escape ("\ud800"); UTF-8 (and spaCy's string store) cannot hold it
+    assert "lone surrogate U+D800 at character 2" in text_problem("ab\ud800c")
+    assert "id holds a lone surrogate U+DFFF" in surrogate_problem("\udfff", "id")
+    assert text_problem("control \x00\x1f and separators \u2028\u2029 are text") is None
     records = [{"confidence": 0.9}, {"confidence": 0.2}, {"confidence": None}]
     assert filter_records(records, None) == records
     assert filter_records(records, 0.5) == [{"confidence": 0.9}]
