@@ -1,4 +1,5 @@
 """Command line: ``python -m spacy_hybridner COMMAND`` (also the ``spacy-hybridner`` script)."""
+import json
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -35,7 +36,7 @@ def _load(model: str, gpu_id: int = -1):
 def _echo_entities(docs, indent: str = "", with_text: bool = False) -> None:
     """Print each doc's entities, one line each (``display.entity_lines``), after the
     doc's text when ``with_text``."""
-    from .display import entity_lines
+    from .tools.display import entity_lines
 
     for doc in docs:
         if with_text:
@@ -65,7 +66,7 @@ def convert(
     default). conll03 keeps its documents whole (train, dev = testa, test = testb).
     wnut17 has train and dev; dev is also written as test, the split to evaluate on.
     """
-    from .corpora import convert_corpus
+    from .tools.corpora import convert_corpus
 
     try:
         stats = convert_corpus(
@@ -88,7 +89,7 @@ def showcase(
     gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
 ) -> None:
     """Annotate held-out documents, print their entities and write displaCy HTML."""
-    from .display import showcase as run_showcase
+    from .tools.display import showcase as run_showcase
 
     docs = run_showcase(_load(model, gpu_id), data_path, output_path, n_docs=n_docs)
     _echo_entities(docs, indent="    ", with_text=True)
@@ -142,7 +143,7 @@ def report(
     with missed and spurious entities, reliability diagram of ent._.confidence with its
     ECE, displaCy HTML of the worst documents, given --training-dir training curves and,
     given --train-data, recall on entities with words never seen in training."""
-    from .report import write_report
+    from .tools.report import write_report
 
     result = write_report(
         _load(model, gpu_id), data_path, output_dir, training_dir, n_worst=n_worst, train_path=train_data,
@@ -163,7 +164,13 @@ def benchmark(
     corpus: str = typer.Option(..., help="Name of the corpus, the section title in the document"),
     budget_minutes: float = typer.Option(15.0, help="Wall-time budget of each training"),
     output_dir: Path = typer.Option(Path("training/benchmark"), help="Where the trained models go"),
-    doc_path: Path = typer.Option(Path("docs/benchmarks.md"), help="Benchmark document to update"),
+    doc_path: Optional[Path] = typer.Option(
+        None, help="Markdown document to write the section into (its section of that title is replaced); "
+                   "default: print only",
+    ),
+    results_path: Optional[Path] = typer.Option(
+        None, help="Also write every run's row as JSON to this file (e.g. docs/results/<section>.json)",
+    ),
     baseline: str = typer.Option("spacy_ner", help="Config name that speed ratios refer to"),
     speed_batches: int = typer.Option(30, min=30, help=(
         "--batches for spacy benchmark speed (spaCy needs at least 30; use --speed-batch-size for shorter runs)"
@@ -190,7 +197,7 @@ def benchmark(
     and unseen names, and write the comparison to the benchmark document."""
     import sys
 
-    from .benchmark import benchmark_command, run_benchmark
+    from .tools.benchmark import benchmark_command, run_benchmark
 
     try:
         result = run_benchmark(
@@ -202,7 +209,13 @@ def benchmark(
     except (FileNotFoundError, ValueError) as err:
         raise typer.BadParameter(str(err)) from None
     typer.echo(result["section"])
-    typer.echo(f"Written to {doc_path}")
+    if doc_path is not None:
+        typer.echo(f"Written to {doc_path}")
+    if results_path is not None:
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        rows = {"section": corpus, "command": benchmark_command(sys.argv[2:]), "runs": result["rows"]}
+        results_path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf8")
+        typer.echo(f"Rows written to {results_path}")
 
 
 @app.command("visualize")
@@ -220,7 +233,7 @@ def visualize(
 
     from spacy import displacy
 
-    from .display import write_displacy
+    from .tools.display import write_displacy
 
     nlp = _load(model)
     texts = [text] if text is not None else [line for line in sys.stdin.read().splitlines() if line.strip()]
@@ -317,8 +330,10 @@ def serve_benchmark_command(
     title: Optional[str] = typer.Option(
         None, help="Section title in the document (default: 'serve (<folder> <file>)')",
     ),
-    doc_path: Optional[Path] = typer.Option(Path("docs/benchmarks.md"), help="Benchmark document to update"),
-    no_doc: bool = typer.Option(False, "--no-doc", help="Print only; do not write the document"),
+    doc_path: Optional[Path] = typer.Option(
+        None, help="Markdown document to write the section into (its section of that title is replaced); "
+                   "default: print only",
+    ),
     model_thread: bool = typer.Option(
         False, "--model-thread", help="Serve with the model in the server's worker thread (serve --model-thread)",
     ),
@@ -329,8 +344,8 @@ def serve_benchmark_command(
     import shlex
     import sys
 
-    from .benchmark import update_benchmark_doc
-    from .serve.benchmark import serve_benchmark, serve_benchmark_markdown
+    from .tools.benchmark import update_benchmark_doc
+    from .tools.serve_benchmark import serve_benchmark, serve_benchmark_markdown
 
     if not data_path.exists():
         raise typer.BadParameter(f"{data_path} does not exist")
@@ -344,7 +359,7 @@ def serve_benchmark_command(
     section_title = title or f"serve ({data_path.parent.name} {data_path.stem}{where})"
     section = serve_benchmark_markdown(result, title=section_title, command=command)
     typer.echo(section)
-    if not no_doc and doc_path is not None:
+    if doc_path is not None:
         update_benchmark_doc(doc_path, section_title, section)
         typer.echo(f"Written to {doc_path}")
 class AnnotateEngine(str, Enum):
@@ -426,8 +441,10 @@ def annotate_benchmark_command(
         help="Also a corpus of the texts repeated K times, shuffled (0: none)"),
     limit: int = typer.Option(0, min=0, help="Use only the first N texts (0: all)"),
     batch_size: int = typer.Option(256, min=1, help="annotate --batch-size"),
-    doc_path: Path = typer.Option(Path("docs/benchmarks.md"), help="Benchmark document to update"),
-    write_doc: bool = typer.Option(True, help="Write the section into --doc-path (--no-write-doc: print only)"),
+    doc_path: Optional[Path] = typer.Option(
+        None, help="Markdown document to write the section into (its section of that title is replaced); "
+                   "default: print only",
+    ),
 ) -> None:
     """Docs/s and words/s of plain nlp.pipe, the local engine with 1 and 2 processes and
     Ray Data with 1 and 2 actors in the same run, Ray's start-up, 1 -> 2 actor scaling,
@@ -435,15 +452,15 @@ def annotate_benchmark_command(
     import shlex
     import sys
 
-    from .annotate_benchmark import benchmark_markdown, run_annotate_benchmark, write_benchmark
-    from .benchmark import machine_description
+    from .tools.annotate_benchmark import benchmark_markdown, run_annotate_benchmark, write_benchmark
+    from .tools.benchmark import machine_description
 
     if not data_path.exists():
         raise typer.BadParameter(f"{data_path} does not exist: give a .spacy file, e.g. corpus/gmb/test.spacy.")
     results = run_annotate_benchmark(model, data_path, repeat=repeat, synthetic_factor=synthetic_factor, limit=limit,
                                      batch_size=batch_size, echo=typer.echo)
     command = "python -m spacy_hybridner annotate-benchmark " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    if write_doc:
+    if doc_path is not None:
         section = write_benchmark(results, doc_path, command)
         typer.echo(section)
         typer.echo(f"Written to {doc_path}")
@@ -466,7 +483,7 @@ def crosscheck(
     per type and on entities with a word never seen in training."""
     import json
 
-    from .scoring import analyse, breakdown_markdown, crosscheck_line
+    from .tools.scoring import analyse, breakdown_markdown, crosscheck_line
 
     try:
         result = analyse(_load(model, gpu_id), data_path, train_data)

@@ -1,17 +1,12 @@
 """The ``hybrid_ner`` pipeline component: HybridNER as spaCy's ``ner``."""
-import os
-import threading
-import weakref
-from contextlib import contextmanager
-from functools import lru_cache
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy
 import srsly
-import torch
 from spacy import util
+from spacy.attrs import IS_SPACE
 from spacy.errors import Errors
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
@@ -26,6 +21,7 @@ from .calibration import entity_offsets, fit_temperature, is_correct
 from .extensions import install_extensions
 from .layers import crf_decode, module_is_built
 from .tag_scheme import biluo_constraints, biluo_tag_names
+from .threads import one_blas_thread, track_for_fork
 
 # The tuned CPU default: the [components.ner.model] block of configs/hybrid_cpu.cfg
 # (tests/test_defaults.py checks that the two agree).
@@ -73,61 +69,6 @@ maxout_pieces = 3
 DEFAULT_MODEL = Config().from_str(DEFAULT_HYBRID_NER_MODEL)["model"]
 
 
-# nlp.pipe(n_process > 1) forks workers. A process forked after torch has used its
-# thread pool (OpenMP) hangs in torch's first parallel op unless the child runs torch
-# single-threaded, which is also what one worker process per core wants. The child must
-# be set up at the fork, not in this component's first predict: an upstream torch
-# component (spacy-transformers' transformer) runs in the child before it, and spaCy has
-# no hook in the child before its pipes run. So the handler is installed when the first
-# component is made (importing the package installs nothing) and acts only while a
-# component is alive in the forking process: programs that never build a hybrid_ner
-# pipeline keep their children's thread count.
-_LIVE_COMPONENTS: "weakref.WeakSet" = weakref.WeakSet()
-_FORK_HANDLER = {"installed": False}
-
-
-def _single_threaded_torch_in_child() -> None:
-    if len(_LIVE_COMPONENTS):
-        torch.set_num_threads(1)
-        limit_blas_threads(1)  # numpy's BLAS too (see numpy_gemm)
-
-
-def limit_blas_threads(n: int) -> None:
-    """Let numpy's BLAS (OpenBLAS, MKL) use at most ``n`` threads in this process."""
-    _blas_pools().limit(limits=n)
-
-
-# Prediction runs numpy's BLAS (the thinc layers' gemm, see numpy_gemm) on one thread. Its
-# threads and torch's (the encoder) take turns on the same cores, and each pool keeps its
-# threads spinning for a while after its work, so with both at the core count they slow
-# each other down: one BLAS thread is 1.1-1.2x as fast for batches on 2 cores and halves
-# the latency of one sentence (docs/benchmarks.md, "CPU inference, third round").
-_ONE_BLAS_THREAD = threading.Lock()
-
-
-@lru_cache(maxsize=1)
-def _blas_pools():
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController().select(user_api="blas")
-
-
-@contextmanager
-def one_blas_thread(ops) -> Iterator[None]:
-    """Run the block with numpy's BLAS on one thread when ``ops`` is the CPU's. The
-    thread count is process-wide, so one block at a time sets it (a lock taken without
-    waiting: a block that finds it taken runs with whatever the holder leaves set) and
-    puts back what it found; numpy code on other threads runs single-threaded meanwhile."""
-    if not isinstance(ops, NumpyOps) or not _ONE_BLAS_THREAD.acquire(blocking=False):
-        yield
-        return
-    try:
-        with _blas_pools().limit(limits=1):
-            yield
-    finally:
-        _ONE_BLAS_THREAD.release()
-
-
 def numpy_gemm(model: Model) -> None:
     """Run the matrix products of the model's thinc layers (the tok2vec's Maxout layers,
     the character CNN) through numpy's BLAS instead of thinc's default, blis.
@@ -146,13 +87,6 @@ def numpy_gemm(model: Model) -> None:
     for node in model.walk():
         if type(node.ops) is NumpyOps:
             node.ops = ops
-
-
-def _track_for_fork(component: "HybridEntityRecognizer") -> None:
-    _LIVE_COMPONENTS.add(component)
-    if not _FORK_HANDLER["installed"]:
-        os.register_at_fork(after_in_child=_single_threaded_torch_in_child)
-        _FORK_HANDLER["installed"] = True
 
 
 @Language.factory(
@@ -231,7 +165,7 @@ class HybridEntityRecognizer(TrainablePipe):
         self.cfg: Dict = {"labels": [], "temperature": 1.0, "saved_by": f"spacy-hybridner {__version__}"}
         self._tag_cache: Optional[Tuple] = None
         install_extensions()
-        _track_for_fork(self)
+        track_for_fork(self)  # nlp.pipe(n_process > 1): see threads.py
 
     # --- labels and tags ------------------------------------------------------------
     @property
@@ -386,7 +320,7 @@ class HybridEntityRecognizer(TrainablePipe):
         ends on a whitespace token (as in spaCy's own ``ner``; whitespace may only be
         inside an entity or outside), and tokens of entities already on the doc keep
         exactly those entities."""
-        space = numpy.fromiter((token.is_space for token in doc), dtype="bool", count=len(doc))
+        space = doc.to_array(IS_SPACE).astype("bool")
         if not doc.ents and not space.any():
             return None
         index, names = self._tags()

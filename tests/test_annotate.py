@@ -221,7 +221,7 @@ def test_unreadable_input_is_a_clear_error(model_dir, corpus, tmp_path):
 
 
 def test_benchmark_section_and_cluster_estimate(tmp_path):
-    from spacy_hybridner.annotate_benchmark import cluster_estimate, write_benchmark
+    from spacy_hybridner.tools.annotate_benchmark import cluster_estimate, write_benchmark
 
     estimate = cluster_estimate(100.0, 0.5)  # 100 docs/s per actor at 50% efficiency
     assert estimate["cores"] == pytest.approx(1e8 / 86_400 / 50.0)

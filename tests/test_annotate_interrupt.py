@@ -33,7 +33,7 @@ DEADLINE_S = 300  # generous: a slow, busy machine loads torch and the pipeline 
 CHILD = """
 import sys, time
 from pathlib import Path
-import spacy_hybridner.annotate as annotate_module
+import spacy_hybridner.annotate.local as annotate_module
 from spacy_hybridner.cli import main
 
 read = annotate_module.iter_input_batches

@@ -4,7 +4,7 @@ import pickle
 import pytest
 import spacy
 
-from spacy_hybridner.annotator import Annotator, doc_records, filter_records, surrogate_problem, text_problem
+from spacy_hybridner.annotate.annotator import Annotator, doc_records, filter_records, surrogate_problem, text_problem
 
 from conftest import TRAIN_DATA
 

@@ -588,10 +588,7 @@ def test_prediction_runs_one_blas_thread_and_puts_the_count_back(trained_nlp, mo
     from threadpoolctl import threadpool_limits
 
     from spacy_hybridner import pipeline_component
-    from spacy_hybridner.pipeline_component import _blas_pools
-
-    def blas_threads():
-        return _blas_pools().info()[0]["num_threads"]
+    from spacy_hybridner.threads import blas_threads
 
     seen = []
     decode = pipeline_component.crf_decode

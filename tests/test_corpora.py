@@ -7,7 +7,7 @@ from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
 from spacy_hybridner.cli import app
-from spacy_hybridner.corpora import (
+from spacy_hybridner.tools.corpora import (
     CorpusFormatError,
     entity_counts,
     read_conll03,

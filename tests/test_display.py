@@ -4,9 +4,9 @@ import spacy
 from typer.testing import CliRunner
 
 from spacy_hybridner.cli import app
-from spacy_hybridner.corpora import convert_corpus
-from spacy_hybridner.display import entity_lines, showcase
 from spacy_hybridner.extensions import install_extensions
+from spacy_hybridner.tools.corpora import convert_corpus
+from spacy_hybridner.tools.display import entity_lines, showcase
 
 from conftest import TRAIN_DATA, write_corpus
 

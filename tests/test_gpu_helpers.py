@@ -16,8 +16,8 @@ import pytest
 import spacy
 import torch
 
-from spacy_hybridner.benchmark import benchmark_markdown
 from spacy_hybridner.loggers import gpu_peak_mb, training_logger_v1
+from spacy_hybridner.tools.benchmark import benchmark_markdown
 
 from conftest import run_python
 from gpu_parity import (

@@ -68,3 +68,30 @@ def test_torch_module_reaches_the_modules_behind_the_layers():
     assert torch_module(crf).num_tags == 3
     # The PyTorch node, with the averaging shim, is the layer itself from the start.
     assert all(isinstance(node.shims[0], AveragingPyTorchShim) for node in (encoder, crf))
+
+
+def test_thinc_still_needs_the_averaging_shim():
+    """The workaround in layers/shim.py: thinc's stock ``PyTorchShim.use_params`` looks
+    for the keys ``f"pytorch_{id}_{name}"`` while ``finish_update`` hands the optimizer
+    ``(id, name)``, so averages never reach a stock PyTorch layer. This fails once thinc
+    finds the optimizer's keys itself: then ``AveragingPyTorchShim.use_params`` can go."""
+    from thinc.api import Adam, PyTorchWrapper_v2
+
+    torch.manual_seed(0)
+    layer = PyTorchWrapper_v2(torch.nn.Linear(3, 2))
+    layer.initialize(X=numpy.zeros((1, 3), dtype="float32"))
+    optimizer = Adam(0.1, use_averages=True)
+    X = numpy.ones((4, 3), dtype="float32")
+    for _ in range(3):
+        Y, backprop = layer.begin_update(X)
+        backprop(numpy.ones_like(Y))
+        layer.finish_update(optimizer)
+    shim = layer.shims[0]
+    assert any(key[0] == shim.id for key in optimizer.averages)  # the averages exist, under (id, name)
+    weight = shim._model.weight
+    current = weight.detach().clone()
+    average = torch.from_numpy(numpy.asarray(optimizer.averages[(shim.id, "weight")]))
+    assert not torch.allclose(current, average)
+    with layer.use_params(optimizer.averages):
+        swapped = weight.detach().clone()
+    assert torch.equal(swapped, current), "thinc now swaps in the averages: drop AveragingPyTorchShim.use_params"

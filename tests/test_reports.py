@@ -7,10 +7,10 @@ import spacy
 from spacy.training import Example
 from typer.testing import CliRunner
 
-from spacy_hybridner.benchmark import update_benchmark_doc
 from spacy_hybridner.cli import app
 from spacy_hybridner.extensions import install_extensions
-from spacy_hybridner.report import calibration, confusion_counts
+from spacy_hybridner.tools.benchmark import update_benchmark_doc
+from spacy_hybridner.tools.report import calibration, confusion_counts
 
 from conftest import TRAIN_DATA, write_corpus
 from test_cli import spacy_cli
@@ -148,7 +148,7 @@ def test_budget_stops_training_even_when_sigint_was_ignored():
     import sys
     import time
 
-    from spacy_hybridner.benchmark import run_streaming
+    from spacy_hybridner.tools.benchmark import run_streaming
 
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

@@ -8,10 +8,10 @@ import spacy
 from spacy.training import Example
 from typer.testing import CliRunner
 
-from spacy_hybridner.benchmark import benchmark_markdown, check_seed_follows_system, summarize_runs
 from spacy_hybridner.cli import app
-from spacy_hybridner.report import predict_examples, write_report
-from spacy_hybridner.scoring import crosscheck_scores, recall_breakdown, training_words
+from spacy_hybridner.tools.benchmark import benchmark_markdown, check_seed_follows_system, summarize_runs
+from spacy_hybridner.tools.report import write_report
+from spacy_hybridner.tools.scoring import crosscheck_scores, predict_examples, recall_breakdown, training_words
 
 from conftest import write_corpus
 
@@ -223,7 +223,7 @@ def test_tiny_benchmark_with_seeds(tmp_path, monkeypatch):
 def test_benchmark_without_seqeval_stops_before_training(tmp_path, monkeypatch):
     import sys
 
-    from spacy_hybridner.benchmark import run_benchmark
+    from spacy_hybridner.tools.benchmark import run_benchmark
 
     for name in ("seqeval", "seqeval.metrics", "seqeval.metrics.sequence_labeling"):
         monkeypatch.setitem(sys.modules, name, None)  # importing seqeval now raises ImportError

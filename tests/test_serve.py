@@ -8,7 +8,7 @@ import pytest
 import spacy
 from fastapi.testclient import TestClient
 
-from spacy_hybridner.annotator import Annotator
+from spacy_hybridner.annotate.annotator import Annotator
 from spacy_hybridner.serve import ServeSettings, create_app
 
 from conftest import TRAIN_DATA
@@ -152,6 +152,16 @@ def test_health_ready_and_page(client):
 
 # --- bad input and limits ------------------------------------------------------------------
 
+def assert_422_naming(client, body, loc):
+    """Both endpoints answer ``body`` with a JSON 422 whose errors name the field ``loc``."""
+    for path in ("/v1/ents", "/v1/render"):
+        response = post(client, path, body)
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/json"
+        errors = response.json()["detail"]
+        assert any(e["loc"][:len(loc)] == loc for e in errors), errors
+
+
 @pytest.mark.parametrize("body,loc", [
     (b'{"text": "unterminated', ["body", 9]),  # where the JSON breaks
     ({"text": 5}, ["body", "text"]),
@@ -165,12 +175,7 @@ def test_health_ready_and_page(client):
     ({"texts": []}, ["body", "texts"]),
 ])
 def test_wrong_input_is_422_naming_the_field(client, body, loc):
-    for path in ("/v1/ents", "/v1/render"):
-        response = post(client, path, body)
-        assert response.status_code == 422, response.text
-        assert response.headers["content-type"] == "application/json"
-        errors = response.json()["detail"]
-        assert any(e["loc"][:len(loc)] == loc for e in errors), errors
+    assert_422_naming(client, body, loc)
 
 
 @pytest.mark.parametrize("body", [{}, {"text": "a", "texts": ["b"]}, {"min_confidence": 0.5}])
@@ -488,12 +493,7 @@ def test_hostile_input_is_422_naming_the_field_before_the_model(body, loc):
     with TestClient(create_app(model, ServeSettings())) as client:
         wait_ready(client)
         warm = len(model.batches)
-        for path in ("/v1/ents", "/v1/render"):
-            response = post(client, path, body)
-            assert response.status_code == 422, response.text
-            assert response.headers["content-type"] == "application/json"
-            errors = response.json()["detail"]
-            assert any(e["loc"][:len(loc)] == loc for e in errors), errors
+        assert_422_naming(client, body, loc)
         assert len(model.batches) == warm  # the model saw none of it
 
 
@@ -549,14 +549,16 @@ def test_an_unexpected_server_error_is_json_500_with_a_logged_error_id(caplog):
 # --- a model process that dies is logged (issue 25) ------------------------------------------
 
 class DyingAnnotator:
-    """Runs in a model process: "hold" waits for ``gate`` (a file) to exist; a batch of
-    several texts with "DIE" among them kills its own process with SIGKILL (alone, "DIE"
-    is annotated: each new process costs seconds of imports); else one entity per text."""
+    """Runs in a model process: "hold" creates ``holding`` (a file), then waits for ``gate``
+    to exist; a batch of several texts with "DIE" among them kills its own process with
+    SIGKILL (alone, "DIE" is annotated: each new process costs seconds of imports); else
+    one entity per text."""
 
     model = "dying-stand-in"
 
-    def __init__(self, gate: str) -> None:
+    def __init__(self, gate: str, holding: str) -> None:
         self.gate = gate
+        self.holding = holding
 
     def load(self):
         return self
@@ -571,7 +573,8 @@ class DyingAnnotator:
 
         texts = list(texts)
         if "hold" in texts:
-            deadline = time.monotonic() + 30
+            Path(self.holding).touch()
+            deadline = time.monotonic() + 300
             while not Path(self.gate).exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
         if len(texts) > 1 and any("DIE" in t for t in texts):
@@ -582,8 +585,8 @@ class DyingAnnotator:
 def test_a_model_process_that_dies_is_logged_restarted_and_its_batch_retried(tmp_path, caplog):
     from spacy_hybridner.serve.model_process import ProcessAnnotator
 
-    gate = tmp_path / "gate"
-    model = ProcessAnnotator(DyingAnnotator(str(gate)))
+    gate, holding = tmp_path / "gate", tmp_path / "holding"
+    model = ProcessAnnotator(DyingAnnotator(str(gate), str(holding)))
     app = create_app(model, ServeSettings(queue_size=8, batch_wait_ms=0))
     with TestClient(app) as client, caplog.at_level("INFO", logger="spacy_hybridner.serve"):
         wait_ready(client)
@@ -592,7 +595,7 @@ def test_a_model_process_that_dies_is_logged_restarted_and_its_batch_retried(tmp
         held, held_result = in_thread(client.post, "/v1/ents", json={"text": "hold"})
         # Generous bounds: a new model process imports torch and spaCy, which takes
         # seconds on an idle machine and can take a minute on a loaded one.
-        wait_for(lambda: app.state.batcher.pending == 0 and held.is_alive(), timeout=120)
+        wait_for(holding.exists, timeout=120)  # the model process is inside "hold", alone
         dying, dying_result = in_thread(client.post, "/v1/ents", json={"text": "DIE now"})
         fine, fine_result = in_thread(client.post, "/v1/ents", json={"texts": ["fine", "too"]})
         wait_for(lambda: app.state.batcher.pending == 2, timeout=120)

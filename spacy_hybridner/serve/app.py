@@ -1,7 +1,7 @@
 """The FastAPI application: a JSON API under ``/v1``, health checks and a static page.
 
 ``create_app(annotator, settings)`` builds it around an
-:class:`~spacy_hybridner.annotator.Annotator` (or a list of them); :func:`serve` runs it with
+:class:`~spacy_hybridner.annotate.annotator.Annotator` (or a list of them); :func:`serve` runs it with
 uvicorn. A pipeline is called from its :class:`~spacy_hybridner.serve.batcher.Batcher` worker
 thread only; :func:`serve` puts each copy in a child process of its own
 (:class:`~spacy_hybridner.serve.model_process.ProcessAnnotator`).
@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from typing_extensions import Annotated
 
-from ..annotator import filter_records
+from ..annotate.annotator import filter_records
 from .batcher import Batcher, ClientGone, ModelError, NotReady, QueueFull
 from .render import render_html
 from .settings import ServeSettings, default_model_workers, default_torch_threads
@@ -320,7 +320,7 @@ def create_app(
 ) -> FastAPI:
     """Build the server around an annotator, or several copies of one.
 
-    annotator: an :class:`~spacy_hybridner.annotator.Annotator` (or anything with ``load()``,
+    annotator: an :class:`~spacy_hybridner.annotate.annotator.Annotator` (or anything with ``load()``,
         ``annotate(texts)`` and ``info()``), loaded by the worker thread at start-up; or a
         list of them, one worker thread each (``/v1/model`` answers from the first).
     settings (ServeSettings): limits, batching, API key.
@@ -553,7 +553,7 @@ def serve(
     import spacy
     import uvicorn
 
-    from ..annotator import Annotator
+    from ..annotate.annotator import Annotator
 
     if not Path(model).exists() and not spacy.util.is_package(model):
         raise SystemExit(f"Cannot serve {model!r}: it is neither a folder nor an installed pipeline package")

@@ -20,7 +20,7 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..annotator import EntityRecord
+from ..annotate.annotator import EntityRecord
 
 logger = logging.getLogger("spacy_hybridner.serve")
 
@@ -88,7 +88,7 @@ def _resolve_all(pairs: List[Tuple["asyncio.Future", Any]]) -> None:
 class Batcher:
     """Worker threads, one per annotator, running ``annotate`` on batches of queued requests.
 
-    annotator: an :class:`~spacy_hybridner.annotator.Annotator` (anything with ``load()``
+    annotator: an :class:`~spacy_hybridner.annotate.annotator.Annotator` (anything with ``load()``
         and ``annotate(texts) -> List[List[EntityRecord]]``), or a list of them: one worker
         thread each, all taking batches from the one queue (for several copies of the
         pipeline, each in a process of its own).

@@ -1,4 +1,4 @@
-"""Run an :class:`~spacy_hybridner.annotator.Annotator` in a child process of its own.
+"""Run an :class:`~spacy_hybridner.annotate.annotator.Annotator` in a child process of its own.
 
 Why: a spaCy pipeline spends much of its time in Python (the pipe loop, thinc, small torch
 ops), holding the GIL. In a thread of the server, every request the event loop parses takes
@@ -14,7 +14,7 @@ import threading
 import traceback
 from typing import Any, Dict, List, Optional, Sequence
 
-from ..annotator import Annotator, EntityRecord
+from ..annotate.annotator import Annotator, EntityRecord
 
 logger = logging.getLogger("spacy_hybridner.serve")
 

@@ -1,7 +1,7 @@
 """displaCy's entity markup of annotated texts, with each entity's confidence on its mark.
 
 The markup is ``spacy.displacy.render(style="ent", manual=True)`` of the records (so a
-``min_confidence`` filter shows in it), with displaCy's own entity template extended by
+``min_confidence`` filter shows in it), with an entity template of displaCy's look plus
 ``data-doc``, ``data-ent`` and ``data-confidence`` attributes and the confidence after the
 label: the page's slider hides marks by those attributes.
 """
@@ -9,14 +9,20 @@ from typing import Any, Dict, List, Sequence
 
 from spacy import displacy
 from spacy.displacy.render import DEFAULT_LABEL_COLORS
-from spacy.displacy.templates import TPL_ENT
 
-_MARK = '<mark class="entity"'
-_LABEL = "{label}{kb_link}"
-# displaCy's template, plus the attributes and the confidence (its fields come from each span's "params").
-ENT_TEMPLATE = TPL_ENT.replace(
-    _MARK, _MARK + ' data-doc="{doc}" data-ent="{ent}" data-label="{label}" data-confidence="{confidence}"', 1,
-).replace(_LABEL, _LABEL + "{confidence_html}", 1)
+# The entity template handed to displaCy (its documented ``template`` option): displaCy's
+# look (the same styles as its default), plus data-doc, data-ent, data-label and
+# data-confidence attributes and the confidence after the label. The fields in braces are
+# displaCy's (bg, text, label, kb_link) and each span's "params" (doc, ent, confidence,
+# confidence_html).
+ENT_TEMPLATE = """
+<mark class="entity" data-doc="{doc}" data-ent="{ent}" data-label="{label}" data-confidence="{confidence}" \
+style="background: {bg}; padding: 0.45em 0.6em; margin: 0 0.25em; line-height: 1; border-radius: 0.35em;">
+    {text}
+    <span style="font-size: 0.8em; font-weight: bold; line-height: 1; border-radius: 0.35em; \
+vertical-align: middle; margin-left: 0.5rem">{label}{kb_link}{confidence_html}</span>
+</mark>
+"""
 
 # Colours for labels displaCy has none for (GMB's geo, per, org, ...), in label order.
 PALETTE = [

@@ -17,8 +17,9 @@ from pathlib import Path
 from statistics import median
 from typing import Callable, Dict, List, Optional
 
-from .annotate import annotate
-from .annotator import Annotator
+from ..annotate import annotate
+from ..annotate.annotator import Annotator
+from ..threads import use_threads
 from .benchmark import command_block
 
 DOCS_PER_DAY_TARGET = 100_000_000
@@ -66,11 +67,10 @@ def run_annotate_benchmark(
     ray_init_s, ray_first_batch_s.
     """
     import ray
-    import torch
-    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(1)  # one core per worker everywhere, the baseline included:
-    threadpool_limits(limits=1)  # torch and BLAS (Ray's actors get OMP_NUM_THREADS=1 from Ray)
+    # one core per worker everywhere, the baseline included: torch and BLAS (Ray's actors
+    # get OMP_NUM_THREADS=1 from Ray)
+    use_threads(1)
     texts = _texts_of(data_path, limit)
     rng = random.Random(0)
     corpora = {"base": texts}

@@ -13,22 +13,20 @@ import srsly
 from spacy import displacy
 from spacy.language import Language
 from spacy.scorer import get_ner_prf
-from spacy.training import Corpus, Example
+from spacy.training import Example
 
-from .calibration import confidence_pairs, entity_offsets, reliability
+from ..calibration import confidence_pairs, entity_offsets, reliability
+from .scoring import (
+    breakdown_markdown,
+    crosscheck_line,
+    crosscheck_scores,
+    predict_examples,
+    recall_breakdown,
+    training_words,
+)
 
 MISSED = "(missed)"
 SPURIOUS = "(spurious)"
-
-
-def predict_examples(nlp: Language, data_path: Path, batch_size: int = 64) -> List[Example]:
-    """Examples of (predicted, gold) for a .spacy file, made as ``spacy evaluate`` makes
-    them: spaCy's ``Corpus`` decides the tokenization (the gold tokens where the gold
-    docs have no whitespace information, as converted CoNLL files do), then the
-    pipeline annotates the predicted docs."""
-    examples = list(Corpus(data_path)(nlp))
-    predicted = nlp.pipe((eg.predicted for eg in examples), batch_size=batch_size)
-    return [Example(pred, eg.reference) for pred, eg in zip(predicted, examples)]
 
 
 def confusion_counts(examples: Sequence[Example]) -> Tuple[List[str], Dict[str, Dict[str, int]]]:
@@ -196,7 +194,6 @@ def write_report(
     seqeval (``scoring.crosscheck_scores``); given ``train_path`` (the training .spacy
     file), recall per type and on names with words never seen in training is added
     (``scoring.recall_breakdown``). RETURNS (Dict): what report.json holds."""
-    from .scoring import breakdown_markdown, crosscheck_line, crosscheck_scores, recall_breakdown, training_words
 
     seen_words = training_words(train_path) if train_path is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,22 @@ from typing import Dict, Iterable, List, Optional, Sequence, Set
 from spacy.language import Language
 from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, DocBin
-from spacy.training import Example
+from spacy.training import Corpus, Example
 from spacy.vocab import Vocab
 
-from .calibration import entity_offsets
+from ..calibration import entity_offsets
 
 AGREEMENT_TOLERANCE = 1e-9
+
+
+def predict_examples(nlp: Language, data_path: Path, batch_size: int = 64) -> List[Example]:
+    """Examples of (predicted, gold) for a .spacy file, made as ``spacy evaluate`` makes
+    them: spaCy's ``Corpus`` decides the tokenization (the gold tokens where the gold
+    docs have no whitespace information, as converted CoNLL files do), then the
+    pipeline annotates the predicted docs."""
+    examples = list(Corpus(data_path)(nlp))
+    predicted = nlp.pipe((eg.predicted for eg in examples), batch_size=batch_size)
+    return [Example(pred, eg.reference) for pred, eg in zip(predicted, examples)]
 
 
 def require_seqeval():
@@ -153,7 +163,7 @@ def recall_breakdown(examples: Sequence[Example], seen_words: Set[str]) -> Dict:
     predicted entity has exactly its characters and its type (as spaCy's scorer counts).
     Words are compared by token text, case-sensitively ("Paris" seen does not make "PARIS" seen).
 
-    examples (Sequence[Example]): (predicted, gold) pairs, e.g. from ``report.predict_examples``.
+    examples (Sequence[Example]): (predicted, gold) pairs, e.g. from ``predict_examples``.
     seen_words (Set[str]): Token texts of the training data (``training_words``).
     RETURNS (Dict): ``per_type`` (label -> ``{"gold", "found", "recall"}``), ``unseen`` and
         ``seen`` (each ``{"gold", "found", "recall"}``), and ``words`` naming the rule.
@@ -201,7 +211,6 @@ def analyse(nlp: Language, data_path: Path, train_path: Optional[Path] = None) -
     train_path (Optional[Path]): The training .spacy file, for the unseen-name breakdown.
     RETURNS (Dict): ``crosscheck`` and, given ``train_path``, ``breakdown``.
     """
-    from .report import predict_examples
 
     seen = training_words(train_path) if train_path is not None else None
     if not Path(data_path).exists():

@@ -8,7 +8,8 @@ of a spaCy pipeline (``spacy.load``, ``nlp.pipe``, ``doc.ents``, ``ent._.confide
 import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from .about import __version__
+from ..about import __version__
+from ..threads import use_threads
 
 EntityRecord = Dict[str, Any]
 # A UTF-16 surrogate code point on its own: valid in a Python str (and a JSON escape), not in UTF-8.
@@ -20,9 +21,9 @@ class Annotator:
 
     model (str): an installed pipeline package name or the path of a saved pipeline.
     batch_size (Optional[int]): ``nlp.pipe``'s batch size (None: the pipeline's own).
-    torch_threads (Optional[int]): if given, ``torch.set_num_threads`` (and as many BLAS
-        threads for numpy) before loading: 1 for one worker per core (Ray actors, forked
-        processes).
+    torch_threads (Optional[int]): if given, torch's and numpy's BLAS thread count for this
+        process, set before loading (:func:`spacy_hybridner.threads.use_threads`): 1 for one
+        worker per core (Ray actors, worker processes, serve's model processes).
     gpu_id (int): -1 for the CPU, else the GPU to run on (``spacy.require_gpu``).
 
     The pipeline is loaded on first use (or by :meth:`load`). A pickled Annotator
@@ -55,12 +56,7 @@ class Annotator:
             import spacy
 
             if self.torch_threads is not None:
-                import torch
-
-                torch.set_num_threads(self.torch_threads)
-                from threadpoolctl import threadpool_limits
-
-                threadpool_limits(limits=self.torch_threads, user_api="blas")  # numpy's, as torch's
+                use_threads(self.torch_threads)
             if self.gpu_id >= 0:
                 spacy.require_gpu(self.gpu_id)
             self._nlp = spacy.load(self.model)

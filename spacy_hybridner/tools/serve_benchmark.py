@@ -15,8 +15,9 @@ from pathlib import Path
 from statistics import median
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from ..benchmark import command_block
-from .process import ServerProcess
+from ..serve.process import ServerProcess
+from ..threads import use_threads
+from .benchmark import command_block
 
 
 def load_texts(data_path: Path, limit: int = 0) -> Tuple[List[str], int]:
@@ -155,8 +156,8 @@ def serve_benchmark(
     import spacy
     import torch
 
-    from ..benchmark import machine_description
-    from .settings import default_model_workers, default_torch_threads
+    from ..serve.settings import default_model_workers, default_torch_threads
+    from .benchmark import machine_description
 
     texts, n_words = load_texts(data_path, limit)
     workers_list = list(model_workers) or [default_model_workers("--model-thread" not in server_args)]
@@ -184,10 +185,10 @@ def serve_benchmark(
             time_server(server["process"].port, texts[:200], clients)  # warm-up
         for round_ in range(repeats):
             for threads in pipe_threads:
-                torch.set_num_threads(threads)
+                use_threads(threads)
                 seconds, pipe_spans = time_pipe(nlp, texts)
                 pipe_wps[threads].append(n_words / seconds)
-            torch.set_num_threads(server_threads)
+            use_threads(server_threads)
             small_batch_wps.append(n_words / time_pipe(nlp, texts, batch_size=clients)[0])
             for server in servers:
                 seconds, server_spans = time_server(server["process"].port, texts, clients)
@@ -205,7 +206,7 @@ def serve_benchmark(
         del server["process"]
         server["median"] = median(server["words_per_second"])
         server["ratio"] = server["median"] / pipe_medians[best_threads]
-    torch.set_num_threads(best_threads)
+    use_threads(best_threads)
     local = []
     for _ in range(latency_requests):
         start = time.perf_counter()

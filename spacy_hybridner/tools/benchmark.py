@@ -483,7 +483,7 @@ def benchmark_command(argv: List[str]) -> str:
 
 def run_benchmark(
     train: Path, dev: Path, test: Path, configs: List[Path], *, corpus: str, budget_s: float,
-    output_dir: Path, doc_path: Path, baseline: str, command: str, echo: Callable[[str], None],
+    output_dir: Path, doc_path: Optional[Path], baseline: str, command: str, echo: Callable[[str], None],
     speed_batches: int = 30, speed_repeats: int = 3, speed_batch_size: Optional[int] = None, gpu_id: int = -1,
     seeds: int = 1, seed_start: Optional[int] = None, crosscheck: bool = True,
 ) -> Dict:
@@ -497,7 +497,8 @@ def run_benchmark(
     budget_s (float): Wall-time budget of each training.
     output_dir (Path): Trained models go to ``output_dir / corpus / config name``, and
         the rows to ``output_dir / corpus / benchmark.json``.
-    doc_path (Path): The benchmark document to update.
+    doc_path (Optional[Path]): The Markdown document whose section ``corpus`` is replaced
+        by the result; None: write no document.
     baseline (str): Config name that speed ratios refer to.
     command (str): The command to record (``benchmark_command``).
     echo (Callable[[str], None]): Where progress goes.
@@ -547,5 +548,6 @@ def run_benchmark(
     section = benchmark_markdown(
         rows, corpus=corpus, command=command, budget_s=budget_s, baseline=baseline, gpu_id=gpu_id,
     )
-    update_benchmark_doc(doc_path, corpus, section)
+    if doc_path is not None:
+        update_benchmark_doc(doc_path, corpus, section)
     return {"rows": rows, "summary": summarize_runs(rows), "section": section}

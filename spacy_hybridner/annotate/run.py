@@ -1,0 +1,149 @@
+"""One ``annotate`` run: check the input and the output paths, run an engine under
+temporary names, and publish the outputs with their manifest (or nothing)."""
+import datetime
+import signal
+import threading
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..about import __version__
+from .batch import BatchAnnotator
+from .errors import AnnotateInputError, AnnotateInterrupted
+from .inputs import check_inputs, resolve_inputs, source_names
+from .job import AnnotateSummary, Job
+from .local import run_local
+from .outputs import OUTPUTS, output_format_of
+from .publish import OutputPaths, default_rejects_path, manifest_path
+from .ray_engine import RayAnnotator, run_ray
+from .records import DEFAULT_MAX_CHARS, RecordSettings
+
+
+class _signals_interrupt:
+    """Within it, SIGTERM stops the run as Ctrl-C does (an :class:`AnnotateInterrupted`,
+    so the temporaries are removed); the previous handler is put back afterwards. Signal
+    handlers can only be set in the main thread: elsewhere this does nothing."""
+
+    def __enter__(self):
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, _interrupt)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _interrupt(signum, frame):
+    raise AnnotateInterrupted(signum)
+
+
+def annotate(
+    model: str,
+    input_path: str,
+    output: Path,
+    *,
+    engine: str = "local",
+    input_format: Optional[str] = None,
+    output_format: Optional[str] = None,
+    rejects_path: Optional[Path] = None,
+    id_field: str = "id",
+    text_field: str = "text",
+    max_chars: Optional[int] = DEFAULT_MAX_CHARS,
+    include_text: bool = False,
+    workers: int = 1,
+    batch_size: int = 256,
+    pipe_batch_size: Optional[int] = None,
+    address: Optional[str] = None,
+    num_cpus: Optional[int] = None,
+    max_restarts: int = 8,
+    max_task_retries: int = 4,
+    shard_size: int = 10_000,
+    overwrite: bool = False,
+    progress: bool = True,
+    actor_class: Optional[type] = None,
+    worker_class: Optional[type] = None,
+    echo: Callable[[str], None] = print,
+) -> AnnotateSummary:
+    """Annotate INPUT with MODEL and write OUTPUT, its rejects file and its manifest.
+
+    model (str): pipeline name or path (on a cluster: installed, or on a path every node sees).
+    input_path (str): a file, a folder (searched recursively) or a glob.
+    output (Path): local engine: a file (JSON Lines / Parquet) or a folder of DocBin shards;
+        ray engine: a folder of shards.
+    engine (str): "local" or "ray". workers (int): local: worker processes; ray: actors.
+    batch_size (int): records per batch (the Ray actors' ``map_batches`` batch, the local
+        engine's batch). pipe_batch_size: ``nlp.pipe``'s (None: the pipeline's).
+    max_chars (Optional[int]): longer texts are rejected. rejects_path: default
+        ``OUTPUT.rejects.jsonl`` next to OUTPUT (``out.jsonl.rejects.jsonl``; a folder
+        ``out``: ``out.rejects.jsonl``). The manifest is ``OUTPUT.manifest.json``.
+    overwrite (bool): replace an existing OUTPUT, rejects file or manifest (when the run
+        completes), and remove the temporaries a killed run left.
+    actor_class / worker_class: subclasses of RayAnnotator / BatchAnnotator (fault injection).
+    The other arguments: see the CLI's help. Returns the AnnotateSummary.
+
+    Everything is written under temporary names and published only when the run
+    completes (see :class:`~.publish.OutputPaths`): an interrupted (KeyboardInterrupt,
+    SIGTERM: :class:`~.errors.AnnotateInterrupted`) or failed run publishes nothing and
+    removes its temporaries. Raises AnnotateInputError for a missing, unreadable or
+    malformed input or an existing output, AnnotateRunError for a run that could not complete.
+    """
+    if engine not in ("local", "ray"):
+        raise AnnotateInputError(f"unknown engine {engine!r}: use local or ray.")
+    if workers < 1 or batch_size < 1:
+        raise AnnotateInputError("--workers and --batch-size must be at least 1.")
+    fmt, files = resolve_inputs(str(input_path), input_format)
+    output = Path(output)
+    out_fmt = output_format_of(output, output_format) if output_format or output.suffix else "jsonl"
+    if engine == "local" and not OUTPUTS[out_fmt].local_shards and not output.suffix:
+        raise AnnotateInputError(f"the local engine writes {out_fmt} to one file: give OUTPUT a file name "
+                                 f"such as {output}.{OUTPUTS[out_fmt].ext}.")
+    settings = RecordSettings(fmt, id_field, text_field, max_chars, include_text, source_names(files), len(files) > 1)
+    check_inputs(files, settings)
+    paths = OutputPaths(output, Path(rejects_path) if rejects_path else default_rejects_path(output),
+                        manifest_path(output))
+    paths.prepare(overwrite)
+    tmp_output, tmp_rejects, _ = paths.temporaries()
+    echo(f"{len(files)} {fmt} input file(s) -> {output} ({out_fmt}, {engine} engine, {workers} worker(s))")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    try:
+        with _signals_interrupt():
+            job = Job(model, files, settings, tmp_output, out_fmt, tmp_rejects, workers, batch_size,
+                      pipe_batch_size, progress)
+            if engine == "local":
+                summary = run_local(job, shard_size=shard_size, worker_class=worker_class or BatchAnnotator)
+            else:
+                summary = run_ray(job, address=address, num_cpus=num_cpus, max_restarts=max_restarts,
+                                  max_task_retries=max_task_retries, actor_class=actor_class or RayAnnotator)
+            summary.output, summary.rejects, summary.manifest = str(output), str(paths.rejects), str(paths.manifest)
+            paths.publish({
+                "complete": True,
+                "output": str(output),
+                "output_format": out_fmt,
+                "files": paths.output_files(),
+                "rejects": str(paths.rejects),
+                "input": str(input_path),
+                "input_format": fmt,
+                "input_files": len(files),
+                "id_field": id_field,
+                "text_field": text_field,
+                "model": str(model),
+                "engine": engine,
+                "workers": workers,
+                "read": summary.read,
+                "annotated": summary.annotated,
+                "rejected": summary.rejected,
+                "duplicate_ids": summary.duplicate_ids,
+                "words": summary.words,
+                "seconds": round(summary.seconds, 3),
+                "started": started.isoformat(timespec="seconds"),
+                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "spacy_hybridner_version": __version__,
+            }, overwrite)
+    except BaseException:
+        paths.discard()
+        raise
+    for line in summary.lines():
+        echo(line)
+    return summary
