@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy
 import pytest
+from test_transformer import tiny_bert  # noqa: F401  (fixture)
 
 from conftest import assert_same_entities
 
@@ -89,3 +90,21 @@ def test_package_installs_into_a_fresh_venv_and_predicts_the_same(project, tmp_p
     assert len(got["scores"]) == len(expected["scores"])
     for a, b in zip(got["scores"], expected["scores"]):
         numpy.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_workflow_finetune_runs_end_to_end(tmp_path, tiny_bert):  # noqa: F811
+    """``spacy project run finetune`` with --vars.config hybrid_trf and a transformer folder:
+    convert, fine-tune (the CPU recipe), calibrate, evaluate, showcase, package."""
+    for folder in ("configs", "assets"):
+        shutil.copytree(ROOT / folder, tmp_path / folder)
+    shutil.copy(ROOT / "project.yml", tmp_path)
+    args = ["--vars.limit", "200", "--vars.showcase_docs", "2", "--vars.config", "hybrid_trf",
+            "--vars.transformer", str(tiny_bert)]
+    env = {**SMOKE_TRAINING, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    result = run([sys.executable, "-m", "spacy", "project", "run", "finetune", ".", *args], cwd=tmp_path, env=env)
+    assert "temperature" in result.stdout
+    model = tmp_path / "training" / "gmb" / "hybrid_trf" / "model-calibrated"
+    assert (model / "transformer" / "model").exists() and (model / "ner" / "model").exists()
+    metrics = json.loads((tmp_path / "metrics" / "gmb" / "hybrid_trf.json").read_text())
+    assert "ents_f" in metrics
+    assert list((tmp_path / "packages").glob("en_hybridner_gmb-0.1.0/dist/*.tar.gz"))
