@@ -8,7 +8,6 @@ from typing import Any, List
 from ray.data.datasource import BlockBasedFileDatasink, FileBasedDatasource, FilenameProvider
 
 from .inputs import INPUTS
-from .outputs import BytesFormat
 from .records import RecordSettings
 
 
@@ -45,7 +44,9 @@ class BytesDatasink(BlockBasedFileDatasink):
     """One shard per write task of the encoded batches of a bytes format (JSON Lines,
     DocBin: :class:`~.outputs.BytesFormat`), in the column named after the format."""
 
-    def __init__(self, path: str, output_format: BytesFormat) -> None:
+    def __init__(self, path: str, output_format: Any) -> None:
+        """output_format: the :class:`~.outputs.BytesFormat` whose ``write_shard`` writes
+        the shard (given by that format itself, so this module does not import it)."""
         super().__init__(path, file_format=output_format.ext, filename_provider=ShardNames(output_format.ext))
         self._output_format = output_format
 
