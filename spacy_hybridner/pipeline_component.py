@@ -344,9 +344,8 @@ class HybridEntityRecognizer(TrainablePipe):
         """The model's tag scores of each doc, computed in parts of at most
         ``max_predict_words`` words whatever the number of docs (bounded memory)."""
         scores: List[Floats2d] = []
-        with one_blas_thread(self.model.ops):
-            for part in _parts_by_words(docs, self.max_predict_words):
-                scores.extend(self.model.predict(part))
+        for part in _parts_by_words(docs, self.max_predict_words):
+            scores.extend(self.model.predict(part))
         return scores
 
     def _decode(
@@ -420,7 +419,8 @@ class HybridEntityRecognizer(TrainablePipe):
         docs = [eg.predicted.copy() for eg in examples]
         for doc in docs:
             doc.ents = []
-        scores = self._scores(docs)
+        with one_blas_thread(self.model.ops):
+            scores = self._scores(docs)
         annotated = [doc.copy() for doc in docs]  # docs stay without entities: no preset constraint
         self.set_annotations(annotated, self._decode(docs, scores, temperature=1.0))
         ends = [(i, ent.end - 1) for i, doc in enumerate(annotated) for ent in doc.ents]

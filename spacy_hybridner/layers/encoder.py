@@ -174,16 +174,11 @@ def _window_indices(
     return gather, select, window_lengths
 
 
-def _even(model: Model, is_train: bool) -> bool:
-    """Whether this pass cuts even windows (prediction) or a window every stride."""
-    return not is_train
-
-
 def _to_windows(model: Model, Xs: List[Floats2d], is_train: bool) -> Tuple[ArgsKwargs, Callable]:
     window, stride, width = model.attrs["window"], model.attrs["stride"], model.get_dim("nI")
     ops = model.ops
     lengths = [len(x) for x in Xs]
-    gather, _, window_lengths = window_indices(lengths, window, stride, _even(model, is_train))
+    gather, _, window_lengths = window_indices(lengths, window, stride, even=not is_train)
     N = sum(lengths)
     table = ops.xp.concatenate(list(Xs) + [ops.alloc2f(1, width)]) if Xs else ops.alloc2f(1, width)
     gather_xp = ops.asarray(gather)
@@ -205,7 +200,7 @@ def _from_windows(model: Model, inputs_outputs, is_train: bool) -> Tuple[List[Fl
     Xs, Yt = inputs_outputs
     ops = model.ops
     lengths = [len(x) for x in Xs]
-    _, select, _ = window_indices(lengths, window, stride, _even(model, is_train))
+    _, select, _ = window_indices(lengths, window, stride, even=not is_train)
     K = Yt.shape[-1]
     select_t = xp2torch(ops.asarray(select), device=Yt.device)
     flat_t = Yt.reshape(-1, K)[select_t].float()
