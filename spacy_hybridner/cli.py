@@ -190,6 +190,13 @@ def benchmark(
     crosscheck: bool = typer.Option(True, help=(
         "Cross-check every run's test F with seqeval and break recall down by type and unseen names (needs seqeval)"
     )),
+    calibrate: bool = typer.Option(True, help=(
+        "Calibrate each hybrid_ner pipeline on the dev split before the cross-check, which gives its test ECE"
+    )),
+    append: bool = typer.Option(False, "--append", help=(
+        "Keep the runs of earlier benchmark commands in OUTPUT_DIR/CORPUS/benchmark.json (runs split over "
+        "several sittings) and add these; a run of the same config and seed replaces the earlier one"
+    )),
 ) -> None:
     """Train each config on the same data with the same wall-time budget, one after the
     other (--seeds N: N times each), evaluate on the test split, measure speed with
@@ -204,7 +211,8 @@ def benchmark(
             train, dev, test, configs, corpus=corpus, budget_s=budget_minutes * 60, output_dir=output_dir,
             doc_path=doc_path, baseline=baseline, command=benchmark_command(sys.argv[2:]), echo=typer.echo,
             speed_batches=speed_batches, speed_repeats=speed_repeats, speed_batch_size=speed_batch_size,
-            gpu_id=gpu_id, seeds=seeds, seed_start=seed_start, crosscheck=crosscheck,
+            gpu_id=gpu_id, seeds=seeds, seed_start=seed_start, crosscheck=crosscheck, calibrate=calibrate,
+            append=append,
         )
     except (FileNotFoundError, ValueError) as err:
         raise typer.BadParameter(str(err)) from None
@@ -215,6 +223,50 @@ def benchmark(
         results_path.parent.mkdir(parents=True, exist_ok=True)
         rows = {"section": corpus, "command": benchmark_command(sys.argv[2:]), "runs": result["rows"]}
         results_path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf8")
+        typer.echo(f"Rows written to {results_path}")
+
+
+@app.command("speed")
+def speed_command(
+    models: List[str] = typer.Argument(..., help=(
+        "Trained pipelines as NAME=PATH (e.g. spacy_ner=training/benchmark/conll03/spacy_ner/seed0/model-best)"
+    )),
+    data: Path = typer.Option(..., "--data", help="The .spacy file to annotate (e.g. the test split)"),
+    batch_size: Optional[int] = typer.Option(
+        None, help="--batch-size of spacy benchmark speed (default: the pipeline's)"),
+    batches: int = typer.Option(30, min=30, help="--batches of spacy benchmark speed"),
+    rounds: int = typer.Option(3, min=1, help="Rounds; each runs every pipeline once, in turn"),
+    baseline: Optional[str] = typer.Option(None, help="The NAME that ratios refer to (default: the first)"),
+    title: str = typer.Option("speed", help="Section title in the document"),
+    doc_path: Optional[Path] = typer.Option(None, help="Markdown document to write the section into"),
+    results_path: Optional[Path] = typer.Option(None, help="Also write the rows as JSON to this file"),
+    gpu_id: int = typer.Option(-1, help="GPU id, -1 for CPU"),
+) -> None:
+    """Words/s of trained pipelines side by side in one run: `spacy benchmark speed` on
+    each in turn, for several rounds, the median per pipeline and its ratio to a baseline."""
+    import shlex
+    import sys
+
+    from .tools.benchmark import compare_speed, parse_named_models, speed_markdown, update_benchmark_doc
+
+    try:
+        named = parse_named_models(models)
+        if baseline is not None and baseline not in [n for n, _ in named]:
+            raise ValueError(f"--baseline {baseline} is none of the pipelines' names: {[n for n, _ in named]}")
+        rows = compare_speed(named, data, echo=typer.echo, batch_size=batch_size, batches=batches, rounds=rounds,
+                             gpu_id=gpu_id)
+    except (FileNotFoundError, ValueError) as err:
+        raise typer.BadParameter(str(err)) from None
+    command = "python -m spacy_hybridner speed " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    section = speed_markdown(rows, title=title, command=command, baseline=baseline or named[0][0], gpu_id=gpu_id)
+    typer.echo(section)
+    if doc_path is not None:
+        update_benchmark_doc(doc_path, title, section)
+        typer.echo(f"Written to {doc_path}")
+    if results_path is not None:
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps({"section": title, "command": command, "runs": rows}, indent=2) + "\n",
+                                encoding="utf8")
         typer.echo(f"Rows written to {results_path}")
 
 
@@ -494,6 +546,9 @@ def crosscheck(
         s = check[name]
         typer.echo(f"{name:>8}: P {100 * s['ents_p']:.4f}  R {100 * s['ents_r']:.4f}  F {100 * s['ents_f']:.4f}")
     typer.echo(crosscheck_line(check))
+    if result["calibration"]["ece"] is not None:
+        typer.echo(f"Expected calibration error of ent._.confidence: {result['calibration']['ece']:.4f} "
+                   f"({result['calibration']['n_entities']} entities)")
     if "breakdown" in result:
         typer.echo(breakdown_markdown(result["breakdown"]))
     if output is not None:

@@ -117,6 +117,67 @@ def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     assert all(r["words_per_second"] > 0 and r["steps_to_best"] is not None for r in rows)
     # Progress was visible while it ran.
     assert "[hybrid_cpu]" in result.output and "== spacy_ner: training" in result.output
+    # hybrid_cpu was calibrated on dev before the cross-check, which measured its test ECE;
+    # spaCy's ner has no confidences to calibrate.
+    spacy_ner, hybrid = rows
+    assert hybrid["calibrated"] and (tmp_path / "models" / "tiny" / "hybrid_cpu" / "model-calibrated").exists()
+    assert 0.0 <= hybrid["test_ece"] <= 1.0 and hybrid["n_confident_entities"] > 0
+    assert not spacy_ner["calibrated"] and spacy_ner["test_ece"] is None
+    assert "test ECE" in text and f"{hybrid['test_ece']:.4f}" in text
+    # The training curve: every evaluation, in order, and its table in the document.
+    steps = [p["step"] for p in hybrid["curve"]]
+    assert steps == sorted(steps) and steps[-1] == hybrid["last_step"] and len(steps) >= 2
+    assert all(0.0 <= p["dev_f"] <= 1.0 and p["minutes"] >= 0 for p in hybrid["curve"])
+    assert "Training curves" in text and "| 5 min |" in text
+
+    # Their speed side by side in one run, with the ratio to the baseline.
+    models = tmp_path / "models" / "tiny"
+    speed_doc = tmp_path / "speed.md"
+    result = CliRunner().invoke(app, [
+        "speed", f"ner={models / 'spacy_ner' / 'model-best'}", f"hybrid={models / 'hybrid_cpu' / 'model-best'}",
+        "--data", str(corpus), "--batch-size", "4", "--rounds", "2", "--baseline", "ner",
+        "--title", "tiny speed", "--doc-path", str(speed_doc), "--results-path", str(tmp_path / "speed.json"),
+    ])
+    assert result.exit_code == 0, result.output
+    speed = json.loads((tmp_path / "speed.json").read_text())
+    assert [r["name"] for r in speed["runs"]] == ["ner", "hybrid"]
+    assert all(len(r["runs"]) == 2 and r["min"] <= r["median"] <= r["max"] for r in speed["runs"])
+    ratio = speed["runs"][1]["median"] / speed["runs"][0]["median"]
+    assert "## tiny speed" in speed_doc.read_text() and f"| {ratio:.2f} |" in speed_doc.read_text()
+
+
+def test_speed_names_a_missing_pipeline_and_an_unknown_baseline(tmp_path):
+    result = CliRunner().invoke(app, ["speed", f"a={tmp_path / 'nothing'}", "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "pipeline not found" in result.output
+    (tmp_path / "m").mkdir()
+    result = CliRunner().invoke(app, ["speed", f"a={tmp_path / 'm'}", "--data", str(tmp_path), "--baseline", "b"])
+    assert result.exit_code == 2 and "--baseline b" in result.output
+
+
+def test_runs_of_later_sittings_are_added_and_replace_the_same_seed():
+    from spacy_hybridner.tools.benchmark import merge_rows
+
+    earlier = [{"name": "a", "seed": 0, "f": 1}, {"name": "b", "seed": 0, "f": 2}, {"name": "a", "seed": 1, "f": 3}]
+    new = [{"name": "b", "seed": 1, "f": 4}, {"name": "a", "seed": 1, "f": 5}]
+    merged = merge_rows(earlier, new)
+    assert [(r["name"], r["seed"], r["f"]) for r in merged] == [("a", 0, 1), ("a", 1, 5), ("b", 0, 2), ("b", 1, 4)]
+
+
+def test_curve_table_gives_the_best_dev_f_by_each_minute_mark():
+    from spacy_hybridner.tools.benchmark import curve_table
+
+    def run(points):
+        return {"curve": [{"minutes": m, "step": i, "epoch": 0, "dev_f": f} for i, (m, f) in enumerate(points)]}
+
+    summaries = [
+        {"name": "x", "runs": [run([(1, 0.5), (6, 0.7), (9, 0.6)]), run([(2, 0.3), (7, 0.9)])]},
+        {"name": "y", "runs": [run([(4, 0.4)])]},
+    ]
+    lines = curve_table(summaries)
+    assert "| model | 5 min | 10 min |" in lines
+    assert "| x | 40.00 | 80.00 |" in lines  # (0.5 + 0.3) / 2, then (0.7 + 0.9) / 2
+    assert "| y | 40.00 | 40.00 |" in lines
+    assert curve_table([{"name": "z", "runs": [{"curve": []}]}]) == []
 
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 from statistics import mean, median, stdev
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import srsly
 
@@ -101,12 +101,17 @@ def benchmark_config(
     config: Path, train: Path, dev: Path, test: Path, output_dir: Path, budget_s: float,
     gpu_id: int, speed_batches: int, speed_repeats: int, echo: Callable[[str], None],
     speed_batch_size: Optional[int] = None, seed: Optional[int] = None, crosscheck: bool = True,
+    calibrate: bool = True,
 ) -> Dict:
     """Train one config (with ``--system.seed seed`` unless ``seed`` is None, the config's
-    own seed), evaluate model-best on the test split, measure its speed and, with
-    ``crosscheck``, cross-check its scores (``python -m spacy_hybridner crosscheck``, with
-    the training data for the unseen-name breakdown). The model goes to ``output_dir / name``, or
-    ``output_dir / name / seed{seed}``. RETURNS (Dict): The run's row."""
+    own seed), evaluate model-best on the test split, measure its speed, with ``calibrate``
+    fit the temperature of ``ent._.confidence`` on the dev split (``python -m
+    spacy_hybridner calibrate``, pipelines with a ``hybrid_ner`` only: entities unchanged)
+    and, with ``crosscheck``, cross-check the scores of the calibrated model (``python -m
+    spacy_hybridner crosscheck``, with the training data for the unseen-name breakdown; its
+    ECE is the row's ``test_ece``). The model goes to ``output_dir / name``, or ``output_dir /
+    name / seed{seed}``. RETURNS (Dict): The run's row, with the training ``curve`` (dev F at
+    each evaluation)."""
     from thinc.api import Config
 
     name = config.stem
@@ -150,9 +155,23 @@ def benchmark_config(
         if result["returncode"] != 0 or not match:
             raise RuntimeError(f"{name}: spacy benchmark speed failed; see the output above.")
         speeds.append(float(match.group(1)))
-    analysis = _crosscheck_run(best_dir, test, train, out / "crosscheck.json", gpu_id, name, echo) if crosscheck else {}
     # The seed the training used, from the saved config (training.seed follows system.seed).
     trained_config = Config().from_disk(best_dir / "config.cfg")
+    calibrated = calibrate and has_hybrid_ner(trained_config)
+    analysed_dir = best_dir
+    if calibrated:
+        analysed_dir = out / "model-calibrated"
+        echo(f"== {name}: calibrating ent._.confidence on {dev}")
+        result = run_streaming(
+            [python, "-m", "spacy_hybridner", "calibrate", str(best_dir), str(dev), str(analysed_dir),
+             "--gpu-id", str(gpu_id)],
+            name, echo,
+        )
+        if result["returncode"] != 0:
+            raise RuntimeError(f"{name}: the calibrate command failed; see the output above.")
+    analysis = (
+        _crosscheck_run(analysed_dir, test, train, out / "crosscheck.json", gpu_id, name, echo) if crosscheck else {}
+    )
     return {
         "name": name,
         "seed": trained_config["training"]["seed"],
@@ -172,8 +191,26 @@ def benchmark_config(
         # From the training logger, on a GPU only: torch.cuda.max_memory_allocated.
         "peak_gpu_mb": max((r["gpu_peak_mb"] for r in records if "gpu_peak_mb" in r), default=None),
         "model_mb": _dir_size_mb(best_dir),
+        "calibrated": calibrated,
+        "last_step": records[-1]["step"] if records else None,
+        "last_epoch": records[-1]["epoch"] if records else None,
+        "curve": training_curve(records),
         **analysis,
     }
+
+
+def has_hybrid_ner(config) -> bool:
+    """Whether a pipeline's config has a ``hybrid_ner`` component (what ``calibrate`` fits)."""
+    return any(c.get("factory") == "hybrid_ner" for c in config.get("components", {}).values())
+
+
+def training_curve(records: List[Dict]) -> List[Dict]:
+    """The training log's evaluations: ``minutes`` since the start, ``step``, ``epoch`` and
+    ``dev_f`` (the score) of each."""
+    return [
+        {"minutes": r["seconds"] / 60, "step": r["step"], "epoch": r["epoch"], "dev_f": r["score"]}
+        for r in records if r.get("seconds") is not None
+    ]
 
 
 def _crosscheck_run(
@@ -181,7 +218,9 @@ def _crosscheck_run(
 ) -> Dict:
     """Run ``python -m spacy_hybridner crosscheck`` on a trained model. RETURNS (Dict): The
     row's ``seqeval_f``, ``scorers_agree``, ``recall_per_type``, ``recall_unseen``,
-    ``recall_seen``, ``n_unseen`` and ``n_seen``."""
+    ``recall_seen``, ``n_unseen``, ``n_seen``, and ``test_ece`` (expected calibration error
+    of ``ent._.confidence``; None for a pipeline without confidences) with
+    ``n_confident_entities``."""
     echo(f"== {name}: seqeval cross-check and recall on unseen names")
     checked = run_streaming(
         [sys.executable, "-m", "spacy_hybridner", "crosscheck", str(best_dir), str(test), "--train-data", str(train),
@@ -200,6 +239,8 @@ def _crosscheck_run(
         "recall_seen": breakdown["seen"]["recall"],
         "n_unseen": breakdown["unseen"]["gold"],
         "n_seen": breakdown["seen"]["gold"],
+        "test_ece": (analysis.get("calibration") or {}).get("ece"),
+        "n_confident_entities": (analysis.get("calibration") or {}).get("n_entities"),
     }
 
 
@@ -352,15 +393,18 @@ def _multi_seed_tables(summaries: List[Dict], baseline: str) -> List[str]:
         "",
         "Each run:",
         "",
-        "| model | seed | test F | best dev F | words/s | steps to best | min to best dev F |",
-        "|---|---|---|---|---|---|---|",
+        "| model | seed | test F | best dev F | words/s | steps to best | min to best dev F "
+        "| last evaluation (step, epoch) | finished |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         for r in s["runs"]:
+            last = f"{r['last_step']}, {r['last_epoch']}" if r.get("last_step") is not None else "-"
             lines.append(
                 f"| {r['name']} | {r.get('seed', '-')} | {_pct(r['f'])} | {_pct(r['best_dev_f'])} | "
                 f"{r['words_per_second']:,.0f} | {r['steps_to_best'] if r['steps_to_best'] is not None else '-'} | "
-                + (f"{r['seconds_to_best'] / 60:.1f} |" if r["seconds_to_best"] is not None else "- |")
+                + (f"{r['seconds_to_best'] / 60:.1f} | " if r["seconds_to_best"] is not None else "- | ")
+                + f"{last} | {r.get('finished', '-')} |"
             )
     return lines
 
@@ -373,14 +417,18 @@ def _breakdown_table(summaries: List[Dict]) -> List[str]:
     counts = summaries[0]
     head = ["model", "recall: a word unseen in training", "recall: all words seen"] + [
         f"recall {label}" for label in labels
-    ] + ["seqeval F", "scorers agree"]
+    ] + ["seqeval F", "scorers agree", "test ECE"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summaries:
+        ece = _mean_sd([r.get("test_ece") for r in s["runs"]])
+        calibrated = any(r.get("calibrated") for r in s["runs"])
         cells = [
             s["name"],
             *[_with_sd(_mean_sd([r.get(key) for r in s["runs"]])) for key in ("recall_unseen", "recall_seen")],
             *[_pct(s["recall_per_type"].get(label)) for label in labels],
             _pct(s["seqeval_f"]), f"{s['scorers_agree']} of {len(s['runs'])}",
+            "-" if ece["mean"] is None
+            else _with_sd(ece, scale=1.0, digits=4) + ("" if calibrated else " (not calibrated)"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     multi = any(len(s["runs"]) > 1 for s in summaries)
@@ -392,7 +440,33 @@ def _breakdown_table(summaries: List[Dict]) -> List[str]:
         "(IOB2 tags, conlleval's rules) from the same predictions"
         + (" (mean ± sd, or the mean, over the runs)" if multi else "")
         + ". Scorers agree: runs in which every P, R and F (overall and per type) of spaCy's scorer and of "
-        "seqeval differ by at most 1e-9.",
+        "seqeval differ by at most 1e-9. Test ECE: expected calibration error of `ent._.confidence` on the test "
+        "split (10 equal bins), after `calibrate` on the dev split; \"-\" for a pipeline without confidences.",
+        "",
+        *lines,
+    ]
+
+
+def curve_table(summaries: List[Dict], step_minutes: float = 5.0) -> List[str]:
+    """Best dev F so far at every ``step_minutes`` of training, per config (mean over its
+    runs; a run that had stopped counts with its best): the training curves as a table.
+    Empty when no run has a curve."""
+    curves = {s["name"]: [r.get("curve") or [] for r in s["runs"]] for s in summaries}
+    longest = max((p["minutes"] for runs in curves.values() for c in runs for p in c), default=0.0)
+    if longest <= 0:
+        return []
+    marks = [step_minutes * (i + 1) for i in range(int(longest // step_minutes) + 1)]
+    head = ["model"] + [f"{m:g} min" for m in marks]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, runs in curves.items():
+        cells = [name]
+        for m in marks:
+            best = [max((p["dev_f"] for p in c if p["minutes"] <= m), default=None) for c in runs if c]
+            cells.append(_pct(_mean_sd(best)["mean"]))
+        lines.append("| " + " | ".join(cells) + " |")
+    return [
+        "Training curves: the best dev F reached by each minute mark (mean over the runs; evaluations "
+        "every config's `eval_frequency` steps; every point is in the rows' `curve`).",
         "",
         *lines,
     ]
@@ -431,13 +505,16 @@ def benchmark_markdown(
            "(`torch.cuda.max_memory_allocated`, read at each evaluation)." if gpu_memory else "")
         + seeds_note,
         "",
-        *command_block(command),
+        *command_block("\n".join(dict.fromkeys(r.get("benchmark_command") or command for r in rows))),
         *lines,
         "",
     ]
     breakdown = _breakdown_table(summaries)
     if breakdown:
         notes += [*breakdown, ""]
+    curves = curve_table(summaries)
+    if curves:
+        notes += [*curves, ""]
     notes += [
         "Training commands:",
         "",
@@ -481,11 +558,22 @@ def benchmark_command(argv: List[str]) -> str:
     return command
 
 
+def merge_rows(earlier: List[Dict], new: List[Dict]) -> List[Dict]:
+    """``earlier`` rows with the ``new`` ones added, a new row replacing an earlier one of
+    the same config name and seed; ordered by config (first appearance) then seed."""
+    key = lambda r: (r["name"], r.get("seed"))  # noqa: E731
+    replaced = {key(r) for r in new}
+    rows = [r for r in earlier if key(r) not in replaced] + list(new)
+    order = {name: i for i, name in reversed(list(enumerate(r["name"] for r in rows)))}
+    return sorted(rows, key=lambda r: (order[r["name"]], -1 if r.get("seed") is None else r["seed"]))
+
+
 def run_benchmark(
     train: Path, dev: Path, test: Path, configs: List[Path], *, corpus: str, budget_s: float,
     output_dir: Path, doc_path: Optional[Path], baseline: str, command: str, echo: Callable[[str], None],
     speed_batches: int = 30, speed_repeats: int = 3, speed_batch_size: Optional[int] = None, gpu_id: int = -1,
-    seeds: int = 1, seed_start: Optional[int] = None, crosscheck: bool = True,
+    seeds: int = 1, seed_start: Optional[int] = None, crosscheck: bool = True, calibrate: bool = True,
+    append: bool = False,
 ) -> Dict:
     """Train each config on the same data with the same wall-time budget, one after the
     other, evaluate on the test split, measure speed with ``spacy benchmark speed``, and
@@ -511,6 +599,11 @@ def run_benchmark(
     seed_start (Optional[int]): The first seed.
     crosscheck (bool): Cross-check every run's test scores with seqeval and break its recall
         down by type and unseen names (needs seqeval).
+    calibrate (bool): Calibrate each ``hybrid_ner`` pipeline on the dev split before the
+        cross-check, which then gives the calibrated test ECE.
+    append (bool): Keep the runs of earlier benchmark commands in ``output_dir / corpus /
+        benchmark.json`` (runs of record split over several sittings) and add these, a run of
+        the same config and seed replacing the earlier one; the section covers them all.
     RETURNS (Dict): ``rows`` (one per run), ``summary`` (``summarize_runs``, one per
         config) and ``section`` (the markdown written).
     """
@@ -531,23 +624,104 @@ def run_benchmark(
         run_seeds = list(range(seed_start or 0, (seed_start or 0) + seeds))
         for config in configs:
             check_seed_follows_system(config)
-    rows = []
+    rows_path = output_dir / corpus / "benchmark.json"
+    earlier = json.loads(rows_path.read_text(encoding="utf8")) if append and rows_path.exists() else []
+    rows: List[Dict] = []
     for config in configs:
         for seed in run_seeds:
             rows.append(benchmark_config(
                 config, train, dev, test, output_dir / corpus, budget_s, gpu_id,
                 speed_batches, speed_repeats, echo, speed_batch_size, seed=seed, crosscheck=crosscheck,
+                calibrate=calibrate,
             ))
+            rows[-1]["benchmark_command"] = command
+            rows[-1]["finished"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
             echo(
                 f"== {rows[-1]['name']} (seed {rows[-1]['seed']}): test F {100 * rows[-1]['f']:.2f}, "
                 f"{rows[-1]['words_per_second']:,.0f} words/s"
             )
             # Every run so far, so that an interrupted benchmark keeps what it measured.
-            (output_dir / corpus).mkdir(parents=True, exist_ok=True)
-            (output_dir / corpus / "benchmark.json").write_text(json.dumps(rows, indent=2), encoding="utf8")
+            rows_path.parent.mkdir(parents=True, exist_ok=True)
+            rows_path.write_text(json.dumps(merge_rows(earlier, rows), indent=2), encoding="utf8")
+    rows = merge_rows(earlier, rows)
     section = benchmark_markdown(
         rows, corpus=corpus, command=command, budget_s=budget_s, baseline=baseline, gpu_id=gpu_id,
     )
     if doc_path is not None:
         update_benchmark_doc(doc_path, corpus, section)
     return {"rows": rows, "summary": summarize_runs(rows), "section": section}
+
+
+def parse_named_models(items: List[str]) -> List[Tuple[str, Path]]:
+    """``NAME=PATH`` items (or a bare PATH, named by its folder's parent: ``.../hybrid_cpu/
+    seed0/model-best`` -> ``hybrid_cpu/seed0``) as (name, path) pairs; the paths must exist."""
+    models = []
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            path = item
+            name = "/".join(Path(item).parts[-3:-1]) or Path(item).name
+        if not Path(path).exists():
+            raise FileNotFoundError(f"pipeline not found: {path} (give NAME=PATH of a trained pipeline folder)")
+        models.append((name, Path(path)))
+    names = [n for n, _ in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"two pipelines have the same name in {names}: name them NAME=PATH")
+    return models
+
+
+def compare_speed(
+    models: List[Tuple[str, Path]], data: Path, *, echo: Callable[[str], None], batch_size: Optional[int] = None,
+    batches: int = 30, rounds: int = 3, gpu_id: int = -1,
+) -> List[Dict]:
+    """Words per second of trained pipelines side by side: ``rounds`` rounds, each running
+    ``spacy benchmark speed`` once per pipeline in turn (so that a change of the machine's
+    load falls on all of them), in child processes like the benchmark's.
+
+    RETURNS (List[Dict]): Per pipeline: ``name``, ``model``, ``runs`` (words/s of each round)
+        and their ``median``, ``min`` and ``max``.
+    """
+    if not Path(data).exists():
+        raise FileNotFoundError(f"not found: {data}")
+    runs: Dict[str, List[float]] = {name: [] for name, _ in models}
+    for i in range(rounds):
+        for name, path in models:
+            echo(f"== {name}: spacy benchmark speed (round {i + 1}/{rounds})")
+            result = run_streaming(
+                [sys.executable, "-m", "spacy", "benchmark", "speed", str(path), str(data), "--gpu-id", str(gpu_id),
+                 "--batches", str(batches), "--warmup", "1",
+                 *(["--batch-size", str(batch_size)] if batch_size else [])],
+                name, echo,
+            )
+            match = SPEED_LINE.search(result["output"])
+            if result["returncode"] != 0 or not match:
+                raise RuntimeError(f"{name}: spacy benchmark speed failed; see the output above.")
+            runs[name].append(float(match.group(1)))
+    return [
+        {"name": name, "model": str(path), "runs": runs[name], "median": median(runs[name]),
+         "min": min(runs[name]), "max": max(runs[name])}
+        for name, path in models
+    ]
+
+
+def speed_markdown(rows: List[Dict], *, title: str, command: str, baseline: str, gpu_id: int = -1) -> str:
+    """The section of a side-by-side speed comparison (``compare_speed``)."""
+    base = next((r for r in rows if r["name"] == baseline), None)
+    date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    lines = [
+        f"## {title}",
+        "",
+        f"Run on {date} on {machine_description(gpu_id)}, {'GPU ' + str(gpu_id) if gpu_id >= 0 else 'CPU'}. "
+        f"Words/s of `spacy benchmark speed`, every pipeline once per round in turn; the median of the rounds, "
+        f"their range, and the ratio of medians to `{baseline}`.",
+        "",
+        *command_block(command),
+        f"| pipeline | words/s (median) | range | × {baseline} | folder |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ratio = f"{r['median'] / base['median']:.2f}" if base else "-"
+        lines.append(
+            f"| {r['name']} | {r['median']:,.0f} | {r['min']:,.0f}–{r['max']:,.0f} | {ratio} | `{r['model']}` |"
+        )
+    return "\n".join(lines) + "\n"

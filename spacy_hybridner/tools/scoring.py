@@ -14,7 +14,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.training import Corpus, Example
 from spacy.vocab import Vocab
 
-from ..calibration import entity_offsets
+from ..calibration import confidence_pairs, entity_offsets, reliability
 
 AGREEMENT_TOLERANCE = 1e-9
 
@@ -209,14 +209,19 @@ def analyse(nlp: Language, data_path: Path, train_path: Optional[Path] = None) -
 
     nlp (Language): The pipeline. data_path (Path): Gold .spacy file (e.g. the test split).
     train_path (Optional[Path]): The training .spacy file, for the unseen-name breakdown.
-    RETURNS (Dict): ``crosscheck`` and, given ``train_path``, ``breakdown``.
+    RETURNS (Dict): ``crosscheck``, ``calibration`` (``n_entities`` with a confidence and
+        their ``ece``, None without any) and, given ``train_path``, ``breakdown``.
     """
 
     seen = training_words(train_path) if train_path is not None else None
     if not Path(data_path).exists():
         raise FileNotFoundError(f"Gold data not found: {data_path}")
     examples = predict_examples(nlp, data_path)
-    result = {"data": str(data_path), "crosscheck": crosscheck_scores(examples)}
+    calib = reliability(confidence_pairs(examples))
+    result = {
+        "data": str(data_path), "crosscheck": crosscheck_scores(examples),
+        "calibration": {"n_entities": calib["n_entities"], "ece": calib["ece"]},
+    }
     if seen is not None:
         result["train_data"] = str(train_path)
         result["breakdown"] = recall_breakdown(examples, seen)
