@@ -49,6 +49,9 @@ setup(
             "spacy-hybridner.initialize_frozen.v1 = spacy_hybridner.callbacks:initialize_frozen_v1",
             "spacy-hybridner.component_learn_rates.v1 = spacy_hybridner.callbacks:component_learn_rates_v1",
         ],
+        "spacy_readers": [
+            "spacy-hybridner.GoldSilverCorpus.v1 = spacy_hybridner.readers:gold_silver_corpus",
+        ],
         "thinc_schedules": [
             "spacy-hybridner.warmup_linear_epochs.v1 = spacy_hybridner.schedules:warmup_linear_epochs",
         ],

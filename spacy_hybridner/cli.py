@@ -80,6 +80,25 @@ def convert(
         )
 
 
+@app.command("texts")
+def texts(
+    corpora: List[Path] = typer.Argument(..., help="The .spacy files whose text to write (train splits)"),
+    output: Path = typer.Option(..., "--output", "-o", help="JSON Lines file to write (id, text)"),
+    allow_held_out: bool = typer.Option(False, "--allow-held-out",
+        help="Accept a dev.spacy or test.spacy (e.g. another corpus's held-out splits)"),
+) -> None:
+    """Write the documents' text of .spacy corpora as JSON Lines, without their
+    annotations: unlabeled text for a teacher (`annotate TEACHER TEXT.jsonl SILVER
+    --output-format docbin`). Refuses dev and test splits unless --allow-held-out."""
+    from .tools.corpora import write_texts
+
+    try:
+        counts = write_texts(corpora, output, allow_held_out=allow_held_out)
+    except (FileNotFoundError, ValueError) as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(f"{counts['docs']} documents, {counts['words']} words -> {output}")
+
+
 @app.command("showcase")
 def showcase(
     model: str = typer.Argument(..., help="Pipeline name or path"),
@@ -451,6 +470,9 @@ def annotate_command(
     overwrite: bool = typer.Option(False, "--overwrite",
         help="Replace an existing OUTPUT, rejects file and manifest when the run completes, and remove the "
              "temporaries of a killed run"),
+    marginals: bool = typer.Option(False, "--marginals",
+        help="docbin: also store each hybrid_ner component's tag marginals in the Docs (soft targets for "
+             "distillation, GoldSilverCorpus soft_weight)"),
 ) -> None:
     """Annotate a corpus: JSON Lines, plain text (one document per line) or Parquet in;
     JSON Lines, Parquet or DocBin shards out, one record per document (id, entities with
@@ -469,7 +491,7 @@ def annotate_command(
             output_format=output_format, id_field=id_field, text_field=text_field,
             max_chars=max_chars or None, include_text=include_text, rejects_path=rejects,
             num_cpus=num_cpus, max_restarts=max_restarts, max_task_retries=max_task_retries,
-            shard_size=shard_size, overwrite=overwrite, echo=typer.echo,
+            shard_size=shard_size, overwrite=overwrite, marginals=marginals, echo=typer.echo,
         )
     except AnnotateInputError as e:
         raise typer.BadParameter(str(e)) from e

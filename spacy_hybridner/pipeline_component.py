@@ -19,7 +19,8 @@ from thinc.types import Floats1d, Floats2d, Ints1d
 from .about import __version__
 from .calibration import entity_offsets, fit_temperature, is_correct
 from .extensions import install_extensions
-from .layers import crf_decode, module_is_built
+from .layers import crf_decode, crf_marginals, crf_soft_loss, module_is_built
+from .readers import MARGINAL_TAGS_KEY, MARGINALS_KEY, example_weight, soft_weight
 from .tag_scheme import biluo_constraints, biluo_tag_names
 from .threads import one_blas_thread, track_for_fork
 
@@ -164,6 +165,9 @@ class HybridEntityRecognizer(TrainablePipe):
         self.max_predict_words = max_predict_words
         self.cfg: Dict = {"labels": [], "temperature": 1.0, "saved_by": f"spacy-hybridner {__version__}"}
         self._tag_cache: Optional[Tuple] = None
+        # Set by `annotate --marginals`: also store each doc's tag marginals in its
+        # user_data (readers.MARGINALS_KEY), soft targets for a student. Not saved.
+        self.store_marginals = False
         install_extensions()
         track_for_fork(self)  # nlp.pipe(n_process > 1): see threads.py
 
@@ -278,7 +282,10 @@ class HybridEntityRecognizer(TrainablePipe):
         self, examples: Iterable[Example], *, drop: float = 0.0,
         sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
-        """Learn from a batch of examples: CRF negative log-likelihood, summed."""
+        """Learn from a batch of examples: CRF negative log-likelihood, summed, each
+        example's weighted by ``readers.example_weight`` (1.0 unless a corpus reader such
+        as ``GoldSilverCorpus`` set one) and, for silver examples with a teacher's
+        marginals, partly against those (see ``_loss``)."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
@@ -291,7 +298,7 @@ class HybridEntityRecognizer(TrainablePipe):
             return losses
         set_dropout_rate(self.model, drop)
         scores, backprop_scores = self.model.begin_update([eg.predicted for eg in examples])
-        loss, d_scores = self._crf_loss(scores, gold)
+        loss, d_scores = self._loss(examples, scores, gold)
         backprop_scores(d_scores)
         if sgd is not None:
             self.finish_update(sgd)
@@ -299,16 +306,63 @@ class HybridEntityRecognizer(TrainablePipe):
         return losses
 
     def get_loss(self, examples: Iterable[Example], scores: List[Floats2d]) -> Tuple[float, List[Floats2d]]:
-        """The CRF loss of ``scores`` against the examples and its gradient. As a side
-        effect the CRF's own transition scores receive their gradient."""
+        """The CRF loss of ``scores`` against the examples (weighted as in ``update``) and
+        its gradient. As a side effect the CRF's own transition scores receive their
+        gradient."""
         examples = list(examples)
         validate_examples(examples, "HybridEntityRecognizer.get_loss")
-        return self._crf_loss(scores, [self._gold_tags(eg) for eg in examples])
+        return self._loss(examples, scores, [self._gold_tags(eg) for eg in examples])
 
-    def _crf_loss(self, scores: List[Floats2d], gold: List[Ints1d]) -> Tuple[float, List[Floats2d]]:
+    def _loss(
+        self, examples: List[Example], scores: List[Floats2d], gold: List[Ints1d]
+    ) -> Tuple[float, List[Floats2d]]:
+        """The loss of each example times its weight (``readers.example_weight``): the CRF's
+        negative log-likelihood of the gold tags or, for a share ``readers.soft_weight`` of
+        it, the CRF's cross-entropy against the teacher's marginals (``crf_soft_loss``)."""
+        weights = [example_weight(eg) for eg in examples]
+        targets = [self._soft_targets(eg) if soft_weight(eg) > 0 else None for eg in examples]
+        shares = [soft_weight(eg) if t is not None else 0.0 for eg, t in zip(examples, targets)]
+        loss, d_scores = self._crf_loss(scores, gold, [w * (1.0 - a) for w, a in zip(weights, shares)])
+        soft = [i for i, a in enumerate(shares) if a > 0]
+        if soft:
+            crf = self.model.get_ref("crf")
+            soft_loss, d_soft = crf_soft_loss(crf, [scores[i] for i in soft], [targets[i] for i in soft])
+            soft_loss = self.model.ops.to_numpy(soft_loss)
+            d_scores = list(d_scores)
+            for j, i in enumerate(soft):
+                scale = weights[i] * shares[i]
+                d_scores[i] = d_scores[i] + scale * d_soft[j]
+                loss += float(scale * soft_loss[j])
+        return loss, d_scores
+
+    def _soft_targets(self, example: Example) -> Optional[Floats2d]:
+        """The teacher's tag marginals of the example's reference in this component's tag
+        order, or None: no marginals, tokens that differ from the predicted doc's, or
+        tags that do not match (the example then trains on its entities alone)."""
+        data = example.reference.user_data
+        marginals, names = data.get(MARGINALS_KEY), data.get(MARGINAL_TAGS_KEY)
+        if marginals is None or names is None:
+            return None
+        predicted, reference = example.predicted, example.reference
+        if len(predicted) != len(reference) or len(marginals) != len(reference) or any(
+            a.text != b.text for a, b in zip(predicted, reference)
+        ):
+            return None
+        index, own = self._tags()
+        if set(names) != set(own):
+            return None
+        order = [list(names).index(name) for name in own]
+        return self.model.ops.asarray2f(numpy.asarray(marginals, dtype="float32")[:, order])
+
+    def _crf_loss(
+        self, scores: List[Floats2d], gold: List[Ints1d], weights: List[float]
+    ) -> Tuple[float, List[Floats2d]]:
+        """Sum of the sequences' negative log-likelihoods times their weights, and its
+        gradient."""
         nll, backprop = self.model.get_ref("crf").begin_update((scores, gold))
-        d_scores, _ = backprop(self.model.ops.alloc1f(len(scores)) + 1.0)
-        return float(nll.sum()), d_scores
+        w = self.model.ops.asarray1f(weights)
+        d_scores, _ = backprop(w)
+        return float((self.model.ops.to_numpy(nll) * self.model.ops.to_numpy(w)).sum()), d_scores
 
     # --- prediction -------------------------------------------------------------------
     def _require_initialized(self) -> None:
@@ -368,23 +422,41 @@ class HybridEntityRecognizer(TrainablePipe):
             probs.extend(part_probs)
         return tags, probs
 
-    def predict(self, docs: Iterable[Doc]) -> Tuple[List[Ints1d], List[Floats1d]]:
-        """Decode the best tags of each doc. RETURNS (Tuple[List[Ints1d],
-        List[Floats1d]]): tag ids and, at each token, the probability of the segment
-        ending there."""
+    def predict(self, docs: Iterable[Doc]) -> Tuple:
+        """Decode the best tags of each doc. RETURNS (Tuple): tag ids (``List[Ints1d]``)
+        and, at each token, the probability of the segment ending there
+        (``List[Floats1d]``); with ``store_marginals``, third, the tag marginals of each
+        doc (``List[Floats2d]``, the CRF's forward-backward at temperature 1)."""
         docs = list(docs)
         self._require_initialized()
+        ops = self.model.ops
         if not any(len(doc) for doc in docs):
-            ops = self.model.ops
-            return [ops.alloc1i(len(d)) for d in docs], [ops.alloc1f(len(d)) for d in docs]
-        with one_blas_thread(self.model.ops):
-            return self._decode(docs, self._scores(docs))
+            empty = ([ops.alloc1i(len(d)) for d in docs], [ops.alloc1f(len(d)) for d in docs])
+            return empty + (([ops.alloc2f(len(d), len(self.tag_names)) for d in docs],) if self.store_marginals else ())
+        with one_blas_thread(ops):
+            scores = self._scores(docs)
+            tags, probs = self._decode(docs, scores)
+            if not self.store_marginals:
+                return tags, probs
+            crf = self.model.get_ref("crf")
+            marginals: List[Floats2d] = []
+            start = 0
+            for part in _parts_by_words(docs, self.max_predict_words):
+                marginals.extend(crf_marginals(crf, scores[start : start + len(part)]))
+                start += len(part)
+            return tags, probs, marginals
 
-    def set_annotations(self, docs: Iterable[Doc], predictions: Tuple[List[Ints1d], List[Floats1d]]) -> None:
-        """Write the entities to ``doc.ents``, with ``span._.confidence``."""
+    def set_annotations(self, docs: Iterable[Doc], predictions: Tuple) -> None:
+        """Write the entities to ``doc.ents``, with ``span._.confidence``, and the tag
+        marginals to ``doc.user_data`` when ``predict`` gave them (``store_marginals``)."""
         _, names = self._tags()
         ops = self.model.ops
-        for doc, tag_ids, probs in zip(docs, *predictions):
+        docs = list(docs)
+        if len(predictions) > 2:
+            for doc, marginals in zip(docs, predictions[2]):
+                doc.user_data[MARGINALS_KEY] = ops.to_numpy(marginals).astype("float16")
+                doc.user_data[MARGINAL_TAGS_KEY] = list(names)
+        for doc, tag_ids, probs in zip(docs, predictions[0], predictions[1]):
             tag_ids = ops.to_numpy(tag_ids)
             probs = ops.to_numpy(probs)
             preset = list(doc.ents)

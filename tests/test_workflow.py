@@ -108,3 +108,33 @@ def test_workflow_finetune_runs_end_to_end(tmp_path, tiny_bert):  # noqa: F811
     metrics = json.loads((tmp_path / "metrics" / "gmb" / "hybrid_trf.json").read_text())
     assert "ents_f" in metrics
     assert list((tmp_path / "packages").glob("en_hybridner_gmb-0.1.0/dist/*.tar.gz"))
+
+
+def test_workflow_distill_runs_end_to_end(project):
+    """``spacy project run distill`` with the pipeline trained by ``all`` as the teacher:
+    unlabeled text (train split + GMB), the teacher's silver DocBins, the student on gold +
+    silver, calibration, evaluation, showcase, package; the student loads with `import
+    spacy` alone. (Last in this file: it adds to the shared project folder.)"""
+    path, _, args = project
+    teacher = "training/gmb/hybrid_cpu/model-calibrated"
+    distill = [*args, "--vars.config", "hybrid_cpu_distill", "--vars.teacher", teacher]
+    result = run([sys.executable, "-m", "spacy", "project", "run", "distill", ".", *distill], cwd=path,
+                 env=SMOKE_TRAINING)
+    texts = [json.loads(line) for line in (path / "corpus" / "unlabeled" / "text.jsonl").read_text().splitlines()]
+    assert len(texts) > 0 and all(set(r) == {"id", "text"} for r in texts)
+    silver = path / "corpus" / "gmb" / "silver"
+    assert (silver / "_SUCCESS").exists() and list(silver.glob("*.spacy"))
+    student = path / "training" / "gmb" / "hybrid_cpu_distill"
+    assert (student / "model-calibrated" / "ner" / "model").exists()
+    assert "temperature" in result.stdout
+    metrics = json.loads((path / "metrics" / "gmb" / "hybrid_cpu_distill.json").read_text())
+    assert "ents_f" in metrics
+    code = (
+        "import json, spacy\n"
+        "nlp = spacy.load('training/gmb/hybrid_cpu_distill/model-calibrated')\n"
+        "doc = nlp('Angela Merkel visited Paris on Monday .')\n"
+        "print(json.dumps([nlp.pipe_names, [e._.confidence for e in doc.ents]]))\n"
+    )
+    out = run([sys.executable, "-c", code], cwd=path).stdout.strip().splitlines()[-1]
+    pipes, confidences = json.loads(out)
+    assert pipes == ["ner"] and all(0.0 <= c <= 1.0 for c in confidences)

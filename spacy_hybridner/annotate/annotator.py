@@ -25,6 +25,9 @@ class Annotator:
         process, set before loading (:func:`spacy_hybridner.threads.use_threads`): 1 for one
         worker per core (Ray actors, worker processes, serve's model processes).
     gpu_id (int): -1 for the CPU, else the GPU to run on (``spacy.require_gpu``).
+    marginals (bool): make every ``hybrid_ner`` component store its tag marginals in the
+        Docs it annotates (``HybridEntityRecognizer.store_marginals``); a pipeline without
+        one is refused when loaded.
 
     The pipeline is loaded on first use (or by :meth:`load`). A pickled Annotator
     carries only these settings, never the pipeline, so it can be shipped to worker
@@ -38,8 +41,10 @@ class Annotator:
         batch_size: Optional[int] = None,
         torch_threads: Optional[int] = None,
         gpu_id: int = -1,
+        marginals: bool = False,
     ) -> None:
         self.model = str(model)
+        self.marginals = marginals
         self.batch_size = batch_size
         self.torch_threads = torch_threads
         self.gpu_id = gpu_id
@@ -59,7 +64,17 @@ class Annotator:
                 use_threads(self.torch_threads)
             if self.gpu_id >= 0:
                 spacy.require_gpu(self.gpu_id)
-            self._nlp = spacy.load(self.model)
+            nlp = spacy.load(self.model)
+            if self.marginals:
+                pipes = [pipe for _, pipe in nlp.pipeline if hasattr(pipe, "store_marginals")]
+                if not pipes:
+                    raise ValueError(
+                        f"{self.model} has no hybrid_ner component, whose tag marginals --marginals "
+                        f"stores (its pipes: {nlp.pipe_names}); leave --marginals out for hard labels only."
+                    )
+                for pipe in pipes:
+                    pipe.store_marginals = True
+            self._nlp = nlp
         return self
 
     @property

@@ -78,8 +78,8 @@ class BatchAnnotator:
     subclass as ``worker_class`` to :func:`~.run.annotate`."""
 
     def __init__(self, model: str, batch_size: Optional[int], settings: RecordSettings, output_format: str,
-                 torch_threads: Optional[int] = None) -> None:
-        self.annotator = Annotator(model, batch_size=batch_size, torch_threads=torch_threads)
+                 torch_threads: Optional[int] = None, marginals: bool = False) -> None:
+        self.annotator = Annotator(model, batch_size=batch_size, torch_threads=torch_threads, marginals=marginals)
         self.settings = settings
         self.output_format = output_format
 

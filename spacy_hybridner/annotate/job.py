@@ -59,7 +59,8 @@ class Job:
     ``model`` into ``output`` (the run's temporary output, in ``output_format``) and
     ``rejects_path``, on ``workers`` worker processes or actors, ``batch_size`` input
     records per batch, with ``nlp.pipe``'s ``pipe_batch_size`` (None: the pipeline's)
-    and, if ``progress``, a progress bar."""
+    and, if ``progress``, a progress bar; with ``marginals``, the ``hybrid_ner`` components
+    also store their tag marginals in each Doc (DocBin output: soft targets for distillation)."""
 
     model: str
     files: List[Path]
@@ -71,6 +72,7 @@ class Job:
     batch_size: int
     pipe_batch_size: Optional[int]
     progress: bool
+    marginals: bool = False
 
     def finish(self, engine: str, start: float, n_annotated: int, n_words: int, rejects: List[Dict[str, Any]],
                duplicate_ids: int) -> AnnotateSummary:

@@ -93,7 +93,7 @@ def run_local(job: Job, *, shard_size: int, worker_class: type) -> AnnotateSumma
     start = time.perf_counter()
     settings = job.settings
     kwargs = {"model": job.model, "batch_size": job.pipe_batch_size, "settings": settings,
-              "output_format": job.output_format}
+              "output_format": job.output_format, "marginals": job.marginals}
     batches = iter_input_batches(job.files, settings, job.batch_size)
     if job.workers == 1:
         worker = worker_class(**kwargs)

@@ -214,14 +214,23 @@ def records_table(records: List[Dict[str, Any]], include_text: bool):
     return pa.table(columns)
 
 
+#: ``Doc`` extensions that hold a component's activations, not annotations: left out of
+#: DocBin output (spacy-transformers' ``doc._.trf_data`` is the transformer's output for
+#: every wordpiece, hundreds of floats per word).
+ACTIVATION_EXTENSIONS = ("trf_data",)
+
+
 def docbin_bytes(docs: List[Any], ids: List[Any]) -> bytes:
     """A DocBin of the docs with each id in ``doc.user_data["id"]`` and its type in
     ``user_data["id_type"]`` (an integer outside 64 bits, which msgpack cannot hold, is
-    stored as its decimal string); user data kept, so ``ent._.confidence`` travels too."""
+    stored as its decimal string); user data kept, so ``ent._.confidence`` travels too,
+    except the ``ACTIVATION_EXTENSIONS``."""
     from spacy.tokens import DocBin
 
     db = DocBin(store_user_data=True)
     for doc, id_ in zip(docs, ids):
+        for name in ACTIVATION_EXTENSIONS:
+            doc.user_data.pop(("._.", name, None, None), None)
         fits = isinstance(id_, str) or -(1 << 63) <= id_ < (1 << 64)
         doc.user_data["id"] = id_ if fits else str(id_)
         doc.user_data["id_type"] = ID_TYPES[type(id_)]

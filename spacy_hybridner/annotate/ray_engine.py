@@ -32,8 +32,8 @@ class RayAnnotator(BatchAnnotator):
     """
 
     def __init__(self, model: str, batch_size: Optional[int], settings: RecordSettings, output_format: str,
-                 tally) -> None:
-        super().__init__(model, batch_size, settings, output_format, torch_threads=1)
+                 tally, marginals: bool = False) -> None:
+        super().__init__(model, batch_size, settings, output_format, torch_threads=1, marginals=marginals)
         self.annotator.load()
         self.tally = tally
 
@@ -110,7 +110,8 @@ def run_ray(job: Job, *, address: Optional[str], num_cpus: Optional[int], max_re
             ds = ds.map_batches(
                 actor_class,
                 fn_constructor_kwargs={"model": job.model, "batch_size": job.pipe_batch_size, "settings": settings,
-                                       "output_format": job.output_format, "tally": tally},
+                                       "output_format": job.output_format, "tally": tally,
+                                       "marginals": job.marginals},
                 batch_size=job.batch_size,
                 batch_format="pyarrow",
                 compute=ActorPoolStrategy(size=job.workers),

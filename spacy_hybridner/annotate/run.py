@@ -62,6 +62,7 @@ def annotate(
     shard_size: int = 10_000,
     overwrite: bool = False,
     progress: bool = True,
+    marginals: bool = False,
     actor_class: Optional[type] = None,
     worker_class: Optional[type] = None,
     echo: Callable[[str], None] = print,
@@ -80,6 +81,8 @@ def annotate(
         ``out``: ``out.rejects.jsonl``). The manifest is ``OUTPUT.manifest.json``.
     overwrite (bool): replace an existing OUTPUT, rejects file or manifest (when the run
         completes), and remove the temporaries a killed run left.
+    marginals (bool): DocBin output only: each Doc also holds the ``hybrid_ner`` components'
+        tag marginals (``readers.MARGINALS_KEY``), soft targets for distillation.
     actor_class / worker_class: subclasses of RayAnnotator / BatchAnnotator (fault injection).
     The other arguments: see the CLI's help. Returns the AnnotateSummary.
 
@@ -99,6 +102,9 @@ def annotate(
     if engine == "local" and not OUTPUTS[out_fmt].local_shards and not output.suffix:
         raise AnnotateInputError(f"the local engine writes {out_fmt} to one file: give OUTPUT a file name "
                                  f"such as {output}.{OUTPUTS[out_fmt].ext}.")
+    if marginals and out_fmt != "docbin":
+        raise AnnotateInputError(f"--marginals needs DocBin output (--output-format docbin), not {out_fmt}: "
+                                 "only a Doc can hold them.")
     settings = RecordSettings(fmt, id_field, text_field, max_chars, include_text, source_names(files), len(files) > 1)
     check_inputs(files, settings)
     paths = OutputPaths(output, Path(rejects_path) if rejects_path else default_rejects_path(output),
@@ -110,7 +116,7 @@ def annotate(
     try:
         with _signals_interrupt():
             job = Job(model, files, settings, tmp_output, out_fmt, tmp_rejects, workers, batch_size,
-                      pipe_batch_size, progress)
+                      pipe_batch_size, progress, marginals)
             if engine == "local":
                 summary = run_local(job, shard_size=shard_size, worker_class=worker_class or BatchAnnotator)
             else:

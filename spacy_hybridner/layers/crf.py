@@ -109,3 +109,27 @@ def crf_decode(
     tags_xp = ops.unflatten(torch2xp(tags.int()), lengths_xp)
     probs_xp = ops.unflatten(torch2xp(seg_logp.exp()), lengths_xp)
     return tags_xp, probs_xp
+
+
+def crf_marginals(model: Model[CRFInput, Floats1d], scores: List[Floats2d]) -> List[Floats2d]:
+    """Tag marginals ``(n, K)`` of each sequence: the probability of each tag at each
+    token under the CRF (forward-backward; the potentials as in training)."""
+    module = torch_module(model)
+    lengths = [len(s) for s in scores]
+    flat = xp2torch(_flat(model, scores, module.num_tags, "float32"))
+    marginals = module.marginals(flat, lengths)
+    return model.ops.unflatten(torch2xp(marginals), model.ops.asarray1i(lengths))
+
+
+def crf_soft_loss(
+    model: Model[CRFInput, Floats1d], scores: List[Floats2d], targets: List[Floats2d]
+) -> Tuple[Floats1d, List[Floats2d]]:
+    """The CRF's cross-entropy against per-token target distributions (``CRF.soft_loss``)
+    of each sequence, and its gradient with respect to ``scores``."""
+    module = torch_module(model)
+    K = module.num_tags
+    lengths = [len(s) for s in scores]
+    flat = xp2torch(_flat(model, scores, K, "float32"))
+    flat_targets = xp2torch(_flat(model, targets, K, "float32"), device=flat.device)
+    loss, grad = module.soft_loss(flat, lengths, flat_targets)
+    return torch2xp(loss), model.ops.unflatten(torch2xp(grad), model.ops.asarray1i(lengths))

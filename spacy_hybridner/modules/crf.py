@@ -351,6 +351,79 @@ class CRF(nn.Module):
         return nll
 
     @torch.no_grad()
+    def padded_marginals(self, emissions: Tensor, mask: Tensor, penalty: float = TRAIN_PENALTY) -> Tensor:
+        """Tag marginals ``(B, T, K)`` of padded sequences under the potentials with
+        forbidden entries at ``penalty`` (zeros past each sequence's end)."""
+        emissions = emissions.float()
+        start, trans, end = self.potentials(penalty)
+        scaled = self.scaled_forward_backward(emissions, mask, start, trans, end)
+        if scaled is not None:
+            alphas, betas = scaled
+        else:
+            alphas = self.forward_scores(emissions, mask, start, trans)
+            betas = self.backward_scores(emissions, mask, trans, end)
+        log_z = torch.logsumexp(alphas[-1] + end.to(alphas.dtype), dim=1)  # (B,)
+        marginals = (alphas + betas - log_z[None, :, None]).exp().transpose(0, 1)
+        return (marginals * mask[:, :, None]).float()
+
+    @torch.no_grad()
+    def marginals(self, emissions: Tensor, lengths: Sequence[int]) -> Tensor:
+        """Tag marginals ``(N, K)`` of each token of ragged sequences: the probability of
+        each tag at each position under the CRF (forward-backward)."""
+        offsets = _offsets(lengths)
+        N, K = emissions.shape
+        result = emissions.new_zeros(N, K, dtype=torch.float32)
+        padded = torch.cat([emissions, emissions.new_zeros(1, K)])
+        for bucket in length_buckets(lengths, self.max_batch_tokens):
+            positions, mask, _ = bucket_positions(offsets, lengths, bucket, N, emissions.device)
+            result[positions[mask]] = self.padded_marginals(padded[positions], mask)[mask]
+        return result
+
+    @torch.no_grad()
+    def soft_loss(self, emissions: Tensor, lengths: Sequence[int], targets: Tensor) -> Tuple[Tensor, Tensor]:
+        """Cross-entropy of the CRF's distribution over tag sequences against a target
+        distribution given by per-token tag probabilities ``targets`` ``(N, K)`` (a
+        teacher's marginals), taken as independent across tokens:
+        ``log Z - E_q[score(y)]``, whose gradient with respect to the emissions is the
+        CRF's marginals minus the targets. With one-hot targets of an allowed path it is
+        that path's negative log-likelihood. Forbidden transitions count 0 in ``E_q``.
+
+        RETURNS (Tuple[Tensor, Tensor]): the loss of each sequence ``(len(lengths),)`` and
+            its gradient with respect to the emissions ``(N, K)``. The transition scores
+            get no gradient from it.
+        """
+        offsets = _offsets(lengths)
+        N, K = emissions.shape
+        device = emissions.device
+        emissions = emissions.float()
+        targets = targets.float()
+        loss = emissions.new_zeros(len(lengths), dtype=torch.float32)
+        grad = torch.zeros_like(emissions)
+        start, trans, end = self.potentials(TRAIN_PENALTY)
+        zero = torch.zeros((), device=device)
+        start0, trans0, end0 = (
+            torch.where(allowed, x, zero) for x, allowed in (
+                (start, self.allowed_start), (trans, self.allowed_transitions), (end, self.allowed_end)
+            )
+        )
+        padded_em = torch.cat([emissions, emissions.new_zeros(1, K)])
+        padded_q = torch.cat([targets, targets.new_zeros(1, K)])
+        for bucket in length_buckets(lengths, self.max_batch_tokens):
+            positions, mask, lens = bucket_positions(offsets, lengths, bucket, N, device)
+            em, q = padded_em[positions], padded_q[positions]  # (B, T, K), q zero on padding
+            log_z = self.log_partition(em, mask)
+            expected = (q * em).sum(dim=(1, 2))
+            expected = expected + (q[:, :-1] @ trans0 * q[:, 1:]).sum(dim=(1, 2))
+            expected = expected + q[:, 0] @ start0
+            last = q.gather(1, (lens - 1).clamp(min=0)[:, None, None].expand(-1, 1, K)).squeeze(1)
+            expected = expected + last @ end0
+            index = torch.tensor(bucket, dtype=torch.long, device=device)
+            loss[index] = (log_z - expected).float()
+            marginals = self.padded_marginals(em, mask)
+            grad[positions[mask]] = (marginals - q)[mask]
+        return loss, grad
+
+    @torch.no_grad()
     def decode(
         self, emissions: Tensor, lengths: Sequence[int], tag_mask: Optional[Tensor] = None,
         temperature: float = 1.0,

@@ -287,3 +287,50 @@ def convert_corpus(
             "entities": entity_counts(docs),
         }
     return stats
+
+
+#: File names of the splits that unlabeled text must not come from (``write_texts``).
+HELD_OUT_SPLITS = ("dev", "test")
+
+
+def write_texts(corpora: Sequence[Path], output: Path, *, allow_held_out: bool = False) -> Dict[str, int]:
+    """Write the text of every document of ``corpora`` (``.spacy`` files) as JSON Lines,
+    ``{"id": "FOLDER/NAME:INDEX", "text": ...}``, without the annotations: unlabeled text
+    for a teacher to annotate (``annotate``). A ``dev.spacy`` or ``test.spacy`` is refused
+    unless ``allow_held_out``: a student that trains on the text its scores are measured
+    on is measured wrongly.
+
+    RETURNS (Dict[str, int]): ``docs`` and ``words`` written.
+    """
+    import spacy
+    import srsly
+    from spacy.tokens import DocBin
+
+    paths = [Path(p) for p in corpora]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"not found: {', '.join(missing)} (give .spacy files, e.g. corpus/gmb/train.spacy)")
+    held_out = [str(p) for p in paths if p.stem in HELD_OUT_SPLITS]
+    if held_out and not allow_held_out:
+        raise ValueError(
+            f"{', '.join(held_out)}: the text of a dev or test split is not used as unlabeled text, since "
+            "models are chosen and scored on it; give the train splits (or --allow-held-out for "
+            "another corpus's held-out splits)."
+        )
+    vocab = spacy.blank("xx").vocab
+    docs = words = 0
+
+    def records() -> Iterator[Dict[str, str]]:
+        nonlocal docs, words
+        for path in paths:
+            for i, doc in enumerate(DocBin().from_disk(path).get_docs(vocab)):
+                if not doc.text.strip():
+                    continue
+                docs += 1
+                words += len(doc)
+                yield {"id": f"{path.parent.name}/{path.stem}:{i}", "text": doc.text}
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    srsly.write_jsonl(output, records())
+    return {"docs": docs, "words": words}
