@@ -245,6 +245,34 @@ def benchmark(
         typer.echo(f"Rows written to {results_path}")
 
 
+@app.command("benchmark-section")
+def benchmark_section_command(
+    rows_path: Path = typer.Argument(..., help="The benchmark.json of a benchmark's OUTPUT_DIR/CORPUS"),
+    corpus: str = typer.Option(..., help="Section title in the document"),
+    baseline: str = typer.Option("spacy_ner", help="Config name that speed ratios refer to"),
+    doc_path: Optional[Path] = typer.Option(None, help="Markdown document to write the section into"),
+    results_path: Optional[Path] = typer.Option(None, help="Also write the rows as JSON to this file"),
+) -> None:
+    """Write the benchmark section of the runs stored in a benchmark.json, without
+    training: for runs of record made over several sittings (benchmark --append)."""
+    from .tools.benchmark import section_from_rows, update_benchmark_doc
+
+    try:
+        result = section_from_rows(rows_path, corpus=corpus, baseline=baseline)
+    except (FileNotFoundError, ValueError) as err:
+        raise typer.BadParameter(str(err)) from None
+    typer.echo(result["section"])
+    if doc_path is not None:
+        update_benchmark_doc(doc_path, corpus, result["section"])
+        typer.echo(f"Written to {doc_path}")
+    if results_path is not None:
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        commands = list(dict.fromkeys(r.get("benchmark_command", "") for r in result["rows"]))
+        data = {"section": corpus, "command": "\n".join(commands), "runs": result["rows"]}
+        results_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
+        typer.echo(f"Rows written to {results_path}")
+
+
 @app.command("speed")
 def speed_command(
     models: List[str] = typer.Argument(..., help=(

@@ -130,6 +130,18 @@ def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     assert all(0.0 <= p["dev_f"] <= 1.0 and p["minutes"] >= 0 for p in hybrid["curve"])
     assert "Training curves" in text and "| 5 min |" in text
 
+    # The section again from the stored runs, without training (runs over several sittings).
+    assert all(r["budget_minutes"] == 3 for r in rows)
+    again = tmp_path / "again.md"
+    result = CliRunner().invoke(app, [
+        "benchmark-section", str(tmp_path / "models" / "tiny" / "benchmark.json"), "--corpus", "tiny again",
+        "--doc-path", str(again), "--results-path", str(tmp_path / "again.json"),
+    ])
+    assert result.exit_code == 0, result.output
+    assert "## tiny again" in again.read_text() and "| hybrid_cpu |" in again.read_text()
+    assert "at most 3.0 minutes" in again.read_text()
+    assert json.loads((tmp_path / "again.json").read_text())["runs"] == rows
+
     # Their speed side by side in one run, with the ratio to the baseline.
     models = tmp_path / "models" / "tiny"
     speed_doc = tmp_path / "speed.md"

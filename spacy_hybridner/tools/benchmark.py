@@ -492,13 +492,16 @@ def benchmark_markdown(
         f"sample standard deviation (n − 1) over the runs, other columns the mean (peak RSS: the largest), "
         f"and the ratio of words/s is that of the means." if multi else ""
     )
-    date = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    finished = sorted(r["finished"] for r in rows if r.get("finished"))
+    machines = list(dict.fromkeys(r["machine"] for r in rows if r.get("machine"))) or [machine_description(gpu_id)]
+    when = (f"Runs finished {finished[0]}" + (f" to {finished[-1]}" if finished[-1] != finished[0] else "")
+            if finished else f"Run on {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
     notes = [
         f"## {corpus}",
         "",
-        f"Run on {date} on {machine_description(gpu_id)}, {'GPU ' + str(gpu_id) if gpu_id >= 0 else 'CPU'}.",
+        f"{when} on {' / '.join(machines)}, {'GPU ' + str(gpu_id) if gpu_id >= 0 else 'CPU'}.",
         f"Each model trained for at most {budget_s / 60:.1f} minutes of wall time (or until its "
-        f"config's patience / max_steps), one after the other, then evaluated on the test split "
+        f"config's patience / max_steps / max_epochs), one after the other, then evaluated on the test split "
         f"(`spacy evaluate`, model-best by dev F). Words/s: median of repeated "
         f"`spacy benchmark speed` runs on the test split."
         + (" Peak GPU memory: the most that PyTorch's allocator had handed out during training "
@@ -635,6 +638,8 @@ def run_benchmark(
                 calibrate=calibrate,
             ))
             rows[-1]["benchmark_command"] = command
+            rows[-1]["budget_minutes"] = budget_s / 60
+            rows[-1]["machine"] = machine_description(gpu_id)
             rows[-1]["finished"] = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
             echo(
                 f"== {rows[-1]['name']} (seed {rows[-1]['seed']}): test F {100 * rows[-1]['f']:.2f}, "
@@ -725,3 +730,23 @@ def speed_markdown(rows: List[Dict], *, title: str, command: str, baseline: str,
             f"| {r['name']} | {r['median']:,.0f} | {r['min']:,.0f}–{r['max']:,.0f} | {ratio} | `{r['model']}` |"
         )
     return "\n".join(lines) + "\n"
+
+
+def section_from_rows(rows_path: Path, *, corpus: str, baseline: str, gpu_id: int = -1) -> Dict:
+    """The benchmark section of the runs stored in a ``benchmark.json`` (``run_benchmark``
+    keeps every run there): for runs of record split over several sittings, or rows
+    completed afterwards. The budget is the largest of the rows' ``budget_minutes``.
+
+    RETURNS (Dict): ``rows`` and ``section`` (the Markdown)."""
+    rows_path = Path(rows_path)
+    if not rows_path.exists():
+        raise FileNotFoundError(f"not found: {rows_path} (the benchmark.json of a benchmark's --output-dir/CORPUS)")
+    rows = json.loads(rows_path.read_text(encoding="utf8"))
+    if not rows:
+        raise ValueError(f"{rows_path} holds no runs")
+    budgets = [r["budget_minutes"] for r in rows if r.get("budget_minutes") is not None]
+    section = benchmark_markdown(
+        rows, corpus=corpus, command=rows[0].get("benchmark_command", "(not recorded)"),
+        budget_s=60 * max(budgets) if budgets else 0.0, baseline=baseline, gpu_id=gpu_id,
+    )
+    return {"rows": rows, "section": section}
