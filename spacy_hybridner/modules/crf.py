@@ -354,6 +354,10 @@ class CRF(nn.Module):
     def padded_marginals(self, emissions: Tensor, mask: Tensor, penalty: float = TRAIN_PENALTY) -> Tensor:
         """Tag marginals ``(B, T, K)`` of padded sequences under the potentials with
         forbidden entries at ``penalty`` (zeros past each sequence's end)."""
+        return self._marginals_and_log_z(emissions, mask, penalty)[0]
+
+    def _marginals_and_log_z(self, emissions: Tensor, mask: Tensor, penalty: float) -> Tuple[Tensor, Tensor]:
+        """``padded_marginals`` and log Z ``(B,)`` from the same forward-backward pass."""
         emissions = emissions.float()
         start, trans, end = self.potentials(penalty)
         scaled = self.scaled_forward_backward(emissions, mask, start, trans, end)
@@ -364,7 +368,7 @@ class CRF(nn.Module):
             betas = self.backward_scores(emissions, mask, trans, end)
         log_z = torch.logsumexp(alphas[-1] + end.to(alphas.dtype), dim=1)  # (B,)
         marginals = (alphas + betas - log_z[None, :, None]).exp().transpose(0, 1)
-        return (marginals * mask[:, :, None]).float()
+        return (marginals * mask[:, :, None]).float(), log_z.float()
 
     @torch.no_grad()
     def marginals(self, emissions: Tensor, lengths: Sequence[int]) -> Tensor:
@@ -411,7 +415,7 @@ class CRF(nn.Module):
         for bucket in length_buckets(lengths, self.max_batch_tokens):
             positions, mask, lens = bucket_positions(offsets, lengths, bucket, N, device)
             em, q = padded_em[positions], padded_q[positions]  # (B, T, K), q zero on padding
-            log_z = self.log_partition(em, mask)
+            marginals, log_z = self._marginals_and_log_z(em, mask, TRAIN_PENALTY)
             expected = (q * em).sum(dim=(1, 2))
             expected = expected + (q[:, :-1] @ trans0 * q[:, 1:]).sum(dim=(1, 2))
             expected = expected + q[:, 0] @ start0
@@ -419,7 +423,6 @@ class CRF(nn.Module):
             expected = expected + last @ end0
             index = torch.tensor(bucket, dtype=torch.long, device=device)
             loss[index] = (log_z - expected).float()
-            marginals = self.padded_marginals(em, mask)
             grad[positions[mask]] = (marginals - q)[mask]
         return loss, grad
 
