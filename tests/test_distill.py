@@ -112,7 +112,8 @@ def test_reader_names_what_is_wrong(corpora, kwargs, message):
 def test_empty_silver_folder_is_an_error(tmp_path, corpora):
     gold, _ = corpora
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no silver documents"):
+    # spaCy's reader warns first (W090: no .spacy files), then the corpus refuses to go on
+    with pytest.raises(ValueError, match="no silver documents"), pytest.warns(UserWarning, match="W090"):
         list(GoldSilverCorpus(gold, tmp_path / "empty")(spacy.blank("en")))
 
 
