@@ -162,7 +162,7 @@ def test_texts_command_writes_unlabeled_text_and_refuses_held_out_splits(tmp_pat
     assert allowed.exit_code == 0, allowed.output
 
 
-def test_distill_config_is_hybrid_cpu_but_for_its_training_corpus():
+def test_distill_config_is_hybrid_cpu_but_for_its_training_corpus_and_max_steps():
     from thinc.api import Config
 
     base = Config().from_disk(ROOT / "configs" / "hybrid_cpu.cfg", interpolate=False)
@@ -170,8 +170,12 @@ def test_distill_config_is_hybrid_cpu_but_for_its_training_corpus():
     assert student["corpora"]["train"]["@readers"] == "spacy-hybridner.GoldSilverCorpus.v1"
     assert student["corpora"]["train"]["gold"] == "${paths.train}"
     assert student["corpora"]["train"]["silver"] == "${paths.silver}"
+    # the student has more to learn: patience, not hybrid_cpu's 4000 steps, ends it
+    assert (base["training"]["max_steps"], student["training"]["max_steps"]) == (4000, 20000)
+    assert student["training"]["patience"] == base["training"]["patience"]
     for config in (base, student):
         del config["corpora"]["train"]
+        del config["training"]["max_steps"]
         config["paths"].pop("silver", None)
     assert student == base
 
