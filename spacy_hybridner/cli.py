@@ -2,7 +2,7 @@
 import json
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import typer
 
@@ -239,10 +239,16 @@ def benchmark(
     if doc_path is not None:
         typer.echo(f"Written to {doc_path}")
     if results_path is not None:
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        rows = {"section": corpus, "command": benchmark_command(sys.argv[2:]), "runs": result["rows"]}
-        results_path.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf8")
-        typer.echo(f"Rows written to {results_path}")
+        _write_results(results_path, corpus, benchmark_command(sys.argv[2:]), result["rows"])
+
+
+def _write_results(path: Path, section: str, command: str, runs: List[Dict]) -> None:
+    """A benchmark section's rows as JSON (docs/results/<section>.json): the section's title,
+    the command(s) that made them and one dict per run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"section": section, "command": command, "runs": runs}
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
+    typer.echo(f"Rows written to {path}")
 
 
 @app.command("benchmark-section")
@@ -266,11 +272,8 @@ def benchmark_section_command(
         update_benchmark_doc(doc_path, corpus, result["section"])
         typer.echo(f"Written to {doc_path}")
     if results_path is not None:
-        results_path.parent.mkdir(parents=True, exist_ok=True)
         commands = list(dict.fromkeys(r.get("benchmark_command", "") for r in result["rows"]))
-        data = {"section": corpus, "command": "\n".join(commands), "runs": result["rows"]}
-        results_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
-        typer.echo(f"Rows written to {results_path}")
+        _write_results(results_path, corpus, "\n".join(commands), result["rows"])
 
 
 @app.command("speed")
@@ -311,10 +314,7 @@ def speed_command(
         update_benchmark_doc(doc_path, title, section)
         typer.echo(f"Written to {doc_path}")
     if results_path is not None:
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        results_path.write_text(json.dumps({"section": title, "command": command, "runs": rows}, indent=2) + "\n",
-                                encoding="utf8")
-        typer.echo(f"Rows written to {results_path}")
+        _write_results(results_path, title, command, rows)
 
 
 @app.command("visualize")

@@ -320,8 +320,9 @@ class HybridEntityRecognizer(TrainablePipe):
         negative log-likelihood of the gold tags or, for a share ``readers.soft_weight`` of
         it, the CRF's cross-entropy against the teacher's marginals (``crf_soft_loss``)."""
         weights = [example_weight(eg) for eg in examples]
-        targets = [self._soft_targets(eg) if soft_weight(eg) > 0 else None for eg in examples]
-        shares = [soft_weight(eg) if t is not None else 0.0 for eg, t in zip(examples, targets)]
+        shares = [soft_weight(eg) for eg in examples]
+        targets = [self._soft_targets(eg) if a > 0 else None for eg, a in zip(examples, shares)]
+        shares = [a if t is not None else 0.0 for a, t in zip(shares, targets)]
         loss, d_scores = self._crf_loss(scores, gold, [w * (1.0 - a) for w, a in zip(weights, shares)])
         soft = [i for i, a in enumerate(shares) if a > 0]
         if soft:

@@ -112,7 +112,8 @@ def test_reader_names_what_is_wrong(corpora, kwargs, message):
 def test_empty_silver_folder_is_an_error(tmp_path, corpora):
     gold, _ = corpora
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no silver documents"):
+    # spaCy's reader warns first (W090: no .spacy files), then the corpus refuses to go on
+    with pytest.raises(ValueError, match="no silver documents"), pytest.warns(UserWarning, match="W090"):
         list(GoldSilverCorpus(gold, tmp_path / "empty")(spacy.blank("en")))
 
 
@@ -161,7 +162,7 @@ def test_texts_command_writes_unlabeled_text_and_refuses_held_out_splits(tmp_pat
     assert allowed.exit_code == 0, allowed.output
 
 
-def test_distill_config_is_hybrid_cpu_but_for_its_training_corpus():
+def test_distill_config_is_hybrid_cpu_but_for_its_training_corpus_and_max_steps():
     from thinc.api import Config
 
     base = Config().from_disk(ROOT / "configs" / "hybrid_cpu.cfg", interpolate=False)
@@ -169,8 +170,12 @@ def test_distill_config_is_hybrid_cpu_but_for_its_training_corpus():
     assert student["corpora"]["train"]["@readers"] == "spacy-hybridner.GoldSilverCorpus.v1"
     assert student["corpora"]["train"]["gold"] == "${paths.train}"
     assert student["corpora"]["train"]["silver"] == "${paths.silver}"
+    # the student has more to learn: patience, not hybrid_cpu's 4000 steps, ends it
+    assert (base["training"]["max_steps"], student["training"]["max_steps"]) == (4000, 20000)
+    assert student["training"]["patience"] == base["training"]["patience"]
     for config in (base, student):
         del config["corpora"]["train"]
+        del config["training"]["max_steps"]
         config["paths"].pop("silver", None)
     assert student == base
 
