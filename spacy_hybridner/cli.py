@@ -272,8 +272,7 @@ def benchmark_section_command(
         update_benchmark_doc(doc_path, corpus, result["section"])
         typer.echo(f"Written to {doc_path}")
     if results_path is not None:
-        commands = list(dict.fromkeys(r.get("benchmark_command", "") for r in result["rows"]))
-        _write_results(results_path, corpus, "\n".join(commands), result["rows"])
+        _write_results(results_path, corpus, result["command"], result["rows"])
 
 
 @app.command("speed")

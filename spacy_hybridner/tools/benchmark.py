@@ -737,7 +737,8 @@ def section_from_rows(rows_path: Path, *, corpus: str, baseline: str, gpu_id: in
     keeps every run there): for runs of record split over several sittings, or rows
     completed afterwards. The budget is the largest of the rows' ``budget_minutes``.
 
-    RETURNS (Dict): ``rows`` and ``section`` (the Markdown)."""
+    RETURNS (Dict): ``rows``, ``command`` (the rows' distinct benchmark commands, one per
+        line) and ``section`` (the Markdown)."""
     rows_path = Path(rows_path)
     if not rows_path.exists():
         raise FileNotFoundError(f"not found: {rows_path} (the benchmark.json of a benchmark's --output-dir/CORPUS)")
@@ -745,8 +746,9 @@ def section_from_rows(rows_path: Path, *, corpus: str, baseline: str, gpu_id: in
     if not rows:
         raise ValueError(f"{rows_path} holds no runs")
     budgets = [r["budget_minutes"] for r in rows if r.get("budget_minutes") is not None]
+    command = "\n".join(dict.fromkeys(r.get("benchmark_command") or "(not recorded)" for r in rows))
     section = benchmark_markdown(
-        rows, corpus=corpus, command=rows[0].get("benchmark_command", "(not recorded)"),
+        rows, corpus=corpus, command=command,
         budget_s=60 * max(budgets) if budgets else 0.0, baseline=baseline, gpu_id=gpu_id,
     )
-    return {"rows": rows, "section": section}
+    return {"rows": rows, "command": command, "section": section}
