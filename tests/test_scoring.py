@@ -214,6 +214,9 @@ def test_tiny_benchmark_with_seeds(tmp_path, monkeypatch):
         saved = Config().from_disk(best / "config.cfg")
         assert saved["system"]["seed"] == saved["training"]["seed"] == r["seed"]
         assert f"--system.seed {r['seed']}" in r["train_command"]
+        # The overrides spaCy applied to the training are part of its recorded command.
+        overrides = "SPACY_CONFIG_OVERRIDES='--training.max_steps 10 --training.eval_frequency 5'"
+        assert r["train_command"].startswith(f"{overrides} python -m spacy train ")
         assert r["scorers_agree"] and r["seqeval_f"] == pytest.approx(r["f"], abs=1e-9)
         assert r["n_unseen"] == 0 and r["n_seen"] == 13  # the test split is the training split here
     text = doc.read_text()

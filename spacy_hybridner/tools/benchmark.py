@@ -177,7 +177,7 @@ def benchmark_config(
         "seed": trained_config["training"]["seed"],
         "run_dir": str(out),
         "config": str(config),
-        "train_command": "python " + " ".join(train_cmd[1:]),
+        "train_command": with_config_overrides("python " + " ".join(train_cmd[1:])),
         "p": scores["ents_p"], "r": scores["ents_r"], "f": scores["ents_f"],
         "per_type_f": {k: v["f"] for k, v in sorted((scores.get("ents_per_type") or {}).items())},
         "words_per_second": median(speeds),
@@ -554,11 +554,17 @@ def benchmark_command(argv: List[str]) -> str:
     """
     import shlex
 
-    command = "python -m spacy_hybridner benchmark " + " ".join(shlex.quote(a) for a in argv)
+    return with_config_overrides("python -m spacy_hybridner benchmark " + " ".join(shlex.quote(a) for a in argv))
+
+
+def with_config_overrides(command: str) -> str:
+    """``command`` after ``SPACY_CONFIG_OVERRIDES=...`` when that variable is set: spaCy
+    reads it in every ``spacy train`` that the command starts, so a recorded command
+    without it would not repeat the run."""
+    import shlex
+
     overrides = os.environ.get("SPACY_CONFIG_OVERRIDES")
-    if overrides:
-        command = f"SPACY_CONFIG_OVERRIDES={shlex.quote(overrides)} {command}"
-    return command
+    return f"SPACY_CONFIG_OVERRIDES={shlex.quote(overrides)} {command}" if overrides else command
 
 
 def merge_rows(earlier: List[Dict], new: List[Dict]) -> List[Dict]:
