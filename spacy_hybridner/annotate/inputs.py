@@ -164,19 +164,32 @@ def check_inputs(files: List[Path], settings: RecordSettings) -> None:
 
 
 def iter_lines(f, chunk_size: int = 1 << 20) -> Iterator[Tuple[int, bytes]]:
-    """(line number from 1, line without its line break) of a binary file object."""
-    rest = b""
+    """(line number from 1, line without its line break) of a binary file object.
+
+    Work and memory are linear in the input: each chunk is split once, and a line that
+    spans chunks is kept as a list of its pieces, joined once when its end is read (adding
+    each chunk to the unfinished line and splitting the whole again would be quadratic in
+    the line's length: minutes for a line of a few hundred MB)."""
+    pending: List[bytes] = []  # the pieces of the line whose end has not been read yet
     number = 0
     while True:
         chunk = f.read(chunk_size)
         if not chunk:
             break
-        *lines, rest = (rest + chunk).split(b"\n")
-        for line in lines:
-            number += 1
-            yield number, line.rstrip(b"\r")
-    if rest:
-        yield number + 1, rest.rstrip(b"\r")
+        lines = chunk.split(b"\n")
+        last = lines.pop()
+        if lines:
+            if pending:
+                pending.append(lines[0])
+                lines[0] = b"".join(pending)
+                pending = []
+            for line in lines:
+                number += 1
+                yield number, line.rstrip(b"\r")
+        if last:
+            pending.append(last)
+    if pending:
+        yield number + 1, b"".join(pending).rstrip(b"\r")
 
 
 def read_line_batches(path: str, f, rows_per_batch: int = LINE_BLOCK_ROWS) -> Iterator[Dict[str, list]]:
@@ -194,15 +207,20 @@ def read_line_batches(path: str, f, rows_per_batch: int = LINE_BLOCK_ROWS) -> It
         yield batch
 
 
-def _string_column(values, integers_allowed: bool):
+def _string_column(values, integers_allowed: bool, kind=None):
     """A Parquet column as strings and its type: "string", "integer" (decimal, where
-    allowed), or the Arrow type of a column of another type (all nulls)."""
+    allowed), or the Arrow type of a column of another type (all nulls). A
+    dictionary-encoded column (a pandas Categorical, or a column pyarrow wrote with a
+    dictionary) is read as its values; ``kind`` is the column's type as the file has it."""
     import pyarrow as pa
 
-    kind = values.type
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+    kind = kind or values.type
+    if pa.types.is_dictionary(values.type):
+        return _string_column(values.dictionary_decode(), integers_allowed, kind)
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or (
+            hasattr(pa.types, "is_string_view") and pa.types.is_string_view(values.type)):
         return values.cast(pa.large_string()), "string"
-    if integers_allowed and pa.types.is_integer(kind):
+    if integers_allowed and pa.types.is_integer(values.type):
         return values.cast(pa.large_string()), "integer"
     return pa.nulls(len(values), pa.large_string()), str(kind)
 
