@@ -190,6 +190,10 @@ def test_curve_table_gives_the_best_dev_f_by_each_minute_mark():
     assert "| x | 40.00 | 80.00 |" in lines  # (0.5 + 0.3) / 2, then (0.7 + 0.9) / 2
     assert "| y | 40.00 | 40.00 |" in lines
     assert curve_table([{"name": "z", "runs": [{"curve": []}]}]) == []
+    # A run whose evaluations all came within its first second (spaCy logs whole seconds,
+    # so a fast machine gives minutes 0) still has its table.
+    fast = curve_table([{"name": "z", "runs": [run([(0, 0.2), (0, 0.6)])]}])
+    assert "| model | 5 min |" in fast and "| z | 60.00 |" in fast
 
 
 

@@ -450,11 +450,12 @@ def _breakdown_table(summaries: List[Dict]) -> List[str]:
 def curve_table(summaries: List[Dict], step_minutes: float = 5.0) -> List[str]:
     """Best dev F so far at every ``step_minutes`` of training, per config (mean over its
     runs; a run that had stopped counts with its best): the training curves as a table.
-    Empty when no run has a curve."""
+    Empty when no run has a curve; a run whose evaluations all came within its first
+    second (spaCy logs whole seconds) has one, in the first column."""
     curves = {s["name"]: [r.get("curve") or [] for r in s["runs"]] for s in summaries}
-    longest = max((p["minutes"] for runs in curves.values() for c in runs for p in c), default=0.0)
-    if longest <= 0:
+    if not any(c for runs in curves.values() for c in runs):
         return []
+    longest = max(p["minutes"] for runs in curves.values() for c in runs for p in c)
     marks = [step_minutes * (i + 1) for i in range(int(longest // step_minutes) + 1)]
     head = ["model"] + [f"{m:g} min" for m in marks]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
