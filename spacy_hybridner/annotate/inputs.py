@@ -10,7 +10,7 @@ those columns by :func:`~.records.parse_batch`.
 import glob
 import os
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import AnnotateInputError
 from .records import RecordSettings
@@ -104,23 +104,49 @@ INPUT_FORMATS = {name: fmt.extensions for name, fmt in INPUTS.items()}
 # Finding and checking the input
 
 
-def resolve_inputs(input_path: str, input_format: Optional[str] = None) -> Tuple[str, List[Path]]:
+def path_key(path: Path) -> str:
+    """``path`` as one name however it is written: absolute, the folders' symbolic links
+    resolved (the file's own name kept, so a link is not the file it points to)."""
+    path = Path(os.path.abspath(path))
+    return os.path.join(os.path.realpath(path.parent), path.name)
+
+
+def is_within(key: str, folder_key: str) -> bool:
+    """Whether the path of ``key`` is the path of ``folder_key`` or inside it (keys of :func:`path_key`)."""
+    return key == folder_key or key.startswith(folder_key.rstrip(os.sep) + os.sep)
+
+
+def resolve_inputs(input_path: str, input_format: Optional[str] = None,
+                   exclude: Sequence[Path] = ()) -> Tuple[str, List[Path]]:
     """The input format and the files of INPUT (a file, a folder, searched recursively,
     or a glob), sorted. The format comes from ``input_format`` or the files' extensions.
-    Raises AnnotateInputError naming the problem."""
+    Files of a folder or a glob that are, or are inside, one of ``exclude`` (the run's own
+    outputs) are left out. Raises AnnotateInputError naming the problem."""
     if input_format is not None and input_format not in INPUT_FORMATS:
         raise AnnotateInputError(f"unknown input format {input_format!r}: use one of {', '.join(INPUT_FORMATS)}.")
     known = tuple(ext for exts in INPUT_FORMATS.values() for ext in exts)
     wanted = INPUT_FORMATS[input_format] if input_format else known
+    excluded = [path_key(p) for p in exclude]
+
+    def own(files: List[Path]) -> List[Path]:
+        return [f for f in files if any(is_within(path_key(f), key) for key in excluded)]
+
     if any(c in input_path for c in "*?["):
-        files = [Path(p) for p in sorted(glob.glob(input_path, recursive=True)) if Path(p).is_file()]
-        if not files:
-            raise AnnotateInputError(f"no files match {input_path!r}.")
-    elif Path(input_path).is_dir():
-        files = sorted(p for p in Path(input_path).rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+        matched = [Path(p) for p in sorted(glob.glob(input_path, recursive=True)) if Path(p).is_file()]
+        skipped = own(matched)
+        files = [f for f in matched if f not in skipped]
         if not files:
             raise AnnotateInputError(
-                f"{input_path} holds no {' / '.join(wanted)} files: give a file, a glob, or --input-format."
+                f"{input_path!r} matches only the outputs of this run ({', '.join(map(str, skipped[:3]))}), "
+                "which are not read as input." if skipped else f"no files match {input_path!r}.")
+    elif Path(input_path).is_dir():
+        found = sorted(p for p in Path(input_path).rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+        skipped = own(found)
+        files = [f for f in found if f not in skipped]
+        if not files:
+            raise AnnotateInputError(
+                f"{input_path} holds no {' / '.join(wanted)} files"
+                f"{' besides the outputs of this run' if skipped else ''}: give a file, a glob, or --input-format."
             )
     elif Path(input_path).is_file():
         files = [Path(input_path)]

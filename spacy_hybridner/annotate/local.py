@@ -1,6 +1,7 @@
 """The local engine: ``nlp.pipe`` in this process, or in a pool of worker processes
 (spawned, one torch and BLAS thread each), batches annotated and written in input order."""
 import concurrent.futures
+import contextlib
 import multiprocessing
 import signal
 import time
@@ -107,7 +108,12 @@ def run_local(job: Job, *, shard_size: int, worker_class: type) -> AnnotateSumma
     rejects: List[Dict[str, Any]] = []
     digests: List[Any] = []
     n_annotated = n_words = 0
-    writer = OUTPUTS[job.output_format].writer(job.output, settings.include_text, shard_size)
+    try:
+        writer = OUTPUTS[job.output_format].writer(job.output, settings.include_text, shard_size)
+    except BaseException:
+        outputs.close()
+        raise
+    completed = False
     try:
         with tqdm(desc="annotate", unit=" docs", disable=not job.progress, mininterval=1.0) as bar:
             for out in outputs:
@@ -117,7 +123,12 @@ def run_local(job: Job, *, shard_size: int, worker_class: type) -> AnnotateSumma
                 n_annotated += out.n_records
                 n_words += out.n_words
                 bar.update(out.n_records + len(out.rejects))
+        completed = True
     finally:
         outputs.close()
-        writer.close()
+        if completed:
+            writer.close()
+        else:  # the error that stopped the run is the one to tell (a full disk fails close() too)
+            with contextlib.suppress(Exception):
+                writer.close()
     return job.finish("local", start, n_annotated, n_words, rejects, count_duplicates(digests))

@@ -1,19 +1,19 @@
-"""One ``annotate`` run: check the input and the output paths, run an engine under
-temporary names, and publish the outputs with their manifest (or nothing)."""
+"""One ``annotate`` run: check the input and the output paths, lock OUTPUT, run an engine
+under temporary names, and publish the outputs with their manifest (or nothing)."""
 import datetime
 import signal
 import threading
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from ..about import __version__
 from .batch import BatchAnnotator
-from .errors import AnnotateInputError, AnnotateInterrupted
+from .errors import AnnotateInputError, AnnotateInterrupted, AnnotateRunError
 from .inputs import check_inputs, resolve_inputs, source_names
 from .job import AnnotateSummary, Job
 from .local import run_local
 from .outputs import OUTPUTS, output_format_of
-from .publish import OutputPaths, default_rejects_path, manifest_path
+from .publish import OutputLock, OutputPaths, default_rejects_path, manifest_path, os_error_text
 from .ray_engine import RayAnnotator, run_ray
 from .records import DEFAULT_MAX_CHARS, RecordSettings
 
@@ -96,8 +96,11 @@ def annotate(
         raise AnnotateInputError(f"unknown engine {engine!r}: use local or ray.")
     if workers < 1 or batch_size < 1:
         raise AnnotateInputError("--workers and --batch-size must be at least 1.")
-    fmt, files = resolve_inputs(str(input_path), input_format)
     output = Path(output)
+    paths = OutputPaths(output, Path(rejects_path) if rejects_path else default_rejects_path(output),
+                        manifest_path(output))
+    paths.refuse_inputs(str(input_path), [])
+    fmt, files = resolve_inputs(str(input_path), input_format, exclude=paths.owned())
     out_fmt = output_format_of(output, output_format) if output_format or output.suffix else "jsonl"
     if engine == "local" and not OUTPUTS[out_fmt].local_shards and not output.suffix:
         raise AnnotateInputError(f"the local engine writes {out_fmt} to one file: give OUTPUT a file name "
@@ -107,36 +110,61 @@ def annotate(
                                  "only a Doc can hold them.")
     settings = RecordSettings(fmt, id_field, text_field, max_chars, include_text, source_names(files), len(files) > 1)
     check_inputs(files, settings)
-    paths = OutputPaths(output, Path(rejects_path) if rejects_path else default_rejects_path(output),
-                        manifest_path(output))
-    paths.prepare(overwrite)
-    tmp_output, tmp_rejects, _ = paths.temporaries()
-    echo(f"{len(files)} {fmt} input file(s) -> {output} ({out_fmt}, {engine} engine, {workers} worker(s))")
+    paths.refuse_inputs(str(input_path), files)
+    paths.make_folders()
+    lock = OutputLock(output)
+    try:
+        lock.acquire()
+    except OSError as e:
+        raise AnnotateInputError(f"cannot write {output}: {os_error_text(e)}.") from e
+    try:
+        paths.prepare(overwrite)
+        echo(f"{len(files)} {fmt} input file(s) -> {output} ({out_fmt}, {engine} engine, {workers} worker(s))")
+        job = Job(model, files, settings, paths.temporaries()[0], out_fmt, paths.temporaries()[1], workers,
+                  batch_size, pipe_batch_size, progress, marginals)
+        summary = _run_and_publish(job, paths, engine, overwrite, {
+            "output": str(output),
+            "output_format": out_fmt,
+            "rejects": str(paths.rejects),
+            "input": str(input_path),
+            "input_format": fmt,
+            "input_files": len(files),
+            "id_field": id_field,
+            "text_field": text_field,
+            "model": str(model),
+            "engine": engine,
+            "workers": workers,
+        }, dict(shard_size=shard_size, worker_class=worker_class or BatchAnnotator),
+            dict(address=address, num_cpus=num_cpus, max_restarts=max_restarts, max_task_retries=max_task_retries,
+                 actor_class=actor_class or RayAnnotator))
+    finally:
+        lock.release()
+    for line in summary.lines():
+        echo(line)
+    return summary
+
+
+def _run_and_publish(job: Job, paths: OutputPaths, engine: str, overwrite: bool, described: Dict[str, Any],
+                     local_options: Dict[str, Any], ray_options: Dict[str, Any]) -> AnnotateSummary:
+    """Run the engine on ``job`` (its outputs at the temporaries of ``paths``) and publish
+    them with their manifest (``described``: what the manifest says of the run besides its
+    counts); on any error remove the temporaries. An OSError (a full or read-only disk) is
+    an AnnotateRunError naming the path and the system's reason."""
     started = datetime.datetime.now(datetime.timezone.utc)
     try:
         with _signals_interrupt():
-            job = Job(model, files, settings, tmp_output, out_fmt, tmp_rejects, workers, batch_size,
-                      pipe_batch_size, progress, marginals)
             if engine == "local":
-                summary = run_local(job, shard_size=shard_size, worker_class=worker_class or BatchAnnotator)
+                summary = run_local(job, **local_options)
             else:
-                summary = run_ray(job, address=address, num_cpus=num_cpus, max_restarts=max_restarts,
-                                  max_task_retries=max_task_retries, actor_class=actor_class or RayAnnotator)
-            summary.output, summary.rejects, summary.manifest = str(output), str(paths.rejects), str(paths.manifest)
+                summary = run_ray(job, **ray_options)
+            summary.output, summary.rejects, summary.manifest = str(paths.output), str(paths.rejects), \
+                str(paths.manifest)
             paths.publish({
                 "complete": True,
-                "output": str(output),
-                "output_format": out_fmt,
+                "output": described["output"],
+                "output_format": described["output_format"],
                 "files": paths.output_files(),
-                "rejects": str(paths.rejects),
-                "input": str(input_path),
-                "input_format": fmt,
-                "input_files": len(files),
-                "id_field": id_field,
-                "text_field": text_field,
-                "model": str(model),
-                "engine": engine,
-                "workers": workers,
+                **{k: v for k, v in described.items() if k not in ("output", "output_format")},
                 "read": summary.read,
                 "annotated": summary.annotated,
                 "rejected": summary.rejected,
@@ -147,9 +175,13 @@ def annotate(
                 "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "spacy_hybridner_version": __version__,
             }, overwrite)
+    except OSError as e:
+        paths.discard()
+        where = {str(t): f for t, f in zip(paths.temporaries(), paths.finals())}.get(str(e.filename or job.output))
+        written = f" (where {where} is written until the run completes)" if where else ""
+        raise AnnotateRunError(f"{os_error_text(e, job.output)}{written}: the run stopped and nothing was "
+                               f"published.") from e
     except BaseException:
         paths.discard()
         raise
-    for line in summary.lines():
-        echo(line)
     return summary
