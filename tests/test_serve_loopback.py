@@ -304,3 +304,86 @@ def test_serve_command_bounds_headers_and_receive_time(model_dir):
         status, _, body = parse(read_answer(sock, timeout=15))
         sock.close()
         assert status == 408 and "within 1 s" in body["detail"] and time.monotonic() - started < 10
+
+
+# --- pipelined requests (issue 37, item 12): each counted and answered on its own ---------------
+
+def parse_all(answer: bytes):
+    """Every HTTP/1.1 answer in ``answer``, in order: a list of (status, headers, JSON body)."""
+    answers = []
+    while answer:
+        head, _, rest = answer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+        length = int(headers["content-length"])
+        answers.append((int(lines[0].split()[1]), headers, json.loads(rest[:length])))
+        answer = rest[length:]
+    return answers
+
+
+def valid_request(text: str, chunked: bool = False) -> bytes:
+    payload = json.dumps({"text": text}).encode()
+    if not chunked:
+        return request_head(len(payload)) + payload
+    head = (b"POST /v1/ents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    half = len(payload) // 2
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (payload[:half], payload[half:]))
+    return head + chunks + b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("factor", [1.6, 3.0], ids=["1.6x", "3x"])
+def test_a_pipelined_request_with_headers_over_the_limit_is_431_after_the_earlier_answer(factor, chunked):
+    """Two requests in one write, the second's headers over the limit on their own: the
+    first is answered, then the second gets 431 (its bytes were not counted as the first's,
+    nor left uncounted because they arrived with it)."""
+    model = StandIn()
+    limit = 4096
+    with ThreadedServer(model, max_header_bytes=limit) as server:
+        warm = len(model.batches)
+        big = f"X-Big: {'b' * int(limit * factor)}\r\n"
+        sock = connect(server.port)
+        sock.sendall(valid_request("first", chunked) + request_head(2, big) + b"{}")
+        answers = parse_all(read_answer(sock))
+        sock.close()
+        assert [a[0] for a in answers] == [200, 431], answers
+        assert answers[0][2]["docs"][0]["ents"][0]["text"] == "first"
+        assert f"at most {limit} bytes" in answers[1][2]["detail"] and answers[1][1]["connection"] == "close"
+        assert model.batches[warm:] == [["first"]]
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+def test_pipelined_requests_each_under_the_limit_are_all_answered_in_order(chunked):
+    """Requests whose headers are each under the limit and together far over it, with
+    bodies, in one write: every one answered, in order."""
+    model = StandIn()
+    limit = 2048
+    with ThreadedServer(model, max_header_bytes=limit) as server:
+        pad = f"X-Pad: {'p' * (limit - 300)}\r\n"
+        requests = b""
+        for i in range(6):
+            one = valid_request(f"piped {i}", chunked)
+            head, _, body = one.partition(b"\r\n\r\n")
+            last = "Connection: close\r\n" if i == 5 else ""  # the server closes after the last answer
+            requests += head + b"\r\n" + (pad + last).encode() + b"\r\n" + body
+        sock = connect(server.port)
+        sock.sendall(requests)
+        answers = parse_all(read_answer(sock))
+        sock.close()
+        assert [a[0] for a in answers] == [200] * 6, answers
+        assert [a[2]["docs"][0]["ents"][0]["text"] for a in answers] == [f"piped {i}" for i in range(6)]
+
+
+@pytest.mark.parametrize("garbage", [b"\x16\x03\x01 not HTTP\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"],
+                         ids=["not-http", "bad-header"])
+def test_garbage_after_a_valid_request_gets_the_answer_then_400(garbage):
+    model = StandIn()
+    with ThreadedServer(model) as server:
+        sock = connect(server.port)
+        sock.sendall(valid_request("before the garbage") + garbage)
+        answers = parse_all(read_answer(sock))
+        sock.close()
+        assert [a[0] for a in answers] == [200, 400], answers
+        assert answers[0][2]["docs"][0]["ents"][0]["text"] == "before the garbage"
+        assert answers[1][1]["content-type"] == "application/json" and "HTTP" in answers[1][2]["detail"]
