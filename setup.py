@@ -49,6 +49,9 @@ setup(
             "spacy-hybridner.initialize_frozen.v1 = spacy_hybridner.callbacks:initialize_frozen_v1",
             "spacy-hybridner.component_learn_rates.v1 = spacy_hybridner.callbacks:component_learn_rates_v1",
         ],
+        "spacy_tokenizers": [
+            "spacy-hybridner.BoundedTokenizer.v1 = spacy_hybridner.tokenizer:create_bounded_tokenizer",
+        ],
         "spacy_readers": [
             "spacy-hybridner.GoldSilverCorpus.v1 = spacy_hybridner.readers:gold_silver_corpus",
         ],

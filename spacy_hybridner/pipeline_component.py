@@ -23,6 +23,7 @@ from .layers import crf_decode, crf_marginals, crf_soft_loss, module_is_built
 from .readers import MARGINAL_TAGS_KEY, MARGINALS_KEY, example_weight, soft_weight
 from .tag_scheme import biluo_constraints, biluo_tag_names
 from .threads import one_blas_thread, track_for_fork
+from .tokenizer import is_invisible
 
 # The tuned CPU default: the [components.ner.model] block of configs/hybrid_cpu.cfg
 # (tests/test_defaults.py checks that the two agree).
@@ -462,6 +463,8 @@ class HybridEntityRecognizer(TrainablePipe):
             probs = ops.to_numpy(probs)
             preset = list(doc.ents)
             spans = biluo_tags_to_spans(doc, [names[i] for i in tag_ids])
+            # No entity of only invisible characters ("\u200b" * 20, a lone "\u200d").
+            spans = [span for span in spans if not is_invisible(span.text)]
             if preset:
                 taken = numpy.zeros((len(doc),), dtype="bool")
                 for ent in preset:

@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ..about import __version__
 from ..threads import use_threads
+from ..tokenizer import DEFAULT_MAX_RUN_CHARS, bound_tokenizer, is_invisible
 
 EntityRecord = Dict[str, Any]
 # A UTF-16 surrogate code point on its own: valid in a Python str (and a JSON escape), not in UTF-8.
@@ -28,6 +29,10 @@ class Annotator:
     marginals (bool): make every ``hybrid_ner`` component store its tag marginals in the
         Docs it annotates (``HybridEntityRecognizer.store_marginals``); a pipeline without
         one is refused when loaded.
+    max_run_chars (int): the tokenizer's cost bound (:func:`spacy_hybridner.tokenizer.bound_tokenizer`):
+        a whitespace-free run longer than this is tokenized in pieces of this many
+        characters, so no text costs more than linear time. A pipeline whose tokenizer has
+        a bound of its own (``spacy-hybridner.BoundedTokenizer.v1``) keeps it.
 
     The pipeline is loaded on first use (or by :meth:`load`). A pickled Annotator
     carries only these settings, never the pipeline, so it can be shipped to worker
@@ -42,12 +47,14 @@ class Annotator:
         torch_threads: Optional[int] = None,
         gpu_id: int = -1,
         marginals: bool = False,
+        max_run_chars: int = DEFAULT_MAX_RUN_CHARS,
     ) -> None:
         self.model = str(model)
         self.marginals = marginals
         self.batch_size = batch_size
         self.torch_threads = torch_threads
         self.gpu_id = gpu_id
+        self.max_run_chars = max_run_chars
         self._nlp = None
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -64,7 +71,7 @@ class Annotator:
                 use_threads(self.torch_threads)
             if self.gpu_id >= 0:
                 spacy.require_gpu(self.gpu_id)
-            nlp = spacy.load(self.model)
+            nlp = bound_tokenizer(spacy.load(self.model), self.max_run_chars)
             if self.marginals:
                 pipes = [pipe for _, pipe in nlp.pipeline if hasattr(pipe, "store_marginals")]
                 if not pipes:
@@ -115,12 +122,15 @@ class Annotator:
 
 
 def doc_records(doc) -> List[EntityRecord]:
-    """The entities of a processed Doc as plain records (JSON- and Arrow-ready)."""
+    """The entities of a processed Doc as plain records (JSON- and Arrow-ready); an
+    entity made only of invisible characters (any pipeline's) is left out."""
     from spacy.tokens import Span
 
     has_confidence = Span.has_extension("confidence")
     records = []
     for ent in doc.ents:
+        if is_invisible(ent.text):
+            continue
         confidence = ent._.confidence if has_confidence else None
         records.append({
             "start_char": ent.start_char,
