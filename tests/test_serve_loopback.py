@@ -387,3 +387,42 @@ def test_garbage_after_a_valid_request_gets_the_answer_then_400(garbage):
         assert [a[0] for a in answers] == [200, 400], answers
         assert answers[0][2]["docs"][0]["ents"][0]["text"] == "before the garbage"
         assert answers[1][1]["content-type"] == "application/json" and "HTTP" in answers[1][2]["detail"]
+
+
+def test_a_client_that_left_while_its_body_was_read_is_never_queued(monkeypatch, caplog):
+    """The server checks that the client is still there once the body is parsed and
+    validated (in a worker thread), before the request is queued (issue 37, item 13)."""
+    from spacy_hybridner.serve import app as app_module
+
+    reading, go_on = threading.Event(), threading.Event()
+    read_request = app_module.read_request
+
+    def held(*args):
+        reading.set()
+        assert go_on.wait(30)
+        return read_request(*args)
+
+    monkeypatch.setattr(app_module, "read_request", held)
+    model = StandIn()
+    with ThreadedServer(model, batch_wait_ms=0) as server, caplog.at_level("INFO", logger="spacy_hybridner.serve"):
+        warm = len(model.batches)
+        batcher = server.app.state.batcher
+        queued = []
+        annotate = batcher.annotate
+
+        async def recording(texts, gone=None):
+            queued.append(list(texts))
+            return await annotate(texts, gone)
+
+        batcher.annotate = recording
+        sock = connect(server.port)
+        payload = json.dumps({"texts": ["left early", "me too"]}).encode()
+        sock.sendall(request_head(len(payload)) + payload)
+        assert reading.wait(30)  # its body is being read
+        sock.close()
+        wait_for(lambda: not server.server.server_state.connections, timeout=30)  # the server saw it go
+        go_on.set()
+        wait_for(lambda: "whose client left before it was queued" in caplog.text, timeout=30)
+        assert httpx.post(server.url + "/v1/ents", json={"text": "next"}, timeout=30).status_code == 200
+    assert queued == [["next"]]
+    assert model.batches[warm:] == [["next"]]

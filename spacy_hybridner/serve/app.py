@@ -18,14 +18,24 @@ import threading
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from typing_extensions import Annotated
@@ -137,8 +147,161 @@ def build_request_model(settings: ServeSettings) -> type:
     return AnnotateRequest
 
 
+# --- reading a request body: bounded work, off the event loop -------------------------------
+
+REQUEST_FIELDS = frozenset(("text", "texts", "docs", "min_confidence"))
+DOC_FIELDS = frozenset(("id", "text"))
+MAX_NAMED_FIELDS = 5  # unknown fields named in a 422 (the rest are counted)
+MAX_FIELD_CHARS = 64  # characters of an unknown field's name shown in a 422
+MAX_LISTED_ERRORS = 20  # errors listed in a 422 (the rest are counted)
+
+
+class BodyRefused(Exception):
+    """A request body refused before it reaches the model: ``status`` and the JSON
+    ``content`` of the answer (``{"detail": ...}``)."""
+
+    def __init__(self, status: int, content: Dict[str, Any]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.content = content
+
+
+def _not_utf8(detail: str) -> BodyRefused:
+    return BodyRefused(400, {"detail": f"the body is not UTF-8 text: {detail}; send JSON encoded as UTF-8 "
+                                       "(without a byte order mark)"})
+
+
+def _decode_utf8(raw: bytes) -> str:
+    """The body as text: UTF-8, strictly, without a byte order mark (RFC 8259: JSON sent
+    over a network is UTF-8; ``json.loads`` of bytes would guess UTF-16 and UTF-32 too)."""
+    if b"\x00" in raw:
+        # A NUL byte is never part of JSON text (in a string it must be escaped as \u0000):
+        # UTF-16 or UTF-32, even without a byte order mark.
+        raise _not_utf8(f"it holds a NUL byte (at byte {raw.index(0)}), as UTF-16 and UTF-32 do")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise _not_utf8(f"byte {error.start} (0x{raw[error.start]:02x}) cannot be decoded") from None
+    if text.startswith("\ufeff"):
+        raise _not_utf8("it starts with a byte order mark")
+    return text
+
+
+def _unknown_field_errors(data: Dict[str, Any], max_texts: int) -> List[Dict[str, Any]]:
+    """422 errors for unknown fields (of the body and of each of its ``docs``), found before
+    pydantic, which would build one error per field: at most MAX_NAMED_FIELDS are named
+    (names cut at MAX_FIELD_CHARS characters), and one more error counts them all."""
+    found: List[Tuple[List[Any], str]] = []
+    count = 0
+
+    def collect(obj: Dict[str, Any], allowed: frozenset, loc: List[Any]) -> None:
+        nonlocal count
+        unknown = obj.keys() - allowed  # a set operation: no Python loop over the keys
+        if not unknown:
+            return
+        count += len(unknown)
+        for key in obj:  # the first few in the order sent
+            if len(found) >= MAX_NAMED_FIELDS:
+                break
+            if key in unknown:
+                found.append((loc, key))
+
+    collect(data, REQUEST_FIELDS, ["body"])
+    docs = data.get("docs")
+    if isinstance(docs, list) and len(docs) <= max_texts:  # a longer list is refused as too long
+        for i, doc in enumerate(docs):
+            if isinstance(doc, dict):
+                collect(doc, DOC_FIELDS, ["body", "docs", i])
+    errors: List[Dict[str, Any]] = []
+    for loc, key in found:
+        allowed = DOC_FIELDS if len(loc) > 1 else REQUEST_FIELDS
+        shown = key if len(key) <= MAX_FIELD_CHARS else key[:MAX_FIELD_CHARS] + "..."
+        cut = f" (its name cut at {MAX_FIELD_CHARS} characters)" if shown != key else ""
+        errors.append({
+            "type": "extra_forbidden", "loc": [*loc, shown],
+            "msg": f"unknown field{cut}: the fields are {', '.join(repr(f) for f in sorted(allowed))}",
+        })
+    if count > len(errors):
+        errors.append({
+            "type": "extra_forbidden", "loc": ["body"],
+            "msg": f"{count} unknown fields in all; the first {len(errors)} are listed",
+        })
+    return errors
+
+
+def _bounded(errors: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """At most MAX_LISTED_ERRORS errors, and one that counts the others."""
+    if len(errors) <= MAX_LISTED_ERRORS:
+        return errors
+    return errors[:MAX_LISTED_ERRORS] + [{
+        "type": "too_many_errors", "loc": ["body"],
+        "msg": f"{len(errors)} errors in all; the first {MAX_LISTED_ERRORS} are listed",
+    }]
+
+
+def _not_an_object_msg(content_type: Optional[str], value: Any) -> str:
+    if not _is_json(content_type):
+        sent = f"is {content_type!r}" if content_type else "is missing"
+        return (f"the body must be a JSON object sent with 'Content-Type: application/json' (this request's "
+                f"Content-Type {sent}; with curl, add -H 'Content-Type: application/json')")
+    return f'the body must be a JSON object such as {{"text": "..."}}, got a JSON {_json_type(value)}'
+
+
+def read_request(raw: bytes, content_type: Optional[str], model: type, max_texts: int) -> Any:
+    """Parse and validate a ``/v1/ents`` or ``/v1/render`` body: the server runs this in a
+    worker thread, not on the event loop, and its work is linear in the body's size.
+
+    raw (bytes): the body (at most --max-body-bytes: the middleware refused larger ones).
+    content_type (Optional[str]): the request's Content-Type (JSON, or refused).
+    model (type): the request model of :func:`build_request_model`.
+    max_texts (int): the limit on ``docs``, up to which each doc's fields are checked early.
+    RETURNS: the validated request. Raises BodyRefused: 400 for a body that is not UTF-8;
+        422 for anything else wrong, in FastAPI's format (``detail``: a list of ``loc``,
+        ``msg``, ``type``; no input echoed), with unknown fields refused before pydantic and
+        at most MAX_LISTED_ERRORS errors listed.
+    """
+    if not raw:
+        raise BodyRefused(422, {"detail": [{
+            "type": "missing", "loc": ["body"], "msg": 'the body is empty: send a JSON object such as {"text": "..."}',
+        }]})
+    if not _is_json(content_type):
+        raise BodyRefused(422, {"detail": [{
+            "type": "model_attributes_type", "loc": ["body"], "msg": _not_an_object_msg(content_type, raw),
+        }]})
+    text = _decode_utf8(raw)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise BodyRefused(422, {"detail": [{
+            "type": "json_invalid", "loc": ["body", error.pos], "msg": "JSON decode error", "ctx": {"error": error.msg},
+        }]}) from None
+    except RecursionError:
+        raise BodyRefused(422, {"detail": [{
+            "type": "json_invalid", "loc": ["body"], "msg": "JSON decode error",
+            "ctx": {"error": "arrays or objects nested too deeply"},
+        }]}) from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise BodyRefused(422, {"detail": [{
+            "type": "json_invalid", "loc": ["body"], "msg": "JSON decode error",
+            "ctx": {"error": str(error).split(":")[0][:200]},
+        }]}) from None
+    if not isinstance(data, dict):
+        raise BodyRefused(422, {"detail": [{
+            "type": "model_attributes_type", "loc": ["body"], "msg": _not_an_object_msg(content_type, data),
+        }]})
+    unknown = _unknown_field_errors(data, max_texts)
+    if unknown:
+        raise BodyRefused(422, {"detail": unknown})
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in error.errors(include_url=False)]
+        raise BodyRefused(422, {"detail": _bounded(_validation_error_body(errors, content_type)["detail"])}) from None
+
+
 ERROR_RESPONSES: Dict[Union[int, str], Dict[str, Any]] = {
-    400: {"description": "A body that could not be read as JSON text, or a bad Content-Length"},
+    400: {"description": "A body that is not UTF-8 (UTF-16 or UTF-32, a byte order mark, bytes that do not "
+                         "decode), bytes that are not HTTP, or a bad Content-Length"},
     401: {"description": "No or a wrong API key (when the server has one)"},
     408: {"description": "The whole request did not arrive within --receive-timeout seconds"},
     413: {"description": "Request body larger than --max-body-bytes"},
@@ -273,10 +436,10 @@ class BodySizeMiddleware:
 # --- the app ------------------------------------------------------------------------------
 
 def _is_json(content_type: Optional[str]) -> bool:
-    """FastAPI parses a body as JSON without a Content-Type, or with application/json or
-    application/*+json."""
+    """A body is read as JSON with Content-Type application/json or application/*+json (as
+    FastAPI does; not without a Content-Type)."""
     if not content_type:
-        return True
+        return False
     media = content_type.split(";")[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
@@ -362,7 +525,20 @@ def create_app(
         detail = error.error or "the model is still loading: retry when GET /ready answers 200"
         return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": str(settings.retry_after_s)})
 
-    async def _annotate(body: Any, request: Request) -> Union[JSONResponse, List[Dict[str, Any]]]:
+    async def _annotate(request: Request) -> Union[JSONResponse, List[Dict[str, Any]]]:
+        raw = await request.body()
+        try:
+            # JSON parsing and validation of up to --max-body-bytes in a worker thread: the
+            # event loop goes on answering other requests meanwhile.
+            body = await run_in_threadpool(
+                read_request, raw, request.headers.get("content-type"), AnnotateRequest, settings.max_texts,
+            )
+        except BodyRefused as refused:
+            return AsciiJSONResponse(refused.content, status_code=refused.status)
+        if await request.is_disconnected():
+            # The client left while its body was read or validated: it never reaches the queue.
+            logger.info("Dropped a request (%d text(s)) whose client left before it was queued", len(body.items()))
+            return JSONResponse({"detail": "the client closed the connection before its answer"}, status_code=499)
         items = body.items()
         try:
             results = await batcher.annotate([item["text"] for item in items], gone=_client_gone(request))
@@ -396,22 +572,29 @@ def create_app(
     def _public(docs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         return [{"id": d["id"], "ents": d["ents"]} for d in docs]
 
-    @app.post("/v1/ents", response_model=EntsResponse, responses=ERROR_RESPONSES, tags=["v1"])
-    async def ents(body: AnnotateRequest, request: Request) -> Any:
+    # The body is read by read_request (in a worker thread), not by FastAPI (on the event
+    # loop); the schema is documented as FastAPI would.
+    request_body = {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/AnnotateRequest"}}}}}
+
+    @app.post("/v1/ents", response_model=EntsResponse, responses=ERROR_RESPONSES, tags=["v1"],
+              openapi_extra=request_body)
+    async def ents(request: Request) -> Any:
         """The entities of each text: ``start_char``, ``end_char``, ``label``, ``text``,
         ``confidence``."""
-        docs = await _annotate(body, request)
+        docs = await _annotate(request)
         if isinstance(docs, JSONResponse):
             return docs
         # Plain records, already the response model's shape: sent as they are (no second
         # validation per request; response_model documents the schema).
         return JSONResponse({"docs": _public(docs)})
 
-    @app.post("/v1/render", response_model=RenderResponse, responses=ERROR_RESPONSES, tags=["v1"])
-    async def render(body: AnnotateRequest, request: Request) -> Any:
+    @app.post("/v1/render", response_model=RenderResponse, responses=ERROR_RESPONSES, tags=["v1"],
+              openapi_extra=request_body)
+    async def render(request: Request) -> Any:
         """displaCy's entity markup (``displacy.render(style="ent")``) of the texts, with the
         entities as in ``/v1/ents``."""
-        docs = await _annotate(body, request)
+        docs = await _annotate(request)
         if isinstance(docs, JSONResponse):
             return docs
         html = await run_in_threadpool(render_html, docs, (await _info())["labels"])
@@ -442,6 +625,7 @@ def create_app(
         return FileResponse(STATIC_DIR / "index.html")
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _add_request_schema(app, AnnotateRequest)
     # The last added is the outermost: errors as JSON around everything, then the key
     # (checked before the body is read), then the size (before parsing).
     app.add_middleware(BodySizeMiddleware, max_bytes=settings.max_body_bytes)
@@ -449,6 +633,21 @@ def create_app(
         app.add_middleware(ApiKeyMiddleware, api_key=settings.api_key)
     app.add_middleware(JsonErrorMiddleware)
     return app
+
+
+def _add_request_schema(app: FastAPI, model: type) -> None:
+    """Put the request model's JSON schema (and its ``Doc``) into the app's OpenAPI
+    components, where the routes' ``requestBody`` refers to it."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = {**schema.pop("$defs", {}), model.__name__: schema}
+    openapi = app.openapi
+
+    def openapi_with_request_schema() -> Dict[str, Any]:
+        document = openapi()  # built once, then cached by FastAPI
+        document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+        return document
+
+    app.openapi = openapi_with_request_schema  # type: ignore[method-assign]
 
 
 async def _client_gone(request: Request) -> None:
