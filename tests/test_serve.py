@@ -224,11 +224,13 @@ class StandIn:
 
     def __init__(self, load_gate: threading.Event = None) -> None:
         self.load_gate = load_gate
+        self.loading = threading.Event()  # set when load() begins
         self.started = threading.Event()
         self.release = threading.Event()
         self.batches = []
 
     def load(self):
+        self.loading.set()
         if self.load_gate is not None:
             assert self.load_gate.wait(30)
         return self
@@ -361,9 +363,12 @@ def test_model_workers_take_batches_in_turn():
 
 def test_not_ready_until_every_worker_loaded():
     gate = threading.Event()
-    app = create_app([StandIn(), StandIn(load_gate=gate)], ServeSettings())
+    second = StandIn(load_gate=gate)
+    app = create_app([StandIn(), second], ServeSettings())
     with TestClient(app) as client:
-        time.sleep(0.2)  # the first worker has loaded by now; the second waits at the gate
+        # The first worker has loaded and warmed up; the second waits at the gate.
+        wait_for(lambda: app.state.batcher._loaded == 1)
+        assert second.loading.wait(10)
         assert client.get("/ready").status_code == 503
         gate.set()
         wait_ready(client)
@@ -610,9 +615,70 @@ def test_a_model_process_that_dies_is_logged_restarted_and_its_batch_retried(tmp
         assert model.pid not in (None, first_pid)
     log = caplog.text
     assert f"The model process {first_pid} died (killed by SIGKILL) while annotating a batch of 3 text(s)" in log
-    assert "The model failed on a batch of 2 requests (3 texts)" in log and "running each request again" in log
+    assert "The model process died on a batch of 2 request(s) (3 text(s)); running each request again" in log
     assert f"Restarting the model: a new process replaces process {first_pid} (killed by SIGKILL)" in log
     model.close()
+
+
+class DieOnceAnnotator:
+    """Runs in a model process: a text with "DIE once" kills its process with SIGKILL the
+    first time (``marker``, a file, records that it did), a text with "DIE always" every
+    time; else one entity per text."""
+
+    model = "die-once-stand-in"
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def load(self):
+        return self
+
+    def info(self):
+        return {"labels": ["X"]}
+
+    def annotate(self, texts):
+        import os
+        import signal as signals
+        from pathlib import Path
+
+        texts = list(texts)
+        if any("DIE once" in t for t in texts) and not Path(self.marker).exists():
+            Path(self.marker).touch()
+            os.kill(os.getpid(), signals.SIGKILL)
+        if any("DIE always" in t for t in texts):
+            os.kill(os.getpid(), signals.SIGKILL)
+        return [[{"start_char": 0, "end_char": len(t), "label": "X", "text": t, "confidence": 0.5}] for t in texts]
+
+
+def test_a_lone_request_whose_model_process_died_is_run_again_in_a_new_process(tmp_path, caplog):
+    """Issue 37, item 11: a batch of one request whose process dies is run again once, in
+    the new process (200); one that kills that process too gets a 500, and the server goes on."""
+    from spacy_hybridner.serve.model_process import ProcessAnnotator
+
+    marker = tmp_path / "died"
+    model = ProcessAnnotator(DieOnceAnnotator(str(marker)))
+    app = create_app(model, ServeSettings(batch_wait_ms=0))
+    try:
+        with TestClient(app) as client, caplog.at_level("INFO", logger="spacy_hybridner.serve"):
+            wait_ready(client)
+            first_pid = model.pid
+            response = client.post("/v1/ents", json={"text": "DIE once"})
+            assert marker.exists()  # it did kill its process
+            assert response.status_code == 200, response.text
+            assert response.json()["docs"][0]["ents"][0]["text"] == "DIE once"
+            second_pid = model.pid
+            assert second_pid not in (None, first_pid)
+            log = caplog.text
+            assert f"The model process {first_pid} died (killed by SIGKILL) while annotating a batch of 1 text" in log
+            assert "The model process died on a batch of 1 request(s) (1 text(s)); running each request again" in log
+            assert f"Restarting the model: a new process replaces process {first_pid} (killed by SIGKILL)" in log
+
+            response = client.post("/v1/ents", json={"text": "DIE always"})
+            assert response.status_code == 500 and response.json()["error_id"] in response.json()["detail"]
+            assert client.post("/v1/ents", json={"text": "fine"}).status_code == 200
+            assert model.pid not in (None, first_pid, second_pid)
+    finally:
+        model.close()
 
 
 def test_describe_exit():

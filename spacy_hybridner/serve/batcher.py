@@ -21,6 +21,7 @@ import uuid
 from typing import Any, Awaitable, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..annotate.annotator import EntityRecord
+from .model_process import ModelProcessDied
 
 logger = logging.getLogger("spacy_hybridner.serve")
 
@@ -262,21 +263,30 @@ class Batcher:
 
     def _process(self, annotator: Any, batch: List[_Request]) -> None:
         """Annotate a batch at once; if the model raises, run its requests one by one so
-        that only the request(s) it fails on get the error. Requests withdrawn meanwhile
-        (their client left) are dropped before they reach the model."""
+        that only the request(s) it fails on get the error; if its process died, run each
+        request once more on its own (a batch of one too), in the new process. Requests
+        withdrawn meanwhile (their client left) are dropped before they reach the model."""
         live = self._live(batch)
         if not live:
             return
         try:
             results = annotator.annotate([t for r in live for t in r.texts])
         except Exception as error:  # noqa: BLE001 - isolated below
-            if len(live) == 1:
+            if isinstance(error, ModelProcessDied):
+                # Whatever killed the process (memory, a signal) may not be this batch's
+                # doing: each request runs again, alone, in the new process.
+                logger.warning(
+                    "The model process died on a batch of %d request(s) (%d text(s)); running each request again "
+                    "on its own in a new process", len(live), sum(len(r.texts) for r in live),
+                )
+            elif len(live) == 1:
                 self._fail(live[0], len(live[0].texts))
                 return
-            logger.warning(
-                "The model failed on a batch of %d requests (%d texts): %s; running each request again on its own",
-                len(live), sum(len(r.texts) for r in live), _last_line(error),
-            )
+            else:
+                logger.warning(
+                    "The model failed on a batch of %d requests (%d texts): %s; running each request again on its own",
+                    len(live), sum(len(r.texts) for r in live), _last_line(error),
+                )
             for request in self._live(live):
                 try:
                     own = annotator.annotate(request.texts)

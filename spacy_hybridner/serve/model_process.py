@@ -21,7 +21,12 @@ logger = logging.getLogger("spacy_hybridner.serve")
 
 class ModelProcessError(RuntimeError):
     """The model raised in the child process (the message carries its traceback), or the
-    child died."""
+    child died (:class:`ModelProcessDied`)."""
+
+
+class ModelProcessDied(ModelProcessError):
+    """The child died during a call (killed, out of memory): the call may succeed in the
+    new process that the next call starts."""
 
 
 def describe_exit(code: Optional[int]) -> str:
@@ -105,7 +110,7 @@ class ProcessAnnotator:
             self._death = f"process {pid} ({how})"
             self._conn.close()
             self._proc = self._conn = None
-            raise ModelProcessError(
+            raise ModelProcessDied(
                 f"the model process {pid} died ({how}) while {doing}; the next call starts a new one"
             ) from None
         if not ok:
