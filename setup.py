@@ -67,6 +67,7 @@ setup(
             "spacy-hybridner.HybridNER.v2 = spacy_hybridner.architectures:build_hybrid_ner_v2",
             "spacy-hybridner.CharMultiHashEmbed.v1 = spacy_hybridner.architectures:build_char_multi_hash_embed",
             "spacy-hybridner.CharMultiHashEmbed.v2 = spacy_hybridner.architectures:build_char_multi_hash_embed_v2",
+            "spacy-hybridner.CharMultiHashEmbed.v3 = spacy_hybridner.architectures:build_char_multi_hash_embed_v3",
         ],
     },
     classifiers=[

@@ -101,15 +101,15 @@ def build_hybrid_ner(
     mixed_precision: bool = False,
     grad_scaler_config: dict = {},  # noqa: B006 (a config default, never mutated)
     nO: Optional[int] = None,
-    attention_dropout: Optional[float] = None,
 ) -> Model[List[Doc], List[Floats2d]]:
-    """The first released HybridNER: ``HybridNER.v2`` with the defaults it was released
-    with (kept so that v1 configs mean what they meant; tests/test_defaults.py pins
-    them) and the batch bounds of that time. New configs use v2."""
+    """The first released HybridNER: ``HybridNER.v2`` with the signature and defaults it
+    was released with (kept so that v1 configs mean what they meant; tests/test_defaults.py
+    pins them), attention dropout equal to ``dropout`` and the batch bounds of that time.
+    New configs use v2 (which adds ``attention_dropout`` and the batch bounds)."""
     return build_hybrid_ner_v2(
         tok2vec, width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
         lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
-        token_dropout=token_dropout, attention_dropout=attention_dropout, window=window,
+        token_dropout=token_dropout, attention_dropout=None, window=window,
         stride=stride, mixed_precision=mixed_precision, grad_scaler_config=grad_scaler_config,
         encoder_batch_tokens=16384, crf_batch_tokens=65536, nO=nO,
     )
@@ -181,11 +181,34 @@ def build_char_multi_hash_embed_v2(
     word_dropout_rate: float = 0.0,
     char_cnn_width: int = 0,
 ) -> Model[List[Doc], List[Floats2d]]:
-    """Hash embeddings of ``attrs`` and character embeddings, concatenated and mixed
-    down to ``width`` by one Maxout layer. Unlike v1 (spaCy's ``MultiHashEmbed`` and
-    ``CharacterEmbed`` each with its own Maxout, then a third), there is one mixing
-    layer and no second hash table of the word, which makes it cheaper; and the
-    word-identity tables (NORM, LOWER, ORTH) can be dropped out by whole rows.
+    """``CharMultiHashEmbed.v3``, as released in version 0.2.0: its signature is frozen
+    (tests/test_defaults.py pins it). ``char_cnn_width`` came after the first release of
+    v2 and belongs to v3, but every pipeline that 0.2.0 saved names v2 with it (the shipped
+    ``hybrid_cpu`` has ``char_cnn_width = 64``), so v2 keeps it: such pipelines load and
+    give the same entities. New configs name v3."""
+    return build_char_multi_hash_embed_v3(
+        width, attrs, rows, include_static_vectors, nM=nM, nC=nC,
+        word_dropout_rate=word_dropout_rate, char_cnn_width=char_cnn_width,
+    )
+
+
+@registry.architectures("spacy-hybridner.CharMultiHashEmbed.v3")
+def build_char_multi_hash_embed_v3(
+    width: int,
+    attrs: List[str],
+    rows: List[int],
+    include_static_vectors: bool,
+    nM: int = 16,
+    nC: int = 8,
+    word_dropout_rate: float = 0.0,
+    char_cnn_width: int = 0,
+) -> Model[List[Doc], List[Floats2d]]:
+    """Hash embeddings of ``attrs``, character embeddings and (optionally) a character
+    CNN, concatenated and mixed down to ``width`` by one Maxout layer. Unlike v1
+    (spaCy's ``MultiHashEmbed`` and ``CharacterEmbed`` each with its own Maxout, then a
+    third), there is one mixing layer and no second hash table of the word, which makes
+    it cheaper; and the word-identity tables (NORM, LOWER, ORTH) can be dropped out by
+    whole rows.
 
     width (int): Output width, and width of each hash table.
     attrs (List[str]): Token attributes to hash-embed, e.g. NORM, PREFIX, SUFFIX, SHAPE.

@@ -51,7 +51,7 @@ nO = null
 @architectures = "spacy.Tok2Vec.v2"
 
 [model.tok2vec.embed]
-@architectures = "spacy-hybridner.CharMultiHashEmbed.v2"
+@architectures = "spacy-hybridner.CharMultiHashEmbed.v3"
 width = 96
 attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
 rows = [20000, 5000, 10000, 5000]

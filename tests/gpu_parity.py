@@ -36,7 +36,7 @@ TINY_CHAR_CNN_MODEL = {
     "tok2vec": {
         **TINY_MODEL["tok2vec"],
         "embed": {
-            "@architectures": "spacy-hybridner.CharMultiHashEmbed.v2",
+            "@architectures": "spacy-hybridner.CharMultiHashEmbed.v3",
             "width": 32, "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"], "rows": [500, 100, 200, 200],
             "include_static_vectors": False, "nM": 8, "nC": 4, "char_cnn_width": 16,
             "word_dropout_rate": 0.1,

@@ -535,8 +535,8 @@ def test_calibrate_fits_temperature_keeps_entities_and_is_saved(tmp_path):
     "embed",
     [
         {"@architectures": "spacy-hybridner.CharMultiHashEmbed.v1"},
-        {"@architectures": "spacy-hybridner.CharMultiHashEmbed.v2", "word_dropout_rate": 0.25},
-        {"@architectures": "spacy-hybridner.CharMultiHashEmbed.v2", "char_cnn_width": 16},
+        {"@architectures": "spacy-hybridner.CharMultiHashEmbed.v3", "word_dropout_rate": 0.25},
+        {"@architectures": "spacy-hybridner.CharMultiHashEmbed.v3", "char_cnn_width": 16},
     ],
 )
 def test_character_embedding_with_token_dropout_learns_and_reloads(tmp_path, embed):

@@ -50,7 +50,7 @@ def registered_by_package():
 def test_every_registered_function_has_an_entry_point():
     entry_points = setup_entry_points()
     registered = registered_by_package()
-    assert ("spacy_architectures", "spacy-hybridner.CharMultiHashEmbed.v2") in registered
+    assert ("spacy_architectures", "spacy-hybridner.CharMultiHashEmbed.v3") in registered
     assert ("spacy_factories", "hybrid_ner") in registered
     missing = [key for key in registered if key[1] not in entry_points.get(key[0], {})]
     assert missing == []

@@ -1,4 +1,4 @@
-"""Word dropout on embedding rows; CharMultiHashEmbed.v2, where it and the character CNN go."""
+"""Word dropout on embedding rows; CharMultiHashEmbed.v3, where it and the character CNN go."""
 import numpy
 import pytest
 import spacy
@@ -31,7 +31,7 @@ def build_v2(**kwargs):
     settings = dict(width=16, attrs=["NORM", "PREFIX", "SHAPE"], rows=[100, 50, 50],
                     include_static_vectors=False, nM=4, nC=4)
     settings.update(kwargs)
-    return registry.get("architectures", "spacy-hybridner.CharMultiHashEmbed.v2")(**settings)
+    return registry.get("architectures", "spacy-hybridner.CharMultiHashEmbed.v3")(**settings)
 
 
 def test_v2_drops_the_word_table_only():

@@ -3,7 +3,7 @@
 The same layer as the one spaCy's ``spacy.CharacterEmbed.v2`` builds inside itself
 (a node named ``charembed`` with dims ``nM``, ``nC``, ``nO = nM * nC``, ``nV = 256``
 and one parameter ``E`` of shape ``(nC, 256, nM)``), so pipelines saved with
-``CharMultiHashEmbed.v2`` keep loading; written here because spaCy offers it only
+``CharMultiHashEmbed.v2`` and ``.v3`` keep loading; written here because spaCy offers it only
 from a private module.
 """
 from typing import Callable, List, Tuple
