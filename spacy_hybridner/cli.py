@@ -364,6 +364,11 @@ def serve_command(
         30.0, min=0.001,
         help="Seconds to receive a whole request, headers and body, from its first byte (408 beyond)",
     ),
+    shutdown_timeout: float = typer.Option(
+        10.0, min=0.0,
+        help="Seconds the requests in flight (and their answers) have after SIGTERM or SIGINT before the server "
+             "exits anyway; a second signal exits at once",
+    ),
     queue_size: int = typer.Option(64, min=1, help="Requests that may wait for the model (503 + Retry-After beyond)"),
     max_batch_texts: int = typer.Option(64, min=1, help="Most texts gathered into one nlp.pipe call"),
     batch_wait_ms: float = typer.Option(2.0, min=0.0, help="How long to wait for more requests to batch, in ms"),
@@ -397,7 +402,7 @@ def serve_command(
             host=host, port=port, api_key=api_key, max_body_bytes=max_body_bytes, max_text_chars=max_text_chars,
             max_texts=max_texts, queue_size=queue_size, max_batch_texts=max_batch_texts, batch_wait_ms=batch_wait_ms,
             max_header_bytes=max_header_bytes, receive_timeout_s=receive_timeout,
-            access_log=access_log, log_level=log_level,
+            shutdown_timeout_s=shutdown_timeout, access_log=access_log, log_level=log_level,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error

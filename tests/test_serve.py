@@ -412,6 +412,8 @@ def test_settings_reject_nonsense():
         ServeSettings(max_texts=0)
     with pytest.raises(ValueError, match="API key is empty"):
         ServeSettings(api_key=" ")
+    with pytest.raises(ValueError, match="shutdown_timeout_s"):
+        ServeSettings(shutdown_timeout_s=-1)
     assert ServeSettings().host == "127.0.0.1"
 
 

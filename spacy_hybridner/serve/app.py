@@ -14,7 +14,6 @@ import json
 import logging
 import signal
 import socket
-import threading
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -707,8 +706,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
 def server_config(app: Any, settings: ServeSettings, configure_logging: bool = True) -> Any:
     """uvicorn's configuration for the app: the bounded HTTP protocol
     (:mod:`~spacy_hybridner.serve.protocol`: 431 beyond ``max_header_bytes``, 408 beyond
-    ``receive_timeout_s``), no WebSockets, and uvicorn's log handlers for the server's
-    logger too (``configure_logging=False``: leave the process's logging as it is)."""
+    ``receive_timeout_s``), no WebSockets, a graceful stop bounded by
+    ``shutdown_timeout_s``, and uvicorn's log handlers for the server's logger too
+    (``configure_logging=False``: leave the process's logging as it is)."""
     import uvicorn
 
     from .protocol import bounded_protocol
@@ -718,6 +718,7 @@ def server_config(app: Any, settings: ServeSettings, configure_logging: bool = T
         log_config=_log_config(settings.log_level) if configure_logging else None,
         log_level=settings.log_level, access_log=settings.access_log, lifespan="on",
         http=bounded_protocol(settings.max_header_bytes, settings.receive_timeout_s), ws="none",
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
 
 
@@ -731,8 +732,10 @@ def serve(
     model_process: bool = True,
     model_workers: Optional[int] = None,
 ) -> None:
-    """Serve a pipeline over HTTP with uvicorn until SIGINT or SIGTERM (then exit cleanly,
-    after the requests in flight are answered).
+    """Serve a pipeline over HTTP with uvicorn until SIGTERM or SIGINT (SIGINT only if it was
+    not ignored when the process started), then exit cleanly (exit code 0) once the requests
+    in flight are answered, or ``settings.shutdown_timeout_s`` after the signal; a second
+    signal stops it at once (:class:`~spacy_hybridner.serve.server.GracefulServer`).
 
     model (str): a pipeline package name or the path of a saved pipeline.
     settings (ServeSettings): host, port, limits, batching, API key.
@@ -750,9 +753,9 @@ def serve(
     Raises SystemExit(1) if the pipeline cannot be loaded.
     """
     import spacy
-    import uvicorn
 
     from ..annotate.annotator import Annotator
+    from .server import GracefulServer, stop_signals
 
     if not Path(model).exists() and not spacy.util.is_package(model):
         raise SystemExit(f"Cannot serve {model!r}: it is neither a folder nor an installed pipeline package")
@@ -773,7 +776,7 @@ def serve(
 
         annotator = [ProcessAnnotator(annotator) for _ in range(model_workers)]
     failed: List[BaseException] = []
-    server: Optional[uvicorn.Server] = None
+    server: Optional[GracefulServer] = None
 
     def stop_on_load_error(error: BaseException) -> None:
         failed.append(error)
@@ -781,24 +784,19 @@ def serve(
             server.should_exit = True
 
     app = create_app(annotator, settings, on_load_error=stop_on_load_error)
-    server = uvicorn.Server(server_config(app, settings))
+    server = GracefulServer(server_config(app, settings))
     host, port = sock.getsockname()[:2]
-    logger.info("Listening on http://%s:%d (Ctrl-C to stop)", f"[{host}]" if ":" in host else host, port)
+    how = "Ctrl-C or SIGTERM to stop" if signal.SIGINT in stop_signals() else (
+        "SIGTERM to stop; SIGINT is ignored, as it was when the process started")
+    logger.info("Listening on http://%s:%d (%s)", f"[{host}]" if ":" in host else host, port, how)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         logger.warning(
             "Listening on %s without an API key: anyone who can reach this host can use the model "
             "(set --api-key or SPACY_HYBRIDNER_API_KEY)", settings.host,
         )
-    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then raises the signal again with the
-    # handlers found at start; with these it returns instead of dying of it, so exit is 0.
-    main_thread = threading.current_thread() is threading.main_thread()
-    signals = (signal.SIGINT, signal.SIGTERM) if main_thread else ()
-    previous = {sig: signal.signal(sig, lambda *_: None) for sig in signals}
     try:
         server.run(sockets=[sock])
     finally:
         sock.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     if failed:
         raise SystemExit(f"Could not serve {model!r}: {failed[0]}")

@@ -20,6 +20,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+# The child sets its SIGINT handler itself before it runs the command line: a process
+# started by a shell's background job (``nohup make test &``) inherits SIGINT ignored, and
+# serve leaves an inherited SIG_IGN alone. Set in the child's own Python (not with
+# preexec_fn, which is unsafe in a parent with threads).
+_BOOT = (
+    "import signal, sys; signal.signal(signal.SIGINT, {handler}); sys.argv[0] = 'spacy-hybridner'; "
+    "from spacy_hybridner.cli import main; main()"
+)
+
+
 class ServerProcess:
     """The real server in a child process; a context manager that stops it on exit.
 
@@ -28,6 +38,9 @@ class ServerProcess:
     port (Optional[int]): port to listen on (None: a free one).
     env (Optional[Dict[str, str]]): environment of the child (None: this one).
     api_key (Optional[str]): sent with the readiness checks if the server needs one.
+    sigint_ignored (bool): start the server with SIGINT ignored, as a shell's background
+        job is (serve then stops on SIGTERM only); by default SIGINT is Python's default
+        handler in the child, whatever this process has.
     """
 
     def __init__(
@@ -38,10 +51,13 @@ class ServerProcess:
         port: Optional[int] = None,
         env: Optional[Dict[str, str]] = None,
         api_key: Optional[str] = None,
+        sigint_ignored: bool = False,
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "spacy_hybridner", "serve", str(model), "--port", str(self.port), *args]
+        handler = "signal.SIG_IGN" if sigint_ignored else "signal.default_int_handler"
+        self.command = [sys.executable, "-c", _BOOT.format(handler=handler),
+                        "serve", str(model), "--port", str(self.port), *args]
         self.env = env
         self.api_key = api_key
         self.proc: Optional[subprocess.Popen] = None
@@ -54,11 +70,7 @@ class ServerProcess:
     def start(self, timeout: float = 120.0) -> "ServerProcess":
         """Start the server and wait until ``GET /ready`` answers 200.
         Raises RuntimeError (with the server's output) if it exits or is not ready in time."""
-        self.proc = subprocess.Popen(
-            self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-            # A shell's background job inherits SIGINT as ignored; restore it so stop() works.
-            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-        )
+        self.proc = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + timeout
         headers = {"X-API-Key": self.api_key} if self.api_key else {}
         while time.monotonic() < deadline:
@@ -76,9 +88,10 @@ class ServerProcess:
         raise RuntimeError(f"the server was not ready after {timeout:.0f} s:\n{self.output()}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        """Ask the server to stop (SIGTERM or SIGINT: uvicorn answers the requests in flight,
-        then exits) and wait. RETURNS (int): its exit code. Raises RuntimeError if it has not
-        exited within ``timeout`` seconds (it is killed then)."""
+        """Ask the server to stop (SIGTERM or SIGINT: it answers the requests in flight, for
+        at most its --shutdown-timeout, then exits) and wait. RETURNS (int): its exit code.
+        Raises RuntimeError if it has not exited within ``timeout`` seconds (it is killed
+        then)."""
         if self.proc is None:
             return 0
         if self.proc.poll() is None:

@@ -48,6 +48,9 @@ class ServeSettings:
         from its first byte, or from the connection's opening; beyond it 408 and the
         connection is closed (a connection that sent nothing is closed without an answer).
         The model's time is not counted: it starts once the whole request is in.
+    shutdown_timeout_s (float): after SIGTERM or SIGINT, how long the requests in flight
+        (and their answers) have before they are cancelled and the server exits; a second
+        signal exits at once.
     access_log (bool): uvicorn's per-request log lines.
     log_level (str): uvicorn's and the server's log level.
     """
@@ -64,6 +67,7 @@ class ServeSettings:
     retry_after_s: int = 1
     max_header_bytes: int = 65_536
     receive_timeout_s: float = 30.0
+    shutdown_timeout_s: float = 10.0
     access_log: bool = True
     log_level: str = "info"
 
@@ -78,6 +82,8 @@ class ServeSettings:
             )
         if not self.receive_timeout_s > 0:
             raise ValueError(f"receive_timeout_s must be more than 0 seconds, got {self.receive_timeout_s}")
+        if not self.shutdown_timeout_s >= 0:
+            raise ValueError(f"shutdown_timeout_s must be 0 seconds or more, got {self.shutdown_timeout_s}")
         if self.batch_wait_ms < 0:
             raise ValueError(f"batch_wait_ms must be 0 or more, got {self.batch_wait_ms}")
         if self.api_key is not None and not self.api_key.strip():
