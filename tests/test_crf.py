@@ -7,9 +7,9 @@ import numpy
 import pytest
 import torch
 
-from spacy_hybridner.modules import CRF, length_buckets
-from spacy_hybridner.modules.crf import TORCH_OPS
+from spacy_hybridner.modules import CRF, crf_torch, length_buckets
 from spacy_hybridner.modules.crf_numpy import NUMPY_OPS, segment_log_probs
+from spacy_hybridner.modules.crf_torch import TORCH_OPS
 from spacy_hybridner.tag_scheme import biluo_constraints, biluo_tag_names
 
 TAGS = biluo_tag_names(["PER", "LOC"])  # 9 tags
@@ -410,3 +410,14 @@ def test_partition_falls_back_to_log_space_when_the_tree_underflows(gap):
     assert log_z.item() == pytest.approx(-gap, abs=1e-3)
     log_z.sum().backward()
     assert torch.isfinite(emissions.grad).all()
+
+
+def test_padded_algorithms_are_crf_torchs_functions_on_the_class():
+    """The algorithms live in crf_torch as plain functions; CRF keeps them as
+    staticmethods (tests/gpu_parity.py calls CRF.forward_scores), and the saved state
+    keeps its names (saved pipelines load them)."""
+    crf = make_crf()
+    for name in ("forward_scores", "backward_scores", "scaled_forward_backward", "tree_log_partition", "viterbi"):
+        assert getattr(CRF, name) is getattr(crf_torch, name)
+        assert getattr(crf, name) is getattr(crf_torch, name)
+    assert list(crf.state_dict()) == ["start_transitions", "end_transitions", "transitions"]
