@@ -11,13 +11,14 @@ import http.client
 import json
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import median
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..serve.process import ServerProcess
 from ..threads import use_threads
-from .benchmark import command_block
+from .benchmark import command_block, machine_description
 
 
 def load_texts(data_path: Path, limit: int = 0) -> Tuple[List[str], int]:
@@ -119,18 +120,106 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[index]
 
 
+@dataclass
+class _Timings:
+    """Words/s of every round: ``nlp.pipe`` per torch thread count, ``nlp.pipe`` with a batch
+    size of ``clients``, and the most texts whose entities from a server differed."""
+
+    pipe_wps: Dict[int, List[float]]
+    small_batch_wps: List[float] = field(default_factory=list)
+    mismatched: int = 0
+
+
+def _server_plans(model_workers: Sequence[int], server_args: Sequence[str], torch_threads: Optional[int]) -> List[Dict]:
+    """One server per number of model workers (none given: serve's default), with its torch threads."""
+    from ..serve.settings import default_model_workers, default_torch_threads
+
+    workers_list = list(model_workers) or [default_model_workers("--model-thread" not in server_args)]
+    return [
+        {"workers": w, "threads": torch_threads or default_torch_threads(w), "words_per_second": []}
+        for w in workers_list
+    ]
+
+
+def _start_servers(
+    stack: contextlib.ExitStack, model: str, servers: List[Dict], clients: int, server_args: Sequence[str],
+    texts: Sequence[str],
+) -> None:
+    """Start every server (``server["process"]``, stopped with ``stack``) and warm it up."""
+    for server in servers:
+        args = ["--torch-threads", str(server["threads"]), "--model-workers", str(server["workers"]),
+                "--no-access-log", "--log-level", "warning", "--queue-size", str(max(64, 2 * clients)),
+                *server_args]
+        server["process"] = stack.enter_context(ServerProcess(model, args))
+        time_server(server["process"].port, texts[:200], clients)  # warm-up
+
+
+def _one_round(
+    nlp: Any, texts: Sequence[str], n_words: int, clients: int, servers: List[Dict], server_threads: int,
+    timings: _Timings,
+) -> None:
+    """``nlp.pipe`` with each thread count, with a batch size of ``clients``, then every server."""
+    for threads in timings.pipe_wps:
+        use_threads(threads)
+        seconds, pipe_spans = time_pipe(nlp, texts)
+        timings.pipe_wps[threads].append(n_words / seconds)
+    use_threads(server_threads)
+    timings.small_batch_wps.append(n_words / time_pipe(nlp, texts, batch_size=clients)[0])
+    for server in servers:
+        seconds, server_spans = time_server(server["process"].port, texts, clients)
+        server["words_per_second"].append(n_words / seconds)
+        timings.mismatched = max(timings.mismatched, sum(a != b for a, b in zip(pipe_spans, server_spans)))
+
+
+def _round_line(round_: int, timings: _Timings, servers: List[Dict], clients: int, server_threads: int) -> str:
+    pipes = ", ".join(f"{wps[-1]:,.0f} ({t} threads)" for t, wps in timings.pipe_wps.items())
+    served = ", ".join(f"{s['words_per_second'][-1]:,.0f} ({s['workers']} workers)" for s in servers)
+    return (f"round {round_ + 1}: nlp.pipe {pipes}, batch size {clients} "
+            f"{timings.small_batch_wps[-1]:,.0f} ({server_threads} threads); server {served} words/s; "
+            f"texts with other entities: {timings.mismatched}")
+
+
+def _intro_line(n_texts: int, n_words: int, clients: int, servers: List[Dict], timings: _Timings) -> str:
+    described = "; ".join(f"{s['workers']} model worker(s) x {s['threads']} torch thread(s)" for s in servers)
+    return (f"{n_texts} texts, {n_words} words; {clients} clients; servers: {described}; "
+            f"nlp.pipe torch threads {' and '.join(map(str, timings.pipe_wps))}")
+
+
+def _rank_servers(servers: List[Dict], timings: _Timings) -> Tuple[Dict[int, float], int]:
+    """Every server's median words/s and its ratio to the faster ``nlp.pipe`` (the servers'
+    processes dropped). RETURNS: ``nlp.pipe``'s median per thread count, and the faster count."""
+    pipe_medians = {t: median(v) for t, v in timings.pipe_wps.items()}
+    best_threads = max(pipe_medians, key=pipe_medians.get)
+    for server in servers:
+        del server["process"]
+        server["median"] = median(server["words_per_second"])
+        server["ratio"] = server["median"] / pipe_medians[best_threads]
+    return pipe_medians, best_threads
+
+
+def _local_latencies(nlp: Any, text: str, n: int) -> List[float]:
+    """Seconds of each of ``n`` calls of ``nlp(text)`` in this process."""
+    local = []
+    for _ in range(n):
+        start = time.perf_counter()
+        nlp(text)
+        local.append(time.perf_counter() - start)
+    return local
+
+
+def _summary_line(result: Dict[str, Any]) -> str:
+    served = ", ".join(
+        f"{s['median']:,.0f} words/s with {s['workers']} workers ({s['ratio']:.2f}x)" for s in result["servers"]
+    )
+    return (f"median: nlp.pipe {result['pipe_median']:,.0f} words/s ({result['pipe_best_threads']} threads), "
+            f"server {served}; latency p50 {result['latency_p50_ms']:.1f} ms, p99 {result['latency_p99_ms']:.1f} ms "
+            f"(nlp(text) p50 {result['nlp_p50_ms']:.1f} ms)")
+
+
 def serve_benchmark(
-    model: str,
-    data_path: Path,
-    *,
-    clients: int = 16,
-    repeats: int = 3,
-    limit: int = 0,
-    latency_requests: int = 200,
-    torch_threads: Optional[int] = None,
-    model_workers: Sequence[int] = (),
-    server_args: Sequence[str] = (),
-    echo: Callable[[str], None] = print,
+    model: str, data_path: Path, *, clients: int = 16, repeats: int = 3, limit: int = 0,
+    latency_requests: int = 200, torch_threads: Optional[int] = None, model_workers: Sequence[int] = (),
+    server_args: Sequence[str] = (), echo: Callable[[str], None] = print,
 ) -> Dict[str, Any]:
     """Measure the server against ``nlp.pipe`` on the texts of ``data_path``.
 
@@ -156,78 +245,36 @@ def serve_benchmark(
     import spacy
     import torch
 
-    from ..serve.settings import default_model_workers, default_torch_threads
-    from .benchmark import machine_description
-
     texts, n_words = load_texts(data_path, limit)
-    workers_list = list(model_workers) or [default_model_workers("--model-thread" not in server_args)]
-    servers = [
-        {"workers": w, "threads": torch_threads or default_torch_threads(w), "words_per_second": []}
-        for w in workers_list
-    ]
+    servers = _server_plans(model_workers, server_args, torch_threads)
     server_threads = servers[0]["threads"]
-    pipe_threads = sorted({server_threads, torch.get_num_threads()})
+    timings = _Timings({t: [] for t in sorted({server_threads, torch.get_num_threads()})})
     nlp = spacy.load(model)
     short = next((t for t in texts if 8 <= len(t.split()) <= 15), texts[0])
-    described = "; ".join(f"{s['workers']} model worker(s) x {s['threads']} torch thread(s)" for s in servers)
-    echo(f"{len(texts)} texts, {n_words} words; {clients} clients; servers: {described}; "
-         f"nlp.pipe torch threads {' and '.join(map(str, pipe_threads))}")
+    echo(_intro_line(len(texts), n_words, clients, servers, timings))
     time_pipe(nlp, texts[:200])  # warm-up
-    pipe_wps: Dict[int, List[float]] = {t: [] for t in pipe_threads}
-    small_batch_wps: List[float] = []
-    mismatched = 0
     with contextlib.ExitStack() as stack:
-        for server in servers:
-            args = ["--torch-threads", str(server["threads"]), "--model-workers", str(server["workers"]),
-                    "--no-access-log", "--log-level", "warning", "--queue-size", str(max(64, 2 * clients)),
-                    *server_args]
-            server["process"] = stack.enter_context(ServerProcess(model, args))
-            time_server(server["process"].port, texts[:200], clients)  # warm-up
+        _start_servers(stack, model, servers, clients, server_args, texts)
         for round_ in range(repeats):
-            for threads in pipe_threads:
-                use_threads(threads)
-                seconds, pipe_spans = time_pipe(nlp, texts)
-                pipe_wps[threads].append(n_words / seconds)
-            use_threads(server_threads)
-            small_batch_wps.append(n_words / time_pipe(nlp, texts, batch_size=clients)[0])
-            for server in servers:
-                seconds, server_spans = time_server(server["process"].port, texts, clients)
-                server["words_per_second"].append(n_words / seconds)
-                mismatched = max(mismatched, sum(a != b for a, b in zip(pipe_spans, server_spans)))
-            pipes = ", ".join(f"{pipe_wps[t][-1]:,.0f} ({t} threads)" for t in pipe_threads)
-            served = ", ".join(f"{s['words_per_second'][-1]:,.0f} ({s['workers']} workers)" for s in servers)
-            echo(f"round {round_ + 1}: nlp.pipe {pipes}, batch size {clients} "
-                 f"{small_batch_wps[-1]:,.0f} ({server_threads} threads); server {served} words/s; "
-                 f"texts with other entities: {mismatched}")
+            _one_round(nlp, texts, n_words, clients, servers, server_threads, timings)
+            echo(_round_line(round_, timings, servers, clients, server_threads))
         latencies = time_latency(servers[0]["process"].port, short, latency_requests)
-    pipe_medians = {t: median(v) for t, v in pipe_wps.items()}
-    best_threads = max(pipe_medians, key=pipe_medians.get)
-    for server in servers:
-        del server["process"]
-        server["median"] = median(server["words_per_second"])
-        server["ratio"] = server["median"] / pipe_medians[best_threads]
+    pipe_medians, best_threads = _rank_servers(servers, timings)
     use_threads(best_threads)
-    local = []
-    for _ in range(latency_requests):
-        start = time.perf_counter()
-        nlp(short)
-        local.append(time.perf_counter() - start)
+    local = _local_latencies(nlp, short, latency_requests)
     result = {
         "model": model, "data": str(data_path), "server_args": list(server_args), "n_texts": len(texts),
         "n_words": n_words, "clients": clients, "servers": servers,
-        "server_torch_threads": server_threads, "pipe_words_per_second": pipe_wps, "pipe_medians": pipe_medians,
-        "pipe_best_threads": best_threads, "pipe_median": pipe_medians[best_threads],
-        "small_batch_words_per_second": small_batch_wps, "small_batch_median": median(small_batch_wps),
-        "server_median": servers[0]["median"], "ratio": servers[0]["ratio"], "mismatched_texts": mismatched,
+        "server_torch_threads": server_threads, "pipe_words_per_second": timings.pipe_wps,
+        "pipe_medians": pipe_medians, "pipe_best_threads": best_threads, "pipe_median": pipe_medians[best_threads],
+        "small_batch_words_per_second": timings.small_batch_wps, "small_batch_median": median(timings.small_batch_wps),
+        "server_median": servers[0]["median"], "ratio": servers[0]["ratio"], "mismatched_texts": timings.mismatched,
         "latency_text": short, "latency_words": len(nlp.make_doc(short)), "latency_requests": latency_requests,
         "latency_p50_ms": 1000 * percentile(latencies, 50), "latency_p99_ms": 1000 * percentile(latencies, 99),
         "nlp_p50_ms": 1000 * percentile(local, 50), "nlp_p99_ms": 1000 * percentile(local, 99),
         "machine": machine_description(), "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
-    served = ", ".join(f"{s['median']:,.0f} words/s with {s['workers']} workers ({s['ratio']:.2f}x)" for s in servers)
-    echo(f"median: nlp.pipe {result['pipe_median']:,.0f} words/s ({best_threads} threads), server {served}; "
-         f"latency p50 {result['latency_p50_ms']:.1f} ms, p99 {result['latency_p99_ms']:.1f} ms "
-         f"(nlp(text) p50 {result['nlp_p50_ms']:.1f} ms)")
+    echo(_summary_line(result))
     return result
 
 
