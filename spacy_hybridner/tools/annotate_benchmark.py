@@ -47,6 +47,38 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def _corpora(texts: List[str], synthetic_factor: int) -> Dict[str, List[str]]:
+    """The base corpus and, with a ``synthetic_factor`` over 1, its texts that many times, shuffled."""
+    corpora = {"base": texts}
+    if synthetic_factor > 1:
+        synthetic = texts * synthetic_factor
+        random.Random(0).shuffle(synthetic)
+        corpora[f"synthetic ×{synthetic_factor}"] = synthetic
+    return corpora
+
+
+def _time_corpus(
+    name: str, corpus: List[str], model: str, annotator: Annotator, tmp: Path, repeat: int, batch_size: int,
+    echo: Callable[[str], None],
+) -> Dict:
+    """Every configuration ``repeat`` times on one corpus. RETURNS: docs, words, seconds per configuration."""
+    path = _write_jsonl(tmp / "corpus.jsonl", corpus)
+    words = sum(len(doc) for doc in annotator.nlp.tokenizer.pipe(corpus))
+    rows: Dict[str, List[float]] = {}
+    configs = {
+        "nlp.pipe (this process)": partial(annotator.annotate, corpus),
+        "local, 1 process": partial(_annotate, model, path, tmp, "local", 1, batch_size),
+        "local, 2 processes": partial(_annotate, model, path, tmp, "local", 2, batch_size),
+        "ray, 1 actor": partial(_annotate, model, path, tmp, "ray", 1, batch_size),
+        "ray, 2 actors": partial(_annotate, model, path, tmp, "ray", 2, batch_size),
+    }
+    for _ in range(repeat):  # interleaved, so a noisy minute hits every config alike
+        for config, fn in configs.items():
+            rows.setdefault(config, []).append(_timed(fn))
+            echo(f"{name}: {config}: {rows[config][-1]:.1f} s")
+    return {"docs": len(corpus), "words": words, "seconds": rows}
+
+
 def run_annotate_benchmark(
     model: str,
     data_path: Path,
@@ -72,12 +104,7 @@ def run_annotate_benchmark(
     # get OMP_NUM_THREADS=1 from Ray)
     use_threads(1)
     texts = _texts_of(data_path, limit)
-    rng = random.Random(0)
-    corpora = {"base": texts}
-    if synthetic_factor > 1:
-        synthetic = texts * synthetic_factor
-        rng.shuffle(synthetic)
-        corpora[f"synthetic ×{synthetic_factor}"] = synthetic
+    corpora = _corpora(texts, synthetic_factor)
     annotator = Annotator(model, batch_size=None).load()
     results: Dict = {"corpora": {}, "model": model, "data": str(data_path), "batch_size": batch_size}
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -87,27 +114,11 @@ def run_annotate_benchmark(
         results["ray_init_s"] = time.perf_counter() - start
         try:
             one = _write_jsonl(tmp / "one.jsonl", texts[:1])
-            first = []
-            for _ in range(repeat):
-                first.append(_timed(partial(_annotate, model, one, tmp, "ray", 1, batch_size)))
+            first = [_timed(partial(_annotate, model, one, tmp, "ray", 1, batch_size)) for _ in range(repeat)]
             results["ray_first_batch_s"] = median(first)
             echo(f"ray.init {results['ray_init_s']:.1f} s; a one-document run {results['ray_first_batch_s']:.1f} s")
             for name, corpus in corpora.items():
-                path = _write_jsonl(tmp / "corpus.jsonl", corpus)
-                words = sum(len(doc) for doc in annotator.nlp.tokenizer.pipe(corpus))
-                rows: Dict[str, List[float]] = {}
-                configs = {
-                    "nlp.pipe (this process)": partial(annotator.annotate, corpus),
-                    "local, 1 process": partial(_annotate, model, path, tmp, "local", 1, batch_size),
-                    "local, 2 processes": partial(_annotate, model, path, tmp, "local", 2, batch_size),
-                    "ray, 1 actor": partial(_annotate, model, path, tmp, "ray", 1, batch_size),
-                    "ray, 2 actors": partial(_annotate, model, path, tmp, "ray", 2, batch_size),
-                }
-                for _ in range(repeat):  # interleaved, so a noisy minute hits every config alike
-                    for config, fn in configs.items():
-                        rows.setdefault(config, []).append(_timed(fn))
-                        echo(f"{name}: {config}: {rows[config][-1]:.1f} s")
-                results["corpora"][name] = {"docs": len(corpus), "words": words, "seconds": rows}
+                results["corpora"][name] = _time_corpus(name, corpus, model, annotator, tmp, repeat, batch_size, echo)
         finally:
             ray.shutdown()
     return results
