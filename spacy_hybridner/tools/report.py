@@ -184,6 +184,43 @@ def plot_training_curves(records: List[Dict], path: Path) -> None:
 
 
 # --- the report ------------------------------------------------------------------------------
+def _scores_text(scores: Dict, support: Dict[str, int], calib: Dict, check: Dict, breakdown: Optional[Dict],
+                 train_path: Optional[Path]) -> str:
+    """What ``scores.md`` holds: the scores, the seqeval cross-check and the recall breakdown."""
+    markdown = scores_markdown(scores, support, calib["ece"]) + "\n" + crosscheck_line(check) + "\n"
+    if breakdown is not None:
+        markdown += f"\nRecall by type and by words seen in training ({train_path}):\n\n"
+        markdown += breakdown_markdown(breakdown)
+    return markdown
+
+
+def _worst_documents(examples: Sequence[Example], per_doc: List[Dict], n_worst: int) -> Tuple[List[Dict], str]:
+    """The ``n_worst`` documents with errors, lowest F first (most errors first at the same F).
+    RETURNS: Their scores, and a displaCy page of each one's gold and predicted entities."""
+    worst = sorted((d for d in per_doc if d["fp"] + d["fn"]), key=lambda d: (d["f"], -(d["fp"] + d["fn"])))[:n_worst]
+    shown = []
+    for d in worst:
+        eg = examples[d["doc"]]
+        gold, pred = eg.reference, eg.predicted
+        gold.user_data["title"] = f"document {d['doc']}: gold"
+        pred.user_data["title"] = f"document {d['doc']}: predicted (F {100 * d['f']:.1f})"
+        shown.extend([gold, pred])
+    return worst, displacy.render(shown, style="ent", page=True) if shown else "<p>No errors.</p>"
+
+
+def _training_records(training_dir: Optional[Path]) -> List[Dict]:
+    """The training log of ``training_dir`` (none without one); FileNotFoundError when it has none."""
+    if training_dir is None:
+        return []
+    log_path = training_dir / "log.jsonl"
+    if not log_path.exists():
+        raise FileNotFoundError(
+            f"No training log at {log_path}. Train with the logger "
+            f"spacy-hybridner.TrainingLogger.v1 and --paths.log {log_path}."
+        )
+    return read_training_log(log_path)
+
+
 def write_report(
     nlp: Language, data_path: Path, output_dir: Path, training_dir: Optional[Path] = None,
     n_worst: int = 10, plots: bool = True, train_path: Optional[Path] = None,
@@ -202,35 +239,13 @@ def write_report(
     labels, counts = confusion_counts(examples)
     support = {label: sum(counts.get(label, {}).values()) for label in labels}
     calib = calibration(examples)
-    per_doc = document_scores(examples)
     check = crosscheck_scores(examples)
     breakdown = recall_breakdown(examples, seen_words) if seen_words is not None else None
-    markdown = scores_markdown(scores, support, calib["ece"]) + "\n" + crosscheck_line(check) + "\n"
-    if breakdown is not None:
-        markdown += f"\nRecall by type and by words seen in training ({train_path}):\n\n"
-        markdown += breakdown_markdown(breakdown)
+    markdown = _scores_text(scores, support, calib, check, breakdown, train_path)
     (output_dir / "scores.md").write_text(markdown, encoding="utf8")
-
-    worst = sorted((d for d in per_doc if d["fp"] + d["fn"]), key=lambda d: (d["f"], -(d["fp"] + d["fn"])))[:n_worst]
-    shown = []
-    for d in worst:
-        eg = examples[d["doc"]]
-        gold, pred = eg.reference, eg.predicted
-        gold.user_data["title"] = f"document {d['doc']}: gold"
-        pred.user_data["title"] = f"document {d['doc']}: predicted (F {100 * d['f']:.1f})"
-        shown.extend([gold, pred])
-    worst_html = displacy.render(shown, style="ent", page=True) if shown else "<p>No errors.</p>"
+    worst, worst_html = _worst_documents(examples, document_scores(examples), n_worst)
     (output_dir / "worst.html").write_text(worst_html, encoding="utf8")
-
-    records = []
-    log_path = training_dir / "log.jsonl" if training_dir is not None else None
-    if log_path is not None:
-        if not log_path.exists():
-            raise FileNotFoundError(
-                f"No training log at {log_path}. Train with the logger "
-                f"spacy-hybridner.TrainingLogger.v1 and --paths.log {log_path}."
-            )
-        records = read_training_log(log_path)
+    records = _training_records(training_dir)
     if plots:
         plot_confusion(labels, counts, output_dir / "confusion.png")
         plot_reliability(calib, output_dir / "reliability.png")
