@@ -10,7 +10,8 @@ from thinc.api import HashEmbed, Maxout, Model, chain, concatenate, list2ragged,
 from thinc.types import Floats2d
 
 from .layers import char_cnn, char_embed, crf_layer, hybrid_encoder, word_dropout
-from .modules import EncoderSettings
+from .modules import CRF_BATCH_TOKENS, ENCODER_BATCH_TOKENS, EncoderSettings
+from .threads import numpy_gemm
 
 
 @registry.architectures("spacy-hybridner.HybridNER.v2")
@@ -75,7 +76,7 @@ def build_hybrid_ner_v2(
         grad_scaler_config=grad_scaler_config, nO=nO, max_batch_tokens=encoder_batch_tokens,
     )
     crf = crf_layer(nO=nO, max_batch_tokens=crf_batch_tokens)
-    return Model(
+    model = Model(
         "hybrid_ner",
         _forward,
         init=_init,
@@ -83,6 +84,8 @@ def build_hybrid_ner_v2(
         refs={"tok2vec": tok2vec, "encoder": encoder, "crf": crf},
         dims={"nO": nO},
     )
+    numpy_gemm(model)  # the BLAS policy of its thinc layers: threads.numpy_gemm
+    return model
 
 
 @registry.architectures("spacy-hybridner.HybridNER.v1")
@@ -111,7 +114,7 @@ def build_hybrid_ner(
         lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
         token_dropout=token_dropout, attention_dropout=None, window=window,
         stride=stride, mixed_precision=mixed_precision, grad_scaler_config=grad_scaler_config,
-        encoder_batch_tokens=16384, crf_batch_tokens=65536, nO=nO,
+        encoder_batch_tokens=ENCODER_BATCH_TOKENS, crf_batch_tokens=CRF_BATCH_TOKENS, nO=nO,
     )
 
 

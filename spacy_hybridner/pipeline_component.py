@@ -1,7 +1,7 @@
 """The ``hybrid_ner`` pipeline component: HybridNER as spaCy's ``ner``."""
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy
 import srsly
@@ -13,21 +13,22 @@ from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
 from spacy.training import Example, biluo_tags_to_spans, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, NumpyOps, Optimizer, set_dropout_rate
+from thinc.api import Config, Model, Optimizer, set_dropout_rate
 from thinc.types import Floats1d, Floats2d, Ints1d
 
 from .about import __version__
 from .calibration import entity_offsets, fit_temperature, is_correct
+from .distill import store_marginals, weighted_loss
 from .extensions import install_extensions
-from .layers import crf_decode, crf_marginals, crf_soft_loss, module_is_built
-from .readers import MARGINAL_TAGS_KEY, MARGINALS_KEY, example_weight, soft_weight
+from .layers import crf_decode, crf_marginals, module_is_built
+from .modules import CRF_BATCH_TOKENS, ENCODER_BATCH_TOKENS
 from .tag_scheme import biluo_constraints, biluo_tag_names
 from .threads import one_blas_thread, track_for_fork
 from .tokenizer import is_invisible
 
 # The tuned CPU default: the [components.ner.model] block of configs/hybrid_cpu.cfg
-# (tests/test_defaults.py checks that the two agree).
-DEFAULT_HYBRID_NER_MODEL = """
+# (tests/test_defaults.py checks that the two agree); the batch bounds named in modules.
+DEFAULT_HYBRID_NER_MODEL = f"""
 [model]
 @architectures = "spacy-hybridner.HybridNER.v2"
 width = 128
@@ -42,9 +43,9 @@ attention_dropout = 0.0
 window = 256
 stride = 192
 mixed_precision = false
-grad_scaler_config = {}
-encoder_batch_tokens = 16384
-crf_batch_tokens = 65536
+grad_scaler_config = {{}}
+encoder_batch_tokens = {ENCODER_BATCH_TOKENS}
+crf_batch_tokens = {CRF_BATCH_TOKENS}
 nO = null
 
 [model.tok2vec]
@@ -71,24 +72,12 @@ maxout_pieces = 3
 DEFAULT_MODEL = Config().from_str(DEFAULT_HYBRID_NER_MODEL)["model"]
 
 
-def numpy_gemm(model: Model) -> None:
-    """Run the matrix products of the model's thinc layers (the tok2vec's Maxout layers,
-    the character CNN) through numpy's BLAS instead of thinc's default, blis.
+class Predictions(NamedTuple):
+    """What ``HybridEntityRecognizer.predict`` gives ``set_annotations``, per doc."""
 
-    thinc's ``NumpyOps`` multiplies with blis on one thread; ``NumpyOps(use_blis=False)``
-    hands ``gemm`` to numpy, whose OpenBLAS uses every core that torch's layers use too.
-    Everything else ``NumpyOps`` does stays the same. Applied when the component is
-    initialised and when it loads, so that training, the in-memory model and a reloaded
-    one compute alike: on CoNLL-2003 test the default pipeline then annotates 1.1 (batches
-    of 32) to 1.6 (of 1000) times as fast on 2 cores, with the same entities as with blis
-    (``docs/benchmarks.md``, "CPU inference"). Models on a GPU (``CupyOps``) are left alone.
-    """
-    if type(model.ops) is not NumpyOps or not model.ops.use_blis:
-        return
-    ops = NumpyOps(use_blis=False)
-    for node in model.walk():
-        if type(node.ops) is NumpyOps:
-            node.ops = ops
+    tag_ids: List[Ints1d]
+    probs: List[Floats1d]
+    marginals: Optional[List[Floats2d]]
 
 
 @Language.factory(
@@ -255,7 +244,6 @@ class HybridEntityRecognizer(TrainablePipe):
             raise ValueError(Errors.E923.format(name=self.name))
         self._set_up_model()
         self.model.initialize(X=doc_sample)
-        numpy_gemm(self.model)
 
     def _gold_tags(self, example: Example) -> Ints1d:
         """Tag ids of the reference entities aligned to the predicted tokens; -1 where
@@ -284,9 +272,9 @@ class HybridEntityRecognizer(TrainablePipe):
         sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
         """Learn from a batch of examples: CRF negative log-likelihood, summed, each
-        example's weighted by ``readers.example_weight`` (1.0 unless a corpus reader such
+        example's weighted by ``distill.example_weight`` (1.0 unless a corpus reader such
         as ``GoldSilverCorpus`` set one) and, for silver examples with a teacher's
-        marginals, partly against those (see ``_loss``)."""
+        marginals, partly against those (``distill.weighted_loss``)."""
         if losses is None:
             losses = {}
         losses.setdefault(self.name, 0.0)
@@ -317,54 +305,10 @@ class HybridEntityRecognizer(TrainablePipe):
     def _loss(
         self, examples: List[Example], scores: List[Floats2d], gold: List[Ints1d]
     ) -> Tuple[float, List[Floats2d]]:
-        """The loss of each example times its weight (``readers.example_weight``): the CRF's
-        negative log-likelihood of the gold tags or, for a share ``readers.soft_weight`` of
-        it, the CRF's cross-entropy against the teacher's marginals (``crf_soft_loss``)."""
-        weights = [example_weight(eg) for eg in examples]
-        shares = [soft_weight(eg) for eg in examples]
-        targets = [self._soft_targets(eg) if a > 0 else None for eg, a in zip(examples, shares)]
-        shares = [a if t is not None else 0.0 for a, t in zip(shares, targets)]
-        loss, d_scores = self._crf_loss(scores, gold, [w * (1.0 - a) for w, a in zip(weights, shares)])
-        soft = [i for i, a in enumerate(shares) if a > 0]
-        if soft:
-            crf = self.model.get_ref("crf")
-            soft_loss, d_soft = crf_soft_loss(crf, [scores[i] for i in soft], [targets[i] for i in soft])
-            soft_loss = self.model.ops.to_numpy(soft_loss)
-            d_scores = list(d_scores)
-            for j, i in enumerate(soft):
-                scale = weights[i] * shares[i]
-                d_scores[i] = d_scores[i] + scale * d_soft[j]
-                loss += float(scale * soft_loss[j])
-        return loss, d_scores
-
-    def _soft_targets(self, example: Example) -> Optional[Floats2d]:
-        """The teacher's tag marginals of the example's reference in this component's tag
-        order, or None: no marginals, tokens that differ from the predicted doc's, or
-        tags that do not match (the example then trains on its entities alone)."""
-        data = example.reference.user_data
-        marginals, names = data.get(MARGINALS_KEY), data.get(MARGINAL_TAGS_KEY)
-        if marginals is None or names is None:
-            return None
-        predicted, reference = example.predicted, example.reference
-        if len(predicted) != len(reference) or len(marginals) != len(reference) or any(
-            a.text != b.text for a, b in zip(predicted, reference)
-        ):
-            return None
-        index, own = self._tags()
-        if set(names) != set(own):
-            return None
-        order = [list(names).index(name) for name in own]
-        return self.model.ops.asarray2f(numpy.asarray(marginals, dtype="float32")[:, order])
-
-    def _crf_loss(
-        self, scores: List[Floats2d], gold: List[Ints1d], weights: List[float]
-    ) -> Tuple[float, List[Floats2d]]:
-        """Sum of the sequences' negative log-likelihoods times their weights, and its
-        gradient."""
-        nll, backprop = self.model.get_ref("crf").begin_update((scores, gold))
-        w = self.model.ops.asarray1f(weights)
-        d_scores, _ = backprop(w)
-        return float((self.model.ops.to_numpy(nll) * self.model.ops.to_numpy(w)).sum()), d_scores
+        """Each example's weighted CRF loss, partly against a teacher's marginals where it
+        has them: ``distill.weighted_loss``."""
+        _, names = self._tags()
+        return weighted_loss(self.model.get_ref("crf"), scores, gold, examples, names)
 
     # --- prediction -------------------------------------------------------------------
     def _require_initialized(self) -> None:
@@ -424,41 +368,41 @@ class HybridEntityRecognizer(TrainablePipe):
             probs.extend(part_probs)
         return tags, probs
 
-    def predict(self, docs: Iterable[Doc]) -> Tuple:
-        """Decode the best tags of each doc. RETURNS (Tuple): tag ids (``List[Ints1d]``)
-        and, at each token, the probability of the segment ending there
-        (``List[Floats1d]``); with ``store_marginals``, third, the tag marginals of each
-        doc (``List[Floats2d]``, the CRF's forward-backward at temperature 1)."""
+    def predict(self, docs: Iterable[Doc]) -> "Predictions":
+        """Decode the best tags of each doc. RETURNS (Predictions): tag ids
+        (``List[Ints1d]``), at each token the probability of the segment ending there
+        (``List[Floats1d]``), and with ``store_marginals`` the tag marginals of each doc
+        (``List[Floats2d]``, the CRF's forward-backward at temperature 1; else None)."""
         docs = list(docs)
         self._require_initialized()
         ops = self.model.ops
         if not any(len(doc) for doc in docs):
-            empty = ([ops.alloc1i(len(d)) for d in docs], [ops.alloc1f(len(d)) for d in docs])
-            return empty + (([ops.alloc2f(len(d), len(self.tag_names)) for d in docs],) if self.store_marginals else ())
+            marginals = [ops.alloc2f(len(d), len(self.tag_names)) for d in docs] if self.store_marginals else None
+            return Predictions([ops.alloc1i(len(d)) for d in docs], [ops.alloc1f(len(d)) for d in docs], marginals)
         with one_blas_thread(ops):
             scores = self._scores(docs)
             tags, probs = self._decode(docs, scores)
             if not self.store_marginals:
-                return tags, probs
+                return Predictions(tags, probs, None)
             crf = self.model.get_ref("crf")
-            marginals: List[Floats2d] = []
+            marginals = []
             start = 0
             for part in _parts_by_words(docs, self.max_predict_words):
                 marginals.extend(crf_marginals(crf, scores[start : start + len(part)]))
                 start += len(part)
-            return tags, probs, marginals
+            return Predictions(tags, probs, marginals)
 
-    def set_annotations(self, docs: Iterable[Doc], predictions: Tuple) -> None:
+    def set_annotations(self, docs: Iterable[Doc], predictions: "Predictions") -> None:
         """Write the entities to ``doc.ents``, with ``span._.confidence``, and the tag
-        marginals to ``doc.user_data`` when ``predict`` gave them (``store_marginals``)."""
+        marginals to ``doc.user_data`` when ``predict`` gave them (``store_marginals``;
+        ``distill.store_marginals``)."""
         _, names = self._tags()
         ops = self.model.ops
         docs = list(docs)
-        if len(predictions) > 2:
-            for doc, marginals in zip(docs, predictions[2]):
-                doc.user_data[MARGINALS_KEY] = ops.to_numpy(marginals).astype("float16")
-                doc.user_data[MARGINAL_TAGS_KEY] = list(names)
-        for doc, tag_ids, probs in zip(docs, predictions[0], predictions[1]):
+        if predictions.marginals is not None:
+            for doc, marginals in zip(docs, predictions.marginals):
+                store_marginals(doc, ops.to_numpy(marginals), names)
+        for doc, tag_ids, probs in zip(docs, predictions.tag_ids, predictions.probs):
             tag_ids = ops.to_numpy(tag_ids)
             probs = ops.to_numpy(probs)
             preset = list(doc.ents)
@@ -498,7 +442,7 @@ class HybridEntityRecognizer(TrainablePipe):
         with one_blas_thread(self.model.ops):
             scores = self._scores(docs)
         annotated = [doc.copy() for doc in docs]  # docs stay without entities: no preset constraint
-        self.set_annotations(annotated, self._decode(docs, scores, temperature=1.0))
+        self.set_annotations(annotated, Predictions(*self._decode(docs, scores, temperature=1.0), None))
         ends = [(i, ent.end - 1) for i, doc in enumerate(annotated) for ent in doc.ents]
         correct = [
             is_correct(ent, entity_offsets(eg.reference))
@@ -546,7 +490,6 @@ class HybridEntityRecognizer(TrainablePipe):
                 f"component has labels {list(self.labels)}: the file was saved before the model "
                 f"was initialized. Save the pipeline again after nlp.initialize or training."
             )
-        numpy_gemm(self.model)
 
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "HybridEntityRecognizer":
         """Load from a bytestring written by ``to_bytes``."""

@@ -7,7 +7,9 @@ corpus (to measure what more text does), drawn to a ratio of silver to gold word
 weighted: ``hybrid_ner`` multiplies each example's loss by ``doc.user_data[WEIGHT_KEY]`` of
 its reference (1.0 when absent). Where the teacher stored its tag marginals, a share
 ``soft_weight`` of a silver example's loss is taken against them (soft targets) instead of
-against the teacher's entities. Other components ignore weights and marginals.
+against the teacher's entities. The keys and the loss live in ``distill``; other components
+ignore weights and marginals. Nothing is read until training starts (``spacy debug config``
+validates a config whose data is not there yet).
 
 spaCy's training loop reads a corpus once when ``max_epochs >= 0`` and shuffles that list
 every epoch, so the silver sample is drawn once per run; with ``max_epochs = -1`` (streaming)
@@ -17,45 +19,14 @@ import random
 from pathlib import Path
 from typing import Iterator, List, Optional, Union
 
-import numpy
 from spacy.training import Corpus, Example
 from spacy.util import registry
 
-#: Key of ``Doc.user_data`` on a reference doc: the weight of the example's loss.
-WEIGHT_KEY = "hybridner_weight"
-#: Keys of ``Doc.user_data`` written by a teacher's ``hybrid_ner`` with ``store_marginals``
-#: (``annotate --marginals``): its tag marginals ``(len(doc), K)`` and their tag names.
-MARGINALS_KEY = "hybridner_marginals"
-MARGINAL_TAGS_KEY = "hybridner_marginal_tags"
-#: Key of ``Doc.user_data`` on a reference doc: the share of its loss that is the soft
-#: (marginals) loss, the rest being the hard-label loss; set by ``GoldSilverCorpus``.
-SOFT_WEIGHT_KEY = "hybridner_soft_weight"
+from .distill import MARGINALS_KEY, SOFT_WEIGHT_KEY, WEIGHT_KEY, soften
 
 #: The seed of the silver subset, fixed so that a smaller ``silver_fraction`` takes a
 #: subset of a larger one, whatever the training seed.
 SUBSET_SEED = 0
-
-
-def example_weight(example: Example) -> float:
-    """The loss weight of an example: its reference's ``user_data[WEIGHT_KEY]``, else 1.0."""
-    return float(example.reference.user_data.get(WEIGHT_KEY, 1.0))
-
-
-def soft_weight(example: Example) -> float:
-    """The share of an example's loss taken against its teacher's marginals (0: hard
-    labels only): its reference's ``user_data[SOFT_WEIGHT_KEY]`` when it has marginals."""
-    data = example.reference.user_data
-    return float(data.get(SOFT_WEIGHT_KEY, 0.0)) if MARGINALS_KEY in data else 0.0
-
-
-def soften(marginals: numpy.ndarray, temperature: float) -> numpy.ndarray:
-    """Per-token distributions raised to ``1 / temperature`` and renormalised: above 1
-    flatter, below 1 sharper, 1 unchanged."""
-    q = numpy.asarray(marginals, dtype="float64")
-    if temperature != 1.0:
-        q = numpy.power(numpy.clip(q, 0.0, None), 1.0 / temperature)
-    total = q.sum(axis=1, keepdims=True)
-    return (q / numpy.where(total > 0, total, 1.0)).astype("float32")
 
 
 def _n_words(examples: List[Example]) -> int:
@@ -70,15 +41,6 @@ class GoldSilverCorpus:
         silver_ratio: Optional[float] = None, silver_weight: float = 1.0, soft_weight: float = 0.0,
         soft_temperature: float = 1.0, max_length: int = 0, seed: int = 0,
     ) -> None:
-        for name, path in (("gold", gold), ("silver", silver)):
-            if path is None or not Path(path).exists():
-                raise ValueError(
-                    f"GoldSilverCorpus: the {name} corpus '{path}' does not exist: set [paths] "
-                    f"{'train' if name == 'gold' else 'silver'} (or --paths.{'train' if name == 'gold' else 'silver'}) "
-                    f"to a .spacy file or a folder of them"
-                    + (" (the output of `python -m spacy_hybridner annotate TEACHER TEXT FOLDER "
-                       "--output-format docbin`)" if name == "silver" else "")
-                )
         if not 0.0 <= silver_fraction <= 1.0:
             raise ValueError(f"GoldSilverCorpus: silver_fraction must be between 0 and 1, not {silver_fraction}")
         if silver_ratio is not None and silver_ratio < 0:
@@ -89,9 +51,9 @@ class GoldSilverCorpus:
             raise ValueError(f"GoldSilverCorpus: soft_weight must be between 0 and 1, not {soft_weight}")
         if soft_temperature <= 0:
             raise ValueError(f"GoldSilverCorpus: soft_temperature must be positive, not {soft_temperature}")
-        self.gold = Corpus(gold, max_length=max_length)
-        self.silver = Corpus(silver, max_length=max_length)
+        self.gold_path = Path(gold)
         self.silver_path = Path(silver)
+        self.max_length = max_length
         self.silver_fraction = silver_fraction
         self.silver_ratio = silver_ratio
         self.silver_weight = silver_weight
@@ -125,9 +87,21 @@ class GoldSilverCorpus:
                 words += len(eg.reference)
         return drawn
 
+    def _corpus(self, name: str, path: Path) -> Corpus:
+        if not path.exists():
+            option = "train" if name == "gold" else "silver"
+            raise ValueError(
+                f"GoldSilverCorpus: the {name} corpus '{path}' does not exist: set [paths] "
+                f"{option} (or --paths.{option}) to a .spacy file or a folder of them"
+                + (" (the output of `python -m spacy_hybridner annotate TEACHER TEXT FOLDER "
+                   "--output-format docbin`)" if name == "silver" else "")
+            )
+        return Corpus(path, max_length=self.max_length)
+
     def __call__(self, nlp) -> Iterator[Example]:
-        gold = list(self.gold(nlp))
-        silver = self.silver_subset(list(self.silver(nlp))) if self.silver_fraction > 0 else []
+        gold = list(self._corpus("gold", self.gold_path)(nlp))
+        silver = (self.silver_subset(list(self._corpus("silver", self.silver_path)(nlp)))
+                  if self.silver_fraction > 0 else [])
         if self.silver_fraction > 0 and not silver:
             raise ValueError(
                 f"GoldSilverCorpus: no silver documents in '{self.silver_path}': annotate unlabeled "

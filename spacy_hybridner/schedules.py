@@ -4,7 +4,8 @@ spaCy's ``warmup_linear.v1`` counts warm-up and total in optimizer steps, so a s
 written for one corpus, batch size or machine (20,000 steps for a GPU) is wrong for another:
 on a CPU the run ends while the rate is still near its peak. ``warmup_linear_epochs.v1``
 takes epochs instead and counts the steps of one epoch by running the config's own batcher
-over the training documents once, when the optimizer is built.
+over the training documents once, when training takes its second step's rate (so a config
+resolves, e.g. in ``spacy debug config``, before its data exists).
 """
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
@@ -51,17 +52,30 @@ def warmup_linear_epochs(
         epoch's steps.
     RETURNS (Iterable[float]): the rate for each step.
     """
-    if train_path is None:
-        raise ValueError(
-            "warmup_linear_epochs needs the training data to size an epoch: set [paths] train "
-            "(or --paths.train)"
-        )
     if not 0 <= warmup_epochs < total_epochs:
         raise ValueError(
             f"warmup_linear_epochs: warmup_epochs ({warmup_epochs}) must be at least 0 and "
             f"less than total_epochs ({total_epochs})"
         )
+    return _warmup_linear_epochs(initial_rate, warmup_epochs, total_epochs, train_path, batcher)
+
+
+def _warmup_linear_epochs(
+    initial_rate: float, warmup_epochs: float, total_epochs: float, train_path: Optional[str],
+    batcher: Callable[[Iterable], Iterator],
+) -> Iterator[float]:
+    """The schedule's rates, reading the training data only when the second rate is asked
+    for: the optimizer takes the first when it is built (``spacy debug config`` and
+    ``spacy train`` resolving the config), training takes the rest. The first rate needs
+    no data: 0 with a warm-up (which then lasts at least one step), else ``initial_rate``."""
+    yield 0.0 if warmup_epochs > 0 else initial_rate
+    if train_path is None:
+        raise ValueError(
+            "warmup_linear_epochs needs the training data to size an epoch: set [paths] train "
+            "(or --paths.train)"
+        )
     n = steps_per_epoch(train_path, batcher)
-    return warmup_linear(
-        initial_rate, warmup_steps=round(warmup_epochs * n), total_steps=round(total_epochs * n)
-    )
+    warmup_steps = max(1, round(warmup_epochs * n)) if warmup_epochs > 0 else 0
+    rates = warmup_linear(initial_rate, warmup_steps=warmup_steps, total_steps=round(total_epochs * n))
+    next(rates)  # step 0, given above
+    yield from rates

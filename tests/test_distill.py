@@ -15,7 +15,8 @@ from spacy.util import registry
 from typer.testing import CliRunner
 
 from spacy_hybridner.cli import app
-from spacy_hybridner.readers import WEIGHT_KEY, GoldSilverCorpus, example_weight
+from spacy_hybridner.distill import WEIGHT_KEY, example_weight
+from spacy_hybridner.readers import GoldSilverCorpus
 
 from conftest import TRAIN_DATA, make_examples, run_python, write_corpus
 
@@ -104,9 +105,11 @@ def test_silver_weight_marks_silver_examples_only(corpora):
     ({"silver_weight": 0.0}, "silver_weight"),
 ])
 def test_reader_names_what_is_wrong(corpora, kwargs, message):
+    """Bad settings are refused when the reader is made; missing data when training reads
+    it (not before: `spacy debug config` resolves the reader without data)."""
     gold, silver = corpora
     with pytest.raises(ValueError, match=message):
-        GoldSilverCorpus(gold, kwargs.pop("silver", silver), **kwargs)
+        list(GoldSilverCorpus(gold, kwargs.pop("silver", silver), **kwargs)(spacy.blank("en")))
 
 
 def test_empty_silver_folder_is_an_error(tmp_path, corpora):
@@ -299,7 +302,7 @@ def test_soft_loss_gradient_is_marginals_minus_targets_and_matches_autograd():
 
 
 def test_teacher_stores_marginals_when_asked(trained_nlp):
-    from spacy_hybridner.readers import MARGINAL_TAGS_KEY, MARGINALS_KEY
+    from spacy_hybridner.distill import MARGINAL_TAGS_KEY, MARGINALS_KEY
 
     ner = trained_nlp.get_pipe("ner")
     plain = trained_nlp("Apple hired Tim Cook in London .")
@@ -321,7 +324,7 @@ def test_teacher_stores_marginals_when_asked(trained_nlp):
 
 
 def test_soft_targets_of_one_hot_marginals_train_as_the_gold_tags(trained_nlp):
-    from spacy_hybridner.readers import MARGINAL_TAGS_KEY, MARGINALS_KEY, SOFT_WEIGHT_KEY
+    from spacy_hybridner.distill import MARGINAL_TAGS_KEY, MARGINALS_KEY, SOFT_WEIGHT_KEY, teacher_marginals
 
     ner = trained_nlp.get_pipe("ner")
     examples = make_examples(trained_nlp, TRAIN_DATA[:2])
@@ -339,13 +342,13 @@ def test_soft_targets_of_one_hot_marginals_train_as_the_gold_tags(trained_nlp):
         numpy.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
     # Tokens that differ from the reference's: the soft targets are not used.
     reference = examples[0].reference
-    assert ner._soft_targets(Example(trained_nlp.make_doc(reference.text), reference)) is not None
+    assert teacher_marginals(Example(trained_nlp.make_doc(reference.text), reference), ner.tag_names) is not None
     other = Example(trained_nlp.make_doc(reference.text.replace("Michael Jordan", "MichaelJordan")), reference)
-    assert len(other.predicted) == len(reference) - 1 and ner._soft_targets(other) is None
+    assert len(other.predicted) == len(reference) - 1 and teacher_marginals(other, ner.tag_names) is None
 
 
 def test_reader_sets_soft_weight_and_temperature_and_needs_marginals(tmp_path, trained_nlp):
-    from spacy_hybridner.readers import MARGINALS_KEY, SOFT_WEIGHT_KEY, soft_weight
+    from spacy_hybridner.distill import MARGINALS_KEY, SOFT_WEIGHT_KEY, soft_weight
 
     gold = write_corpus(tmp_path / "gold.spacy")
     hard_silver = write_silver(tmp_path / "hard.spacy", trained_nlp)
@@ -372,7 +375,7 @@ def test_reader_sets_soft_weight_and_temperature_and_needs_marginals(tmp_path, t
 
 def test_annotate_marginals_needs_docbin_and_a_hybrid_ner_teacher(tmp_path, model_dir):
     from spacy_hybridner.annotate import AnnotateInputError, annotate
-    from spacy_hybridner.readers import MARGINALS_KEY
+    from spacy_hybridner.distill import MARGINALS_KEY
 
     text = tmp_path / "text.jsonl"
     text.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(SILVER_TEXTS[:3])))

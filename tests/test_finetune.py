@@ -24,7 +24,10 @@ ROOT = Path(__file__).parent.parent
 
 
 def _batcher(size):
-    return registry.batchers.get("spacy.batch_by_padded.v1")(size=size, buffer=256, discard_oversize=True)
+    # through registry.resolve, which fills spaCy's registry first (a bare registry.batchers.get
+    # finds nothing when this test runs before any other has resolved a config)
+    config = {"@batchers": "spacy.batch_by_padded.v1", "size": size, "buffer": 256, "discard_oversize": True}
+    return registry.resolve({"b": config})["b"]
 
 
 def test_steps_per_epoch_counts_the_batches_of_the_config_batcher(tmp_path):
@@ -64,11 +67,45 @@ def test_shipped_schedule_peaks_inside_the_configured_steps_and_ends_at_zero(nam
     assert rates[0] == 0 and rates[total] == 0 and rates[total - 1] > 0
 
 
-def test_warmup_linear_epochs_needs_training_data():
+def test_warmup_linear_epochs_needs_training_data_only_when_training():
+    """The optimizer takes the first rate when the config is resolved, with no data; the
+    data is read (and missing data named) when training asks for the second."""
+    rates = warmup_linear_epochs(1e-3, 0.5, 4, None, _batcher(10))
+    assert next(rates) == 0.0
     with pytest.raises(ValueError, match="paths. train"):
-        warmup_linear_epochs(1e-3, 0.5, 4, None, _batcher(10))
+        next(rates)
+    rates = warmup_linear_epochs(1e-3, 0.5, 4, "missing.spacy", _batcher(10))
+    assert next(rates) == 0.0
+    with pytest.raises(ValueError, match="no training data at 'missing.spacy'"):
+        next(rates)
     with pytest.raises(ValueError, match="warmup_epochs"):
         warmup_linear_epochs(1e-3, 5, 4, "x.spacy", _batcher(10))
+
+
+@pytest.mark.parametrize("warmup_epochs", [0.0, 0.5, 1.0])
+def test_warmup_linear_epochs_is_thincs_warmup_linear_in_epochs(tmp_path, warmup_epochs):
+    from thinc.api import warmup_linear
+
+    write_corpus(tmp_path / "train.spacy", TRAIN_DATA * 30)
+    n = steps_per_epoch(tmp_path / "train.spacy", _batcher(40))
+    ours = warmup_linear_epochs(1e-3, warmup_epochs, 3, str(tmp_path / "train.spacy"), _batcher(40))
+    thincs = warmup_linear(1e-3, warmup_steps=round(warmup_epochs * n), total_steps=3 * n)
+    assert [next(ours) for _ in range(3 * n + 2)] == pytest.approx([next(thincs) for _ in range(3 * n + 2)])
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "configs").glob("*.cfg")))
+def test_spacy_debug_config_validates_every_shipped_config_without_data(name, tmp_path):
+    """spaCy's readers and schedules touch no data until training starts, and neither do
+    ours: `spacy debug config` validates every shipped config with paths to data that is
+    not there yet (as before a project's `convert` step)."""
+    from spacy.cli.debug_config import debug_config
+
+    missing = str(tmp_path / "not-yet.spacy")
+    overrides = {"paths.train": missing, "paths.dev": missing}
+    text = (ROOT / "configs" / f"{name}.cfg").read_text(encoding="utf8")
+    if "paths.silver" in text or "silver = " in text:
+        overrides["paths.silver"] = str(tmp_path / "silver")
+    debug_config(ROOT / "configs" / f"{name}.cfg", overrides=overrides)  # raises or exits non-zero on a problem
 
 
 class RecordingAdam:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from spacy.tokens import Doc, Span
 
 from spacy_hybridner.annotate.annotator import Annotator, doc_records
+from spacy_hybridner.pipeline_component import Predictions
 from spacy_hybridner.tag_scheme import biluo_tag_names
 from spacy_hybridner.tokenizer import DEFAULT_MAX_RUN_CHARS, BoundedTokenizer, bound_tokenizer, is_invisible, long_runs
 
@@ -175,7 +176,8 @@ def test_no_entity_of_invisible_characters(trained_nlp):
     ner = trained_nlp.get_pipe("ner")
     doc = trained_nlp.make_doc("\u200b\u200b\u200b Paris \u200d")
     u_per = biluo_tag_names(ner.labels).index("U-PER")
-    ner.set_annotations([doc], ([numpy.full(len(doc), u_per, dtype="int32")], [numpy.ones(len(doc), dtype="float32")]))
+    tags, probs = [numpy.full(len(doc), u_per, dtype="int32")], [numpy.ones(len(doc), dtype="float32")]
+    ner.set_annotations([doc], Predictions(tags, probs, None))
     assert [e.text for e in doc.ents] == ["Paris"]
     other = Doc(trained_nlp.vocab, words=["\u200b", "Paris"], spaces=[True, False])
     other.ents = [Span(other, 0, 1, "PER"), Span(other, 1, 2, "LOC")]

@@ -9,6 +9,7 @@ import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ..about import __version__
+from ..distill import enable_marginals
 from ..threads import use_threads
 from ..tokenizer import DEFAULT_MAX_RUN_CHARS, bound_tokenizer, is_invisible
 
@@ -27,8 +28,8 @@ class Annotator:
         worker per core (Ray actors, worker processes, serve's model processes).
     gpu_id (int): -1 for the CPU, else the GPU to run on (``spacy.require_gpu``).
     marginals (bool): make every ``hybrid_ner`` component store its tag marginals in the
-        Docs it annotates (``HybridEntityRecognizer.store_marginals``); a pipeline without
-        one is refused when loaded.
+        Docs it annotates (``distill.enable_marginals``); a pipeline without one is
+        refused when loaded.
     max_run_chars (int): the tokenizer's cost bound (:func:`spacy_hybridner.tokenizer.bound_tokenizer`):
         a whitespace-free run longer than this is tokenized in pieces of this many
         characters, so no text costs more than linear time. A pipeline whose tokenizer has
@@ -73,14 +74,7 @@ class Annotator:
                 spacy.require_gpu(self.gpu_id)
             nlp = bound_tokenizer(spacy.load(self.model), self.max_run_chars)
             if self.marginals:
-                pipes = [pipe for _, pipe in nlp.pipeline if hasattr(pipe, "store_marginals")]
-                if not pipes:
-                    raise ValueError(
-                        f"{self.model} has no hybrid_ner component, whose tag marginals --marginals "
-                        f"stores (its pipes: {nlp.pipe_names}); leave --marginals out for hard labels only."
-                    )
-                for pipe in pipes:
-                    pipe.store_marginals = True
+                enable_marginals(nlp, self.model)
             self._nlp = nlp
         return self
 

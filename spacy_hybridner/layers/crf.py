@@ -12,13 +12,20 @@ from typing import Callable, List, Optional, Sequence, Tuple
 from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
 from thinc.types import Floats1d, Floats2d, Ints1d
 
-from ..modules import CRF
+from ..modules import CRF, CRF_BATCH_TOKENS
 from .shim import module_layer, torch_module
 
 CRFInput = Tuple[List[Floats2d], List[Ints1d]]
 
 
-def crf_layer(nO: Optional[int] = None, *, max_batch_tokens: int = 65536) -> Model[CRFInput, Floats1d]:
+
+def _crf(model: Model) -> CRF:
+    """The ``CRF`` module behind a ``crf_layer``."""
+    module = torch_module(model)
+    assert isinstance(module, CRF), f"{model.name} holds a {type(module).__name__}, not a CRF"
+    return module
+
+def crf_layer(nO: Optional[int] = None, *, max_batch_tokens: int = CRF_BATCH_TOKENS) -> Model[CRFInput, Floats1d]:
     """A CRF over ``nO`` tags: the PyTorch node from the start, its module made by
     ``initialize`` and rebuilt on load from the settings saved with its weights (tag
     count, constraints, ``max_batch_tokens``). Set ``attrs["constraints"]`` (see
@@ -55,7 +62,7 @@ def _flat(model: Model, arrays: Sequence, width: Optional[int], dtype: str):
 def _convert_inputs(model: Model, X: CRFInput, is_train: bool) -> Tuple[ArgsKwargs, Callable]:
     scores, gold = X
     lengths = [len(s) for s in scores]
-    K = torch_module(model).num_tags
+    K = _crf(model).num_tags
     flat = xp2torch(_flat(model, scores, K, "float32"), requires_grad=is_train)
     tags = xp2torch(_flat(model, gold, None, "int32"))
 
@@ -93,7 +100,7 @@ def crf_decode(
     RETURNS (Tuple[List[Ints1d], List[Floats1d]]): Tag ids and probabilities.
     """
     ops = model.ops
-    module = torch_module(model)
+    module = _crf(model)
     K = module.num_tags
     lengths = [len(s) for s in scores]
     flat = xp2torch(_flat(model, scores, K, "float32"))
@@ -114,7 +121,7 @@ def crf_decode(
 def crf_marginals(model: Model[CRFInput, Floats1d], scores: List[Floats2d]) -> List[Floats2d]:
     """Tag marginals ``(n, K)`` of each sequence: the probability of each tag at each
     token under the CRF (forward-backward; the potentials as in training)."""
-    module = torch_module(model)
+    module = _crf(model)
     lengths = [len(s) for s in scores]
     flat = xp2torch(_flat(model, scores, module.num_tags, "float32"))
     marginals = module.marginals(flat, lengths)
@@ -126,7 +133,7 @@ def crf_soft_loss(
 ) -> Tuple[Floats1d, List[Floats2d]]:
     """The CRF's cross-entropy against per-token target distributions (``CRF.soft_loss``)
     of each sequence, and its gradient with respect to ``scores``."""
-    module = torch_module(model)
+    module = _crf(model)
     K = module.num_tags
     lengths = [len(s) for s in scores]
     flat = xp2torch(_flat(model, scores, K, "float32"))

@@ -18,14 +18,14 @@ from thinc.api import ArgsKwargs, Model, PyTorchGradScaler, torch2xp, xp2torch
 from thinc.types import Floats2d
 from thinc.util import get_torch_default_device
 
-from ..modules import EncoderSettings, HybridEncoder
+from ..modules import ENCODER_BATCH_TOKENS, EncoderSettings, HybridEncoder
 from .shim import module_layer
 
 
 def hybrid_encoder(
     settings: Optional[EncoderSettings] = None, *, window: int, stride: int,
     mixed_precision: bool = False, grad_scaler_config: Optional[dict] = None,
-    nI: Optional[int] = None, nO: Optional[int] = None, max_batch_tokens: int = 16384, **hyper: Any,
+    nI: Optional[int] = None, nO: Optional[int] = None, max_batch_tokens: int = ENCODER_BATCH_TOKENS, **hyper: Any,
 ) -> Model[List[Floats2d], List[Floats2d]]:
     """The encoder as a thinc layer: the PyTorch node from the start, its module made by
     ``initialize`` once ``nI`` (token vector width) and ``nO`` (number of tags) are

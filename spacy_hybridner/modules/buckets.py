@@ -7,6 +7,12 @@ from typing import List, Optional, Sequence
 
 import numpy
 
+#: The default bounds of one padded batch, in positions (batch size × longest sequence):
+#: the encoder's chunks of windows (bounds the memory of attention) and the CRF's buckets.
+#: Named here once; configs carry them as ``encoder_batch_tokens`` / ``crf_batch_tokens``.
+ENCODER_BATCH_TOKENS = 16384
+CRF_BATCH_TOKENS = 65536
+
 
 def length_buckets(
     lengths: Sequence[int], max_tokens: int, cost_per_bucket: Optional[int] = None

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import crf_torch
-from .buckets import length_buckets
+from .buckets import CRF_BATCH_TOKENS, length_buckets
 from .crf_numpy import numpy_decode, segment_log_probs
 from .crf_torch import TORCH_OPS, bucket_positions
 from .crf_torch import sequence_offsets as _offsets  # ragged offsets; tests/gpu_parity.py imports it from here
@@ -50,7 +50,7 @@ class CRF(nn.Module):
         allowed_transitions: Optional[Sequence[Sequence[bool]]] = None,
         allowed_end: Optional[Sequence[bool]] = None,
         segment_starts: Optional[Sequence[bool]] = None,
-        max_batch_tokens: int = 65536,
+        max_batch_tokens: int = CRF_BATCH_TOKENS,
     ):
         super().__init__()
         if num_tags < 1:
@@ -71,6 +71,10 @@ class CRF(nn.Module):
 
         K = num_tags
         # Derived from the tag scheme, so not saved with the weights.
+        self.allowed_start: Tensor
+        self.allowed_end: Tensor
+        self.allowed_transitions: Tensor
+        self.segment_starts: Tensor
         self.register_buffer("allowed_start", as_mask(allowed_start, (K,)), persistent=False)
         self.register_buffer("allowed_end", as_mask(allowed_end, (K,)), persistent=False)
         self.register_buffer(

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .buckets import length_buckets
+from .buckets import ENCODER_BATCH_TOKENS, length_buckets
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ class SinusoidalPositions(nn.Module):
     def __init__(self, width: int):
         super().__init__()
         self.width = width
+        self.table: Tensor
         self.register_buffer("table", self._make(512), persistent=False)
 
     def _make(self, length: int) -> Tensor:
@@ -139,7 +140,7 @@ class HybridEncoder(nn.Module):
 
     def __init__(
         self, nI: int, nO: int, settings: Optional[EncoderSettings] = None, *,
-        autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = 16384,
+        autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = ENCODER_BATCH_TOKENS,
         cost_per_bucket: int = 256, **hyper: Any,
     ):
         super().__init__()
@@ -289,11 +290,11 @@ def run_lstm(lstm: nn.LSTM, X: Tensor, lengths: Tensor) -> Tensor:
                 getattr(lstm, f"{name}_l{layer}{suffix}")
                 for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
             ]
-            inputs = reverse_within(X, index) if backwards else X
+            inputs = reverse_within(X, index) if backwards and index is not None else X
             # input, (h0, c0), weights, has_biases, num_layers, dropout, train,
             # bidirectional, batch_first
             out = torch.lstm(inputs, (state, state), weights, True, 1, 0.0, False, False, True)[0]
-            outputs.append(reverse_within(out, index) if backwards else out)
+            outputs.append(reverse_within(out, index) if backwards and index is not None else out)
         X = torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0]
         if layer < lstm.num_layers - 1:
             X = nn.functional.dropout(X, lstm.dropout, lstm.training)
