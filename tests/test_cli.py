@@ -1,11 +1,13 @@
 """spaCy's own command line with the plugin: fill-config and train, in subprocesses."""
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+import spacy
 from thinc.api import Config
 
-from conftest import run_python, write_corpus
+from conftest import TINY_MODEL, TRAIN_DATA, assert_same_entities, ents_with_confidence, run_python, write_corpus
 
 ROOT = Path(__file__).parent.parent
 CONFIG = ROOT / "configs" / "hybrid_cpu.cfg"
@@ -39,19 +41,32 @@ def test_shipped_config_is_complete(tmp_path):
 
 
 def test_spacy_train_cli_and_load_without_import(tmp_path):
+    """``spacy train`` with the plugin's component (the shipped config with the tiny model,
+    which learns TRAIN_DATA in a few dozen steps), then ``spacy.load`` in a fresh interpreter
+    that imports only spacy: the pipeline finds the entities it was trained on, with the
+    confidences it has in this process."""
     train = write_corpus(tmp_path / "train.spacy")
+    config = Config().from_disk(CONFIG, interpolate=False)
+    config["components"]["ner"]["model"] = TINY_MODEL
+    config.to_disk(tmp_path / "tiny.cfg")
     spacy_cli(
-        "train", CONFIG, "--paths.train", train, "--paths.dev", train, "--output", tmp_path / "out",
-        "--training.max_steps", 30, "--training.eval_frequency", 10,
+        "train", tmp_path / "tiny.cfg", "--paths.train", train, "--paths.dev", train, "--output", tmp_path / "out",
+        "--training.max_steps", 100, "--training.eval_frequency", 10,
     )
-    assert (tmp_path / "out" / "model-best" / "ner" / "model").exists()
+    best = tmp_path / "out" / "model-best"
+    assert (best / "ner" / "model").exists()
+    assert json.loads((best / "meta.json").read_text())["performance"]["ents_f"] == 1.0  # dev is the train split
     code = (
-        "import spacy\n"
+        "import json, spacy\n"
         "nlp = spacy.load('out/model-best')\n"
-        "doc = nlp('Michael Jeffery Jordan was born in Brooklyn, New York.')\n"
-        "print(nlp.pipe_names, nlp.get_pipe('ner').labels)\n"
-        "print(all(0 <= e._.confidence <= 1 for e in doc.ents))\n"
+        f"docs = nlp.pipe({[text for text, _ in TRAIN_DATA]!r})\n"
+        "ents = [[(e.start_char, e.end_char, e.label_, e._.confidence) for e in d.ents] for d in docs]\n"
+        "print(json.dumps({'pipes': nlp.pipe_names, 'labels': nlp.get_pipe('ner').labels, 'ents': ents}))\n"
     )
-    out = run_python(code, cwd=tmp_path).stdout.strip().splitlines()
-    assert out[-2] == "['ner'] ('LOC', 'ORG', 'PER')"
-    assert out[-1] == "True"
+    out = json.loads(run_python(code, cwd=tmp_path).stdout.strip().splitlines()[-1])
+    assert out["pipes"] == ["ner"] and out["labels"] == ["LOC", "ORG", "PER"]
+    got = [[tuple(e) for e in doc] for doc in out["ents"]]
+    assert [[e[:3] for e in doc] for doc in got] == [ents for _, ents in TRAIN_DATA]
+    assert all(0.0 < e[3] <= 1.0 for doc in got for e in doc)
+    in_process = spacy.load(best)
+    assert_same_entities(got, ents_with_confidence(in_process.pipe(text for text, _ in TRAIN_DATA)))
