@@ -1,6 +1,8 @@
 """The TensorBoard logger: what spaCy's training loop hands it ends up in the event file."""
 import io
+import time
 
+import pytest
 from spacy.cli.train import train
 from spacy.util import registry
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -20,32 +22,47 @@ def info(step, loss, f, words, seconds):
     return {
         "epoch": 1, "step": step, "score": f, "losses": {"ner": loss}, "checkpoints": [], "seconds": seconds,
         "words": words,
-        "other_scores": {"ents_f": f, "ents_p": 0.5, "speed": 1000.0, "ents_per_type": {"PER": {"f": f}}},
+        "other_scores": {
+            "ents_f": f, "ents_p": 0.5, "ents_r": 0.4, "speed": 1000.0, "ents_per_type": {"PER": {"f": f}},
+        },
     }
 
 
-def test_losses_scores_and_words_per_second_are_written(tmp_path):
+def test_losses_scores_and_words_per_second_are_written(tmp_path, monkeypatch):
     nlp = train_tiny(n_iter=1)
+    clock = [100.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])  # wall time, advanced by hand below
     chained = io.StringIO()
     console = registry.loggers.get("spacy.ConsoleLogger.v3")(progress_bar=None)
     logger = registry.loggers.get("spacy-hybridner.TensorBoardLogger.v1")(
         log_dir=str(tmp_path / "tb"), console_logger=console,
     )
     log_step, finalize = logger(nlp, stdout=chained, stderr=io.StringIO())
-    log_step(info(10, 4.5, 0.25, 500, 1))
+    clock[0] = 102.0
+    log_step(info(10, 4.5, 0.25, 500, 1))  # 500 words in 2 s
     log_step(None)  # a step without evaluation
-    log_step(info(20, 2.0, 0.75, 1000, 2))
+    clock[0] = 106.0
+    log_step(info(20, 2.0, 0.75, 1000, 2))  # 500 more in 4 s
     finalize()
     scalars = read_scalars(tmp_path / "tb")
-    assert scalars["loss/ner"] == [(10, 4.5), (20, 2.0)]
-    assert scalars["score"] == [(10, 0.25), (20, 0.75)]
-    assert scalars["dev/ents_f"] == [(10, 0.25), (20, 0.75)]
-    assert scalars["dev/ents_per_type/PER/f"] == [(10, 0.25), (20, 0.75)]
-    assert scalars["words"] == [(10, 500.0), (20, 1000.0)]
-    assert [step for step, _ in scalars["words_per_second"]] == [10, 20]
-    assert all(rate > 0 for _, rate in scalars["words_per_second"])
-    assert "ents_f" not in scalars and "dev/speed" in scalars
-    assert "20" in chained.getvalue()  # the chained console logger printed its table
+    assert scalars == {
+        "loss/ner": [(10, 4.5), (20, 2.0)],
+        "score": [(10, 0.25), (20, 0.75)],
+        "dev/ents_f": [(10, 0.25), (20, 0.75)],
+        "dev/ents_p": [(10, 0.5), (20, 0.5)],
+        "dev/ents_r": [(10, pytest.approx(0.4)), (20, pytest.approx(0.4))],  # stored as float32
+        "dev/speed": [(10, 1000.0), (20, 1000.0)],
+        "dev/ents_per_type/PER/f": [(10, 0.25), (20, 0.75)],
+        "words": [(10, 500.0), (20, 1000.0)],
+        "words_per_second": [(10, 250.0), (20, 125.0)],
+    }
+    # The chained console logger printed its table: a header and a row per evaluation.
+    table = [line.split() for line in chained.getvalue().splitlines()]
+    assert table[0] == ["E", "#", "LOSS", "NER", "ENTS_F", "ENTS_P", "ENTS_R", "SCORE"]
+    assert table[2:] == [
+        ["1", "10", "4.50", "25.00", "50.00", "40.00", "0.25"],
+        ["1", "20", "2.00", "75.00", "50.00", "40.00", "0.75"],
+    ]
 
 
 def test_spacy_train_writes_an_event_file(tmp_path):
