@@ -3,7 +3,7 @@ right, reliability bins and expected calibration error, log loss, and the temper
 search. Shared by ``HybridEntityRecognizer.calibrate``, ``calibrate_pipeline`` (the
 ``calibrate`` command) and the report.
 """
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy
 from spacy.language import Language
@@ -69,7 +69,9 @@ def reliability(pairs: Sequence[Tuple[float, bool]], n_bins: int = 10) -> Dict:
     return {"n_entities": total, "ece": ece, "bins": bins}
 
 
-def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], n_bins: int = 10) -> float:
+def expected_calibration_error(
+    confidences: Union[Sequence[float], numpy.ndarray], correct: Sequence[bool], n_bins: int = 10
+) -> float:
     """confidences (Sequence[float]): One per entity. correct (Sequence[bool]): Whether
     each entity is right. n_bins (int): Bins of ``reliability``.
     RETURNS (float): The expected calibration error; 0.0 without entities."""
@@ -77,7 +79,7 @@ def expected_calibration_error(confidences: Sequence[float], correct: Sequence[b
     return ece if ece is not None else 0.0
 
 
-def log_loss(confidences: Sequence[float], correct: Sequence[bool]) -> float:
+def log_loss(confidences: Union[Sequence[float], numpy.ndarray], correct: Sequence[bool]) -> float:
     """Mean negative log-likelihood of the entities being right or wrong (binary cross
     entropy), confidences clipped to ``[1e-7, 1 - 1e-7]``.
 
@@ -135,6 +137,32 @@ def fit_temperature(
         "ece_after": expected_calibration_error(conf[best], correct, n_bins),
         "n_entities": len(correct),
     }
+
+
+def fit_annotation_temperature(
+    annotate_at: Callable[[float], List[Doc]], examples: Sequence[Example],
+    temperatures: Optional[Sequence[float]] = None, *, current: float = 1.0, n_bins: int = 10,
+) -> Dict[str, float]:
+    """:func:`fit_temperature` for a component whose temperature changes its entities'
+    confidences and never the entities: which entities are right is read once, at
+    temperature 1, and their confidences at each candidate.
+
+    annotate_at (Callable[[float], List[Doc]]): the examples' docs annotated at a temperature.
+    examples (Sequence[Example]): the gold examples, in the same order.
+    RETURNS (Dict[str, float]): as :func:`fit_temperature`.
+    """
+    annotated = annotate_at(1.0)
+    ends = [(i, ent.start, ent.end) for i, doc in enumerate(annotated) for ent in doc.ents]
+    correct = [
+        is_correct(ent, entity_offsets(eg.reference)) for doc, eg in zip(annotated, examples) for ent in doc.ents
+    ]
+
+    def confidences_at(temperature: float) -> List[float]:
+        docs = annotate_at(temperature)
+        found = {(i, e.start, e.end): e._.confidence for i, doc in enumerate(docs) for e in doc.ents}
+        return [float(found[key]) for key in ends]
+
+    return fit_temperature(confidences_at, correct, temperatures, current=current, n_bins=n_bins)
 
 
 def calibrate_pipeline(

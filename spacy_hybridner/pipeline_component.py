@@ -1,75 +1,28 @@
 """The ``hybrid_ner`` pipeline component: HybridNER as spaCy's ``ner``."""
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-import numpy
 import srsly
 from spacy import util
-from spacy.attrs import IS_SPACE
-from spacy.errors import Errors
+from spacy.errors import Errors as SpacyErrors
 from spacy.language import Language
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
-from spacy.training import Example, biluo_tags_to_spans, validate_examples, validate_get_examples
+from spacy.training import Example, validate_examples, validate_get_examples
 from spacy.vocab import Vocab
-from thinc.api import Config, Model, Optimizer, set_dropout_rate
+from thinc.api import Model, Optimizer, set_dropout_rate
 from thinc.types import Floats1d, Floats2d, Ints1d
 
 from .about import __version__
-from .calibration import entity_offsets, fit_temperature, is_correct
+from .calibration import fit_annotation_temperature
+from .defaults import DEFAULT_HYBRID_NER_MODEL, DEFAULT_MODEL  # noqa: F401 (the factory's default)
 from .distill import store_marginals, weighted_loss
+from .errors import Errors
 from .extensions import install_extensions
 from .layers import crf_decode, crf_marginals, module_is_built
-from .modules import CRF_BATCH_TOKENS, ENCODER_BATCH_TOKENS
-from .tag_scheme import biluo_constraints, biluo_tag_names
+from .tag_scheme import biluo_constraints, biluo_tag_names, entities_from_tags, gold_tag_ids, tag_mask
 from .threads import one_blas_thread, track_for_fork
-from .tokenizer import is_invisible
-
-# The tuned CPU default: the [components.ner.model] block of configs/hybrid_cpu.cfg
-# (tests/test_defaults.py checks that the two agree); the batch bounds named in modules.
-DEFAULT_HYBRID_NER_MODEL = f"""
-[model]
-@architectures = "spacy-hybridner.HybridNER.v2"
-width = 128
-depth = 2
-n_heads = 4
-ffn_width = 256
-lstm_depth = 1
-uni_lstm_depth = 0
-dropout = 0.2
-token_dropout = 0.1
-attention_dropout = 0.0
-window = 256
-stride = 192
-mixed_precision = false
-grad_scaler_config = {{}}
-encoder_batch_tokens = {ENCODER_BATCH_TOKENS}
-crf_batch_tokens = {CRF_BATCH_TOKENS}
-nO = null
-
-[model.tok2vec]
-@architectures = "spacy.Tok2Vec.v2"
-
-[model.tok2vec.embed]
-@architectures = "spacy-hybridner.CharMultiHashEmbed.v3"
-width = 96
-attrs = ["NORM", "PREFIX", "SUFFIX", "SHAPE"]
-rows = [20000, 5000, 10000, 5000]
-include_static_vectors = false
-nM = 16
-nC = 8
-word_dropout_rate = 0.5
-char_cnn_width = 64
-
-[model.tok2vec.encode]
-@architectures = "spacy.MaxoutWindowEncoder.v2"
-width = 96
-depth = 2
-window_size = 1
-maxout_pieces = 3
-"""
-DEFAULT_MODEL = Config().from_str(DEFAULT_HYBRID_NER_MODEL)["model"]
 
 
 class Predictions(NamedTuple):
@@ -147,7 +100,7 @@ class HybridEntityRecognizer(TrainablePipe):
         scorer: Optional[Callable] = None, max_predict_words: int = 8192,
     ) -> None:
         if max_predict_words < 1:
-            raise ValueError(f"[hybrid_ner] max_predict_words must be at least 1, got {max_predict_words}.")
+            raise ValueError(Errors.E001.format(value=max_predict_words))
         self.vocab = vocab
         self.model = model
         self.name = name
@@ -186,16 +139,11 @@ class HybridEntityRecognizer(TrainablePipe):
     def add_label(self, label: str) -> int:
         """Add an entity label before ``initialize``. RETURNS (int): 1 if it is new."""
         if not isinstance(label, str):
-            raise ValueError(Errors.E187)
+            raise ValueError(SpacyErrors.E187)
         if label in self.labels:
             return 0
         if self.is_initialized:
-            raise ValueError(
-                f"[hybrid_ner] Cannot add the label '{label}' to '{self.name}' after it was "
-                f"initialized: its CRF has one set of tags per label. Add every label before "
-                f"nlp.initialize() (ner.add_label, or labels in [initialize.components."
-                f"{self.name}]), or initialize again to retrain with the new label."
-            )
+            raise ValueError(Errors.E002.format(label=label, name=self.name))
         self.cfg["labels"].append(label)
         self.vocab.strings.add(label)
         return 1
@@ -232,7 +180,7 @@ class HybridEntityRecognizer(TrainablePipe):
                 if label not in found:
                     found.append(label)
         if not all(isinstance(label, str) for label in found):
-            raise ValueError(Errors.E187)
+            raise ValueError(SpacyErrors.E187)
         self.cfg["labels"] = list(dict.fromkeys(found))
         for label in self.labels:
             self.vocab.strings.add(label)
@@ -241,31 +189,14 @@ class HybridEntityRecognizer(TrainablePipe):
         self._require_labels()
         doc_sample = [eg.predicted for eg in islice(get_examples(), 10)]
         if not doc_sample:
-            raise ValueError(Errors.E923.format(name=self.name))
+            raise ValueError(SpacyErrors.E923.format(name=self.name))
         self._set_up_model()
         self.model.initialize(X=doc_sample)
 
     def _gold_tags(self, example: Example) -> Ints1d:
-        """Tag ids of the reference entities aligned to the predicted tokens; -1 where
-        the tag is missing, or could not be aligned (spaCy warns about those)."""
+        """Tag ids of the reference entities aligned to the predicted tokens (-1: unknown)."""
         index, _ = self._tags()
-        tags = example.get_aligned_ner()
-        ids = numpy.full((len(tags),), -1, dtype="int32")
-        for i, tag in enumerate(tags):
-            if tag is None or tag == "-" or tag == "":
-                continue
-            tag_id = index.get(tag)
-            if tag_id is None:
-                label = tag.split("-", 1)[-1]
-                raise ValueError(
-                    f"[hybrid_ner] The training data has an entity with the label '{label}', "
-                    f"which the component '{self.name}' was not initialized with (its labels: "
-                    f"{list(self.labels)}). Initialize it with that label: leave labels out of "
-                    f"[initialize.components.{self.name}] so they are read from the training "
-                    f"data, or add it with add_label before nlp.initialize()."
-                )
-            ids[i] = tag_id
-        return self.model.ops.asarray1i(ids)
+        return self.model.ops.asarray1i(gold_tag_ids(example, index, self.labels, self.name))
 
     def update(
         self, examples: Iterable[Example], *, drop: float = 0.0,
@@ -313,32 +244,13 @@ class HybridEntityRecognizer(TrainablePipe):
     # --- prediction -------------------------------------------------------------------
     def _require_initialized(self) -> None:
         if not self.is_initialized:
-            raise ValueError(Errors.E109.format(name=self.name))
+            raise ValueError(SpacyErrors.E109.format(name=self.name))
 
     def _tag_mask(self, doc: Doc):
-        """Allowed tags per token, or None where every tag is: an entity never begins or
-        ends on a whitespace token (as in spaCy's own ``ner``; whitespace may only be
-        inside an entity or outside), and tokens of entities already on the doc keep
-        exactly those entities."""
-        space = doc.to_array(IS_SPACE).astype("bool")
-        if not doc.ents and not space.any():
-            return None
+        """Allowed tags per token, or None where every tag is (``tag_scheme.tag_mask``)."""
         index, names = self._tags()
-        mask = numpy.ones((len(doc), len(names)), dtype="bool")
-        mask[numpy.ix_(space, [i for i, name in enumerate(names) if name[:2] in ("B-", "L-", "U-")])] = False
-        for ent in doc.ents:
-            label = ent.label_
-            if label in self.labels:
-                if len(ent) == 1:
-                    tags = [f"U-{label}"]
-                else:
-                    tags = [f"B-{label}"] + [f"I-{label}"] * (len(ent) - 2) + [f"L-{label}"]
-            else:  # a label the model cannot produce: leave those tokens outside
-                tags = ["O"] * len(ent)
-            for i, tag in zip(range(ent.start, ent.end), tags):
-                mask[i] = False
-                mask[i, index[tag]] = True
-        return self.model.ops.asarray(mask)
+        mask = tag_mask(doc, index, names, self.labels)
+        return None if mask is None else self.model.ops.asarray(mask)
 
     def _scores(self, docs: List[Doc]) -> List[Floats2d]:
         """The model's tag scores of each doc, computed in parts of at most
@@ -358,15 +270,18 @@ class HybridEntityRecognizer(TrainablePipe):
         tags: List[Ints1d] = []
         probs: List[Floats1d] = []
         crf = self.model.get_ref("crf")
-        start = 0
-        for part in _parts_by_words(docs, self.max_predict_words):
-            part_scores = scores[start : start + len(part)]
-            start += len(part)
-            masks = [self._tag_mask(doc) for doc in part]
-            part_tags, part_probs = crf_decode(crf, part_scores, masks, temperature)
+        for part, part_scores in self._parts(docs, scores):
+            part_tags, part_probs = crf_decode(crf, part_scores, [self._tag_mask(doc) for doc in part], temperature)
             tags.extend(part_tags)
             probs.extend(part_probs)
         return tags, probs
+
+    def _parts(self, docs: List[Doc], scores: List[Floats2d]) -> Iterator[Tuple[List[Doc], List[Floats2d]]]:
+        """The docs and their scores in parts of at most ``max_predict_words`` words."""
+        start = 0
+        for part in _parts_by_words(docs, self.max_predict_words):
+            yield part, scores[start : start + len(part)]
+            start += len(part)
 
     def predict(self, docs: Iterable[Doc]) -> "Predictions":
         """Decode the best tags of each doc. RETURNS (Predictions): tag ids
@@ -385,11 +300,7 @@ class HybridEntityRecognizer(TrainablePipe):
             if not self.store_marginals:
                 return Predictions(tags, probs, None)
             crf = self.model.get_ref("crf")
-            marginals = []
-            start = 0
-            for part in _parts_by_words(docs, self.max_predict_words):
-                marginals.extend(crf_marginals(crf, scores[start : start + len(part)]))
-                start += len(part)
+            marginals = [m for _, part_scores in self._parts(docs, scores) for m in crf_marginals(crf, part_scores)]
             return Predictions(tags, probs, marginals)
 
     def set_annotations(self, docs: Iterable[Doc], predictions: "Predictions") -> None:
@@ -403,20 +314,7 @@ class HybridEntityRecognizer(TrainablePipe):
             for doc, marginals in zip(docs, predictions.marginals):
                 store_marginals(doc, ops.to_numpy(marginals), names)
         for doc, tag_ids, probs in zip(docs, predictions.tag_ids, predictions.probs):
-            tag_ids = ops.to_numpy(tag_ids)
-            probs = ops.to_numpy(probs)
-            preset = list(doc.ents)
-            spans = biluo_tags_to_spans(doc, [names[i] for i in tag_ids])
-            # No entity of only invisible characters ("\u200b" * 20, a lone "\u200d").
-            spans = [span for span in spans if not is_invisible(span.text)]
-            if preset:
-                taken = numpy.zeros((len(doc),), dtype="bool")
-                for ent in preset:
-                    taken[ent.start : ent.end] = True
-                spans = [span for span in spans if not taken[span.start : span.end].any()]
-            for span in spans:
-                span._.confidence = float(probs[span.end - 1])
-            doc.ents = sorted(preset + spans, key=lambda span: span.start)
+            doc.ents = entities_from_tags(doc, [names[i] for i in ops.to_numpy(tag_ids)], ops.to_numpy(probs))
 
     def calibrate(
         self, examples: Iterable[Example], temperatures: Optional[Sequence[float]] = None,
@@ -438,24 +336,17 @@ class HybridEntityRecognizer(TrainablePipe):
         examples = list(examples)
         docs = [eg.predicted.copy() for eg in examples]
         for doc in docs:
-            doc.ents = []
+            doc.ents = []  # no preset constraint: the model's own entities
         with one_blas_thread(self.model.ops):
             scores = self._scores(docs)
-        annotated = [doc.copy() for doc in docs]  # docs stay without entities: no preset constraint
-        self.set_annotations(annotated, Predictions(*self._decode(docs, scores, temperature=1.0), None))
-        ends = [(i, ent.end - 1) for i, doc in enumerate(annotated) for ent in doc.ents]
-        correct = [
-            is_correct(ent, entity_offsets(eg.reference))
-            for doc, eg in zip(annotated, examples)
-            for ent in doc.ents
-        ]
 
-        def confidences_at(temperature: float) -> List[float]:
-            probs = [self.model.ops.to_numpy(p) for p in self._decode(docs, scores, temperature)[1]]
-            return [float(probs[i][j]) for i, j in ends]
+        def annotate_at(temperature: float) -> List[Doc]:
+            annotated = [doc.copy() for doc in docs]
+            self.set_annotations(annotated, Predictions(*self._decode(docs, scores, temperature), None))
+            return annotated
 
         current = float(self.cfg.get("temperature", 1.0))
-        result = fit_temperature(confidences_at, correct, temperatures, current=current, n_bins=n_bins)
+        result = fit_annotation_temperature(annotate_at, examples, temperatures, current=current, n_bins=n_bins)
         self.cfg["temperature"] = result["temperature"]
         return result
 
@@ -464,32 +355,17 @@ class HybridEntityRecognizer(TrainablePipe):
         """Take the saved settings; pipelines saved before the saved format of 0.2.0
         (whose model the component rebuilt itself) are refused with what to do."""
         if "saved_by" not in cfg:
-            raise ValueError(
-                f"[hybrid_ner] The component '{self.name}' in {source} was saved by spacy-hybridner "
-                f"0.1.x, whose saved format this version ({__version__}) no longer reads: from 0.2.0 "
-                f"the model saves the settings it was built with beside its weights and rebuilds "
-                f"itself. Retrain the pipeline with this version (the same config works once its "
-                f"architecture names spacy-hybridner.HybridNER.v2 or v1), or load it with "
-                f"spacy-hybridner 0.1.x."
-            )
+            raise ValueError(Errors.E004.format(name=self.name, source=source, version=__version__))
         self.cfg.update(cfg)
 
     def _load_model_bytes(self, data: bytes, source: str) -> None:
         try:
             self.model.from_bytes(data)
         except Exception as err:
-            raise ValueError(
-                f"[hybrid_ner] Could not load the weights of '{self.name}' from {source}: "
-                f"{type(err).__name__}: {err}. The file is damaged or was written for a "
-                f"different model config. Save the pipeline again with nlp.to_disk, or "
-                f"retrain it."
-            ) from err
+            raise ValueError(Errors.E005.format(
+                name=self.name, source=source, error=f"{type(err).__name__}: {err}")) from err
         if self.labels and not self.is_initialized:
-            raise ValueError(
-                f"[hybrid_ner] The weights of '{self.name}' in {source} hold no CRF although the "
-                f"component has labels {list(self.labels)}: the file was saved before the model "
-                f"was initialized. Save the pipeline again after nlp.initialize or training."
-            )
+            raise ValueError(Errors.E006.format(name=self.name, source=source, labels=list(self.labels)))
 
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()) -> "HybridEntityRecognizer":
         """Load from a bytestring written by ``to_bytes``."""
@@ -507,11 +383,7 @@ class HybridEntityRecognizer(TrainablePipe):
 
         def load_model(p: Path) -> None:
             if not p.exists():
-                raise ValueError(
-                    f"[hybrid_ner] The weights file of '{self.name}' is missing: {p}. The "
-                    f"pipeline folder is incomplete; copy it again in full, save it again "
-                    f"with nlp.to_disk, or retrain it."
-                )
+                raise ValueError(Errors.E007.format(name=self.name, path=p))
             self._load_model_bytes(p.read_bytes(), str(p))
 
         deserialize = {
