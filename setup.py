@@ -14,7 +14,13 @@ setup(
     license="MIT",
     packages=find_packages(include=["spacy_hybridner", "spacy_hybridner.*"]),
     package_data={"spacy_hybridner.serve": ["static/*"]},  # the page of `serve`, in non-editable installs too
-    python_requires=">=3.9",
+    # The Pythons that CI tests the built wheel on (scripts/wheel_smoke.sh reads them from the
+    # classifiers below, which must name exactly these). 3.10 is the floor of the dependencies:
+    # spacy-transformers 1.4 declares Requires-Python >= 3.10, and neither torch 2.13 (the pin of
+    # constraints.txt) nor ray 2.60 ([ray]) publishes 3.9 wheels. The cap is the newest Python
+    # tested: CI has no 3.14 interpreter yet (the dependencies do publish 3.14 wheels); move it
+    # up with a classifier once 3.14 runs there.
+    python_requires=">=3.10,<3.14",
     install_requires=[
         "spacy>=3.8,<3.9",
         "thinc>=8.3,<8.4",
@@ -38,6 +44,8 @@ setup(
             "ray[data]>=2.60", "pyarrow>=17",
             # property tests of annotate's record path and a schema-driven fuzz of serve's API
             "hypothesis>=6.100", "schemathesis>=4.0",
+            # scripts/wheel_smoke.sh: build the sdist and the wheel, check their metadata
+            "build>=1.2", "twine>=5",
         ],
     },
     entry_points={
@@ -72,6 +80,12 @@ setup(
     },
     classifiers=[
         "Framework :: spaCy",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )
