@@ -2,12 +2,16 @@
 #             constraints.txt), then run the project workflow `all`: convert the GMB
 #             data in assets/, train, evaluate on the test split, show entities, package.
 # make test : the same setup with the test extras, then the linter (ruff, configured in
-#             pyproject.toml) and the test suite.
+#             pyproject.toml), the wheel smoke and the test suite.
+# make smoke: scripts/wheel_smoke.sh: build the sdist and the wheel, check them, and run a smoke
+#             suite against the installed wheel in a fresh environment for every Python that
+#             setup.py declares (SMOKE_PYTHONS="3.12 3.13" for only some).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+SMOKE := HOST_PYTHON=$(BIN)/python bash scripts/wheel_smoke.sh
 
-.PHONY: setup run test clean
+.PHONY: setup run test smoke clean
 
 setup: $(VENV)/.installed
 
@@ -22,7 +26,11 @@ run: setup
 
 test: setup
 	$(BIN)/ruff check .
+	$(SMOKE) $(SMOKE_PYTHONS)
 	$(BIN)/python -m pytest tests
 
+smoke: setup
+	$(SMOKE) $(SMOKE_PYTHONS)
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache build/wheel-smoke
