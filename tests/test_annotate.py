@@ -300,9 +300,16 @@ def test_ray_interrupted_run_publishes_nothing(ray_session, model_dir, corpus, t
             return super().__call__(table)
 
     input_path, ids_to_texts, _ = _cases(corpus)["jsonl-file"]
-    with pytest.raises(KeyboardInterrupt):
-        annotate(str(model_dir), input_path, output, engine="ray", workers=2, batch_size=1, max_chars=MAX_CHARS,
-                 actor_class=InterruptDriver, progress=False, echo=lambda _: None)
+    # SIGINT as an interactive start handles it: a test run started in the background by a
+    # non-interactive shell (`nohup make test &`) inherits SIGINT ignored, and Python then
+    # installs no handler, so the actor's SIGINT would be discarded.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            annotate(str(model_dir), input_path, output, engine="ray", workers=2, batch_size=1,
+                     max_chars=MAX_CHARS, actor_class=InterruptDriver, progress=False, echo=lambda _: None)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert sent.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sent"], "nothing published, no temporaries"
     summary = annotate(str(model_dir), input_path, output, engine="ray", workers=2, batch_size=3,

@@ -29,10 +29,14 @@ DEADLINE_S = 300  # generous: a slow, busy machine loads torch and the pipeline 
 
 # Run the real CLI in a fresh interpreter, with one test hook: reading the third batch of
 # input blocks (after announcing it in READY), so the signal always lands mid-run, with
-# the first batches annotated and written to the temporary output.
+# the first batches annotated and written to the temporary output. The child handles
+# SIGINT as an interactive start does: started in the background by a non-interactive
+# shell (`nohup make test &`), it would inherit SIGINT ignored, which annotate respects.
 CHILD = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import spacy_hybridner.annotate.local as annotate_module
 from spacy_hybridner.cli import main
 

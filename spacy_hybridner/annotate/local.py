@@ -3,6 +3,7 @@
 import concurrent.futures
 import contextlib
 import multiprocessing
+import os
 import signal
 import time
 from collections import deque
@@ -12,6 +13,7 @@ from .batch import BatchAnnotator, BatchOutput
 from .errors import AnnotateInputError, AnnotateRunError
 from .inputs import describe_batch, iter_input_batches
 from .job import AnnotateSummary, Job
+from .lifetime import die_with_parent
 from .outputs import OUTPUTS
 from .records import RecordSettings, count_duplicates
 
@@ -19,8 +21,10 @@ from .records import RecordSettings, count_duplicates
 _WORKER: Optional[BatchAnnotator] = None
 
 
-def _init_worker(worker_class: type, kwargs: Dict[str, Any]) -> None:
+def _init_worker(worker_class: type, kwargs: Dict[str, Any], parent_pid: int) -> None:
     global _WORKER
+    # A main process killed outright (SIGKILL) cannot end its workers: they end themselves.
+    die_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group: the parent stops the run and ends its workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER = worker_class(**kwargs)
@@ -63,10 +67,12 @@ def _pool_results(batches: Iterator[Dict[str, list]], settings: RecordSettings, 
     """The outputs of the batches, in order, from ``workers`` processes (spawned, each
     with one torch and BLAS thread and its own pipeline), at most two batches per worker in
     flight. A worker that dies or fails ends the run with :class:`AnnotateRunError`
-    naming the batch, rather than a hang (the pool notices a dead worker)."""
+    naming the batch, rather than a hang (the pool notices a dead worker); a worker whose
+    main process was killed ends itself (:func:`~.lifetime.die_with_parent`)."""
     kwargs = {**kwargs, "torch_threads": 1}
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=_init_worker, initargs=(worker_class, kwargs))
+                                                  initializer=_init_worker,
+                                                  initargs=(worker_class, kwargs, os.getpid()))
     pending: deque = deque()
     completed = False
     try:

@@ -5,12 +5,17 @@ written by the workers, locally or on a Ray cluster.
 Importing this module does not import Ray; :func:`run_ray` does.
 """
 import hashlib
+import os
+import signal
+import threading
 import time
 import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 from .batch import BatchAnnotator
+from .errors import AnnotateInterrupted
 from .job import AnnotateSummary, Job
+from .lifetime import die_with_parent
 from .outputs import OUTPUTS
 from .records import RecordSettings, count_duplicates
 
@@ -34,6 +39,9 @@ class RayAnnotator(BatchAnnotator):
     def __init__(self, model: str, batch_size: Optional[int], settings: RecordSettings, output_format: str,
                  tally, marginals: bool = False) -> None:
         super().__init__(model, batch_size, settings, output_format, torch_threads=1, marginals=marginals)
+        # The actor's parent is Ray's raylet: if it is gone (its driver killed outright),
+        # the actor, which holds a pipeline, ends too (the watchdog only: Ray owns the process).
+        die_with_parent(os.getppid(), kernel=False)
         self.annotator.load()
         self.tally = tally
 
@@ -67,6 +75,31 @@ class _Tally:
         return annotated, words, [r for b in self.batches.values() for r in b[2]], duplicates
 
 
+class _own_signal_handlers:
+    """Around ``ray.init``: put back the SIGTERM and SIGINT handlers it replaces. Ray's
+    driver installs a SIGTERM handler of its own (``sys.exit(15)``, and its core's stack
+    dump, which ended the process with SIGABRT), so a SIGTERM ended the run with exit
+    status 15 or -6 and a stack dump instead of :class:`~.errors.AnnotateInterrupted`
+    (exit status 143, a one-line message, nothing published). A SIGTERM while Ray starts
+    (Ray's handler, ``SystemExit(15)``) is turned into AnnotateInterrupted too. Signal
+    handlers belong to the main thread: elsewhere this does nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self):
+        self.main = threading.current_thread() is threading.main_thread()
+        self.previous = {s: signal.getsignal(s) for s in self.SIGNALS} if self.main else {}
+        return self
+
+    def __exit__(self, kind, value, traceback) -> bool:
+        for signum, handler in self.previous.items():
+            if handler is not None:  # None: a handler not set from Python, which cannot be put back
+                signal.signal(signum, handler)
+        if isinstance(value, SystemExit) and value.code == signal.SIGTERM and self.main:
+            raise AnnotateInterrupted(signal.SIGTERM) from None
+        return False
+
+
 def run_ray(job: Job, *, address: Optional[str], num_cpus: Optional[int], max_restarts: int,
             max_task_retries: int, actor_class: type) -> AnnotateSummary:
     """The Ray engine: Ray Data read -> ``map_batches(actor_class)`` on a fixed pool of
@@ -87,10 +120,11 @@ def run_ray(job: Job, *, address: Optional[str], num_cpus: Optional[int], max_re
     start = time.perf_counter()
     started_here = not ray.is_initialized()
     if started_here:
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(num_cpus=num_cpus or job.workers, include_dashboard=False)
+        with _own_signal_handlers():
+            if address:
+                ray.init(address=address)
+            else:
+                ray.init(num_cpus=num_cpus or job.workers, include_dashboard=False)
     try:
         context = DataContext.get_current()
         context.enable_progress_bars = job.progress
