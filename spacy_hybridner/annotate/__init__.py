@@ -21,18 +21,21 @@ a glob. Outputs (:mod:`.outputs`): JSON Lines, Parquet (one record per document:
 ``ents``, optionally ``text``) or spaCy DocBin shards. Records that cannot be annotated go
 to a rejects file (JSON Lines: ``id``, ``reason``, ``source``, ``line``) and the run goes on.
 
-Outputs are published whole or not at all (:mod:`.publish`): each engine writes OUTPUT,
-its rejects file and its manifest under temporary names beside them
-(``.NAME._temporary``), and :func:`~.run.annotate` renames them into place only when the
-run has completed (OUTPUT last; a folder gets a ``_SUCCESS`` file, as a Hadoop or Spark
-job's does). An interrupted or failed run removes its temporaries (a process killed
-outright leaves them, and the next run refuses them without ``--overwrite``).
+Outputs are published whole or not at all (:mod:`.publish`): a run locks OUTPUT
+(``.NAME.lock`` beside it), each engine writes OUTPUT, its rejects file and its manifest
+under temporary names beside them (``.NAME._temporary``), and :func:`~.run.annotate`
+renames them into place only when the run has completed (the manifest last; a folder gets
+a ``_SUCCESS`` file, as a Hadoop or Spark job's does). An interrupted or failed run removes
+its temporaries (a process killed outright leaves them, and the next run refuses them
+without ``--overwrite``; its worker processes end with it, :mod:`.lifetime`). OUTPUT, its
+rejects file and its manifest are never an input, and never read as one.
 
 The modules, one concern each: :mod:`.annotator` (texts in, entity records out; also
 used by ``serve``), :mod:`.records`, :mod:`.inputs`, :mod:`.batch`, :mod:`.outputs`,
 :mod:`.publish`, :mod:`.job` (what an engine is asked and what it reports),
 :mod:`.local`, :mod:`.ray_engine` (with :mod:`.ray_io`, its Ray Data reader and writers),
-:mod:`.errors` and :mod:`.run` (``annotate`` itself).
+:mod:`.lifetime` (helper processes that end with their parent), :mod:`.errors` and
+:mod:`.run` (``annotate`` itself).
 """
 from .annotator import Annotator, EntityRecord, doc_records, filter_records, surrogate_problem, text_problem
 from .batch import BatchAnnotator, BatchOutput, annotate_batch, annotate_rows, output_record

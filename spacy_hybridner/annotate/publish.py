@@ -52,7 +52,8 @@ def lock_path(output: Path) -> Path:
 def os_error_text(e: OSError, path: Optional[Path] = None) -> str:
     """"PATH: the system's reason" of an OSError (``path`` where the error names no file)."""
     where = e.filename if e.filename is not None else path
-    why = e.strerror or (os.strerror(e.errno) if e.errno else None) or str(e) or type(e).__name__
+    why = e.strerror or (os.strerror(e.errno) if e.errno else None) or str(e).strip().split("\n")[0] \
+        or type(e).__name__
     return f"{where}: {why}" if where is not None else why
 
 

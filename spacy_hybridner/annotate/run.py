@@ -89,8 +89,14 @@ def annotate(
     Everything is written under temporary names and published only when the run
     completes (see :class:`~.publish.OutputPaths`): an interrupted (KeyboardInterrupt,
     SIGTERM: :class:`~.errors.AnnotateInterrupted`) or failed run publishes nothing and
-    removes its temporaries. Raises AnnotateInputError for a missing, unreadable or
-    malformed input or an existing output, AnnotateRunError for a run that could not complete.
+    removes its temporaries. The run holds a lock on OUTPUT (:class:`~.publish.OutputLock`)
+    throughout; its own outputs are never read as input. SIGINT is left as the process
+    found it (ignored, if it started ignored: nohup, a script's background job).
+
+    Raises AnnotateInputError for a missing, unreadable or malformed input, an existing
+    output, an output that is (or holds) an input, an OUTPUT another run holds, or a folder
+    that cannot be written; AnnotateRunError for a run that could not complete (an OSError
+    while writing or publishing among them: a full or read-only disk).
     """
     if engine not in ("local", "ray"):
         raise AnnotateInputError(f"unknown engine {engine!r}: use local or ray.")
