@@ -62,7 +62,7 @@ WHEEL=${wheels[0]}
 echo "  built $(basename "$WHEEL") and $(basename "${sdists[0]}")"
 
 step "twine check --strict"
-"$HOST_PYTHON" -m twine check --strict "$WHEEL" "${sdists[0]}" || fail
+COLUMNS=200 "$HOST_PYTHON" -m twine --no-color check --strict "$WHEEL" "${sdists[0]}" || fail
 
 step "contents: every file of the source package is in the wheel and the sdist"
 "$HOST_PYTHON" - "$WHEEL" "${sdists[0]}" <<'EOF' || fail
