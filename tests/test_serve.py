@@ -367,7 +367,7 @@ def test_not_ready_until_every_worker_loaded():
     app = create_app([StandIn(), second], ServeSettings())
     with TestClient(app) as client:
         # The first worker has loaded and warmed up; the second waits at the gate.
-        wait_for(lambda: app.state.batcher._loaded == 1)
+        wait_for(lambda: app.state.batcher.loaded == 1)
         assert second.loading.wait(10)
         assert client.get("/ready").status_code == 503
         gate.set()
@@ -471,7 +471,7 @@ def test_process_annotator_same_records_errors_and_restart(model_dir):
         assert_same_records(model.annotate(TEXTS[:1]), got[:1])
         assert model.pid == first_pid
         os.kill(first_pid, signals.SIGKILL)
-        model._proc.join(10)
+        assert model.join(10) == -signals.SIGKILL
         assert model.annotate(TEXTS[:1])[0][0]["text"] == got[0][0]["text"]  # a new child took over
         assert model.pid not in (None, first_pid)
     finally:

@@ -223,7 +223,7 @@ def test_requests_of_clients_that_left_never_reach_the_model(caplog):
         for sock in leaving:
             sock.close()
         # The event loop notices each close and withdraws its request from the queue.
-        wait_for(lambda: all(r.future.done() for r in list(batcher._queue.queue)))
+        wait_for(lambda: batcher.live_pending == 0)
         model.release.set()
         held.join(30)
         answer = httpx.post(server.url + "/v1/ents", json={"text": "next"}, timeout=30)

@@ -137,6 +137,19 @@ class Batcher:
         return self._queue.qsize()
 
     @property
+    def live_pending(self) -> int:
+        """How many of the :attr:`pending` requests are still wanted: not withdrawn (their
+        client left), which a worker drops when it takes them."""
+        with self._queue.mutex:
+            queued = list(self._queue.queue)
+        return sum(1 for item in queued if isinstance(item, _Request) and not item.future.done())
+
+    @property
+    def loaded(self) -> int:
+        """How many workers have loaded their pipeline and annotated the warm-up text."""
+        return self._loaded
+
+    @property
     def load_error(self) -> Optional[str]:
         """Why the pipeline could not be loaded, or None."""
         return self._load_error

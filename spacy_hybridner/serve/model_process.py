@@ -84,6 +84,16 @@ class ProcessAnnotator:
         """The child's process id (None before :meth:`load`)."""
         return None if self._proc is None else self._proc.pid
 
+    def join(self, timeout: Optional[float] = None) -> Optional[int]:
+        """Wait up to ``timeout`` seconds for the child to exit (one that was killed, say),
+        as ``multiprocessing.Process.join``. RETURNS: its exit code, or None if it has not
+        exited (or there is no child)."""
+        proc = self._proc
+        if proc is None:
+            return None
+        proc.join(timeout)
+        return proc.exitcode
+
     def _start(self) -> None:
         parent, child = self._context.Pipe()
         self._proc = self._context.Process(
