@@ -375,7 +375,7 @@ def test_not_ready_until_every_worker_loaded():
 
 
 def test_several_model_workers_need_model_processes(model_dir):
-    from spacy_hybridner.serve.app import serve
+    from spacy_hybridner.serve.runner import serve
 
     with pytest.raises(SystemExit, match="--model-workers 2.*--model-process"):
         serve(str(model_dir), ServeSettings(), model_process=False, model_workers=2)

@@ -9,8 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from test_serve import StandIn, post, wait_ready
 
-from spacy_hybridner.serve import ServeSettings, create_app
-from spacy_hybridner.serve import app as app_module
+from spacy_hybridner.serve import ServeSettings, create_app, routes
 
 N_UNKNOWN = 90_000
 
@@ -23,7 +22,7 @@ def served(monkeypatch):
     model = StandIn()
     app = create_app(model, ServeSettings())
     calls = []
-    read_request = app_module.read_request
+    read_request = routes.read_request
 
     def recording(*args):
         try:
@@ -34,7 +33,7 @@ def served(monkeypatch):
         calls.append((threading.get_ident(), on_a_loop))
         return read_request(*args)
 
-    monkeypatch.setattr(app_module, "read_request", recording)
+    monkeypatch.setattr(routes, "read_request", recording)
 
     @app.get("/test/loop-thread")
     async def loop_thread():
@@ -93,7 +92,7 @@ def test_many_errors_are_listed_up_to_a_bound(served):
     response = client.post("/v1/ents", json={"docs": [{"id": [i], "text": i} for i in range(128)]})
     assert response.status_code == 422
     errors = response.json()["detail"]
-    assert len(errors) == app_module.MAX_LISTED_ERRORS + 1
+    assert len(errors) == routes.MAX_LISTED_ERRORS + 1
     assert errors[0]["loc"][:3] == ["body", "docs", 0]
     assert "errors in all; the first 20 are listed" in errors[-1]["msg"]
 

@@ -17,7 +17,7 @@ import uvicorn
 from test_serve import StandIn, wait_for
 
 from spacy_hybridner.serve import ServeSettings, create_app
-from spacy_hybridner.serve.app import bind_socket, server_config
+from spacy_hybridner.serve.runner import bind_socket, server_config
 
 KEY = "loopback-key-0123"
 
@@ -392,17 +392,17 @@ def test_garbage_after_a_valid_request_gets_the_answer_then_400(garbage):
 def test_a_client_that_left_while_its_body_was_read_is_never_queued(monkeypatch, caplog):
     """The server checks that the client is still there once the body is parsed and
     validated (in a worker thread), before the request is queued (issue 37, item 13)."""
-    from spacy_hybridner.serve import app as app_module
+    from spacy_hybridner.serve import routes
 
     reading, go_on = threading.Event(), threading.Event()
-    read_request = app_module.read_request
+    read_request = routes.read_request
 
     def held(*args):
         reading.set()
         assert go_on.wait(30)
         return read_request(*args)
 
-    monkeypatch.setattr(app_module, "read_request", held)
+    monkeypatch.setattr(routes, "read_request", held)
     model = StandIn()
     with ThreadedServer(model, batch_wait_ms=0) as server, caplog.at_level("INFO", logger="spacy_hybridner.serve"):
         warm = len(model.batches)

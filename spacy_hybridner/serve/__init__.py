@@ -10,8 +10,12 @@ __all__ = ["API_KEY_ENV", "ServeSettings", "create_app", "serve"]
 def __getattr__(name: str):
     # create_app and serve import FastAPI: only when asked for, so that the settings (and
     # the CLI's help) work without the extra installed.
-    if name in ("create_app", "serve"):
-        from . import app
+    if name == "create_app":
+        from .app import create_app
 
-        return getattr(app, name)
+        return create_app
+    if name == "serve":
+        from .runner import serve
+
+        return serve
     raise AttributeError(name)
