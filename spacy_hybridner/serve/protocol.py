@@ -29,7 +29,8 @@ nginx's ``lingering_close`` does: closing a socket with unread bytes sends a TCP
 which can destroy the answer before the client reads it.
 
 It relies on internals of uvicorn's ``HttpToolsProtocol`` (its parser callbacks, ``cycle``,
-``pipeline``, ``on_response_complete``), hence the upper bound on uvicorn in ``setup.py``.
+``pipeline``, ``on_response_complete``), hence the bounds on uvicorn in ``setup.py``;
+``tests/test_serve_uvicorn.py`` checks each of them on the installed uvicorn.
 """
 import json
 import logging
