@@ -35,12 +35,12 @@ setup(
     extras_require={
         "report": ["matplotlib>=3.5", "seqeval>=1.2"],
         "tensorboard": ["tensorboard>=2.10"],
-        "serve": ["fastapi>=0.110", "uvicorn[standard]>=0.29,<0.56"],
+        "serve": ["fastapi>=0.110", "uvicorn[standard]>=0.30.6,<0.56"],
         # annotate --engine ray (Ray Data), and Parquet input/output for either engine
         "ray": ["ray[data]>=2.60", "pyarrow>=17"],
         "test": [
             "pytest>=7", "matplotlib>=3.5", "seqeval>=1.2", "ruff>=0.5", "tensorboard>=2.10",
-            "fastapi>=0.110", "uvicorn[standard]>=0.29,<0.56", "httpx>=0.27", "selenium>=4.11",
+            "fastapi>=0.110", "uvicorn[standard]>=0.30.6,<0.56", "httpx>=0.27", "selenium>=4.11",
             "ray[data]>=2.60", "pyarrow>=17",
             # property tests of annotate's record path and a schema-driven fuzz of serve's API
             "hypothesis>=6.100", "schemathesis>=4.0",
