@@ -10,6 +10,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from ..about import __version__
 from ..distill import enable_marginals
+from ..gpu import setup_gpu
 from ..threads import use_threads
 from ..tokenizer import DEFAULT_MAX_RUN_CHARS, bound_tokenizer, is_invisible
 
@@ -26,7 +27,7 @@ class Annotator:
     torch_threads (Optional[int]): if given, torch's and numpy's BLAS thread count for this
         process, set before loading (:func:`spacy_hybridner.threads.use_threads`): 1 for one
         worker per core (Ray actors, worker processes, serve's model processes).
-    gpu_id (int): -1 for the CPU, else the GPU to run on (``spacy.require_gpu``).
+    gpu_id (int): -1 for the CPU, else the GPU to run on (:func:`spacy_hybridner.gpu.setup_gpu`).
     marginals (bool): make every ``hybrid_ner`` component store its tag marginals in the
         Docs it annotates (``distill.enable_marginals``); a pipeline without one is
         refused when loaded.
@@ -70,8 +71,7 @@ class Annotator:
 
             if self.torch_threads is not None:
                 use_threads(self.torch_threads)
-            if self.gpu_id >= 0:
-                spacy.require_gpu(self.gpu_id)
+            setup_gpu(self.gpu_id)
             nlp = bound_tokenizer(spacy.load(self.model), self.max_run_chars)
             if self.marginals:
                 enable_marginals(nlp, self.model)
