@@ -1,8 +1,9 @@
 """Calibration of entity confidences as plain functions: which predicted entities are
 right, reliability bins and expected calibration error, log loss, and the temperature
-search. Shared by ``HybridEntityRecognizer.calibrate``, ``calibrate_pipeline`` (the
-``calibrate`` command) and the report.
+search. Shared by ``HybridEntityRecognizer.calibrate``, ``calibrate_pipeline`` (with
+``calibrate_and_save``, the ``calibrate`` command) and the report.
 """
+from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy
@@ -189,6 +190,26 @@ def calibrate_pipeline(
                 [Example(doc, eg.reference) for doc, eg in zip(docs, examples)], temperatures=temperatures,
             )
         docs = list(pipe.pipe(docs)) if hasattr(pipe, "pipe") else [pipe(doc) for doc in docs]
+    return results
+
+
+def calibrate_and_save(
+    nlp: Language, data_path: Union[str, Path], output_dir: Union[str, Path],
+    temperatures: Optional[Sequence[float]] = None,
+) -> Dict[str, Dict[str, float]]:
+    """What ``python -m spacy_hybridner calibrate`` does: :func:`calibrate_pipeline` on the
+    gold Docs of a .spacy file, then save the pipeline, calibrated or (without a component
+    to calibrate) unchanged.
+
+    nlp (Language): The pipeline. data_path (Union[str, Path]): Held-out gold .spacy file
+        (the dev split, not the test split). output_dir (Union[str, Path]): Where to save.
+    temperatures (Optional[Sequence[float]]): Candidates (default: ``default_temperatures()``).
+    RETURNS (Dict[str, Dict[str, float]]): As :func:`calibrate_pipeline`.
+    """
+    from spacy.training import Corpus
+
+    results = calibrate_pipeline(nlp, Corpus(data_path)(nlp), temperatures=temperatures)
+    nlp.to_disk(output_dir)
     return results
 
 

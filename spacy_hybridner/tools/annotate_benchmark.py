@@ -25,6 +25,7 @@ from .benchmark import command_block
 DOCS_PER_DAY_TARGET = 100_000_000
 DAY_S = 86_400
 ARTICLE_WORDS = 500  # words of a typical news article, for the second estimate
+TITLE = "annotate: local engine and Ray Data"  # of the section in the benchmark document
 
 
 def _texts_of(data_path: Path, limit: int) -> List[str]:
@@ -193,7 +194,7 @@ def benchmark_markdown(results: Dict, *, command: str, machine: str, title: str)
     return "\n".join(lines) + "\n"
 
 
-def write_benchmark(results: Dict, doc_path: Path, command: str, title: str = "annotate: local engine and Ray Data",
+def write_benchmark(results: Dict, doc_path: Path, command: str, title: str = TITLE,
                     machine: Optional[str] = None) -> str:
     """Write (or replace) the section in the benchmark document; returns it."""
     from .benchmark import machine_description, update_benchmark_doc

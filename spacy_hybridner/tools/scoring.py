@@ -203,6 +203,26 @@ def breakdown_markdown(breakdown: Dict) -> str:
     return "\n".join(lines) + f"\n\nSeen words: {breakdown['words']}.\n"
 
 
+def analysis_lines(result: Dict) -> List[str]:
+    """What the ``crosscheck`` command prints of an :func:`analyse` result: P/R/F by each
+    scorer, :func:`crosscheck_line`, the calibration error of ``ent._.confidence`` (where
+    the pipeline gives confidences) and the recall breakdown (given the training data)."""
+    check = result["crosscheck"]
+    lines = []
+    for name in ("spacy", "seqeval"):
+        s = check[name]
+        lines.append(f"{name:>8}: P {100 * s['ents_p']:.4f}  R {100 * s['ents_r']:.4f}  F {100 * s['ents_f']:.4f}")
+    lines.append(crosscheck_line(check))
+    calib = result["calibration"]
+    if calib["ece"] is not None:
+        lines.append(
+            f"Expected calibration error of ent._.confidence: {calib['ece']:.4f} ({calib['n_entities']} entities)"
+        )
+    if "breakdown" in result:
+        lines.append(breakdown_markdown(result["breakdown"]))
+    return lines
+
+
 def analyse(nlp: Language, data_path: Path, train_path: Optional[Path] = None) -> Dict:
     """Predict a gold .spacy file once and run the cross-check and, given the training
     data, the breakdown.

@@ -278,6 +278,13 @@ def serve_benchmark(
     return result
 
 
+def serve_benchmark_title(data_path: Path, model_thread: bool = False) -> str:
+    """The default section title of a serve benchmark: ``serve (<folder> <file>)`` of the
+    .spacy file, with ``, model thread`` when the server ran the model in its thread."""
+    where = ", model thread" if model_thread else ""
+    return f"serve ({data_path.parent.name} {data_path.stem}{where})"
+
+
 def serve_benchmark_markdown(result: Dict[str, Any], *, title: str, command: str) -> str:
     """The benchmark document's section for one run."""
     n_rounds = len(result["small_batch_words_per_second"])

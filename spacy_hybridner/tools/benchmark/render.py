@@ -1,6 +1,7 @@
 """The benchmark document: the Markdown of a benchmark's section (its tables of results,
 recall, training curves) and the editing of the document's sections."""
 import datetime
+import json
 import re
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -238,6 +239,15 @@ def benchmark_markdown(
 def command_block(command: str) -> List[str]:
     """Markdown lines that show the command a benchmark section was measured with."""
     return ["Command:", "", "```bash", command, "```", ""]
+
+
+def write_results(path: Path, section: str, command: str, runs: List[Dict]) -> None:
+    """Write a section's rows as JSON (``docs/results/<section>.json``): the section's title,
+    the command(s) that made them and one dict per run (``benchmark``, ``benchmark-section``
+    and ``speed --results-path``)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"section": section, "command": command, "runs": runs}
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf8")
 
 
 def update_benchmark_doc(path: Path, corpus: str, section: str) -> None:

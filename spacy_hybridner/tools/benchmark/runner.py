@@ -110,14 +110,23 @@ def machine_description(gpu_id: int = -1) -> str:
     )
 
 
-def benchmark_command(argv: List[str]) -> str:
-    """The exact command of a benchmark run, for the document: ``python -m
-    spacy_hybridner benchmark`` with the arguments, after ``SPACY_CONFIG_OVERRIDES``
-    when set (spaCy applies those to every training run).
+# The commands that start ``spacy train``, which reads SPACY_CONFIG_OVERRIDES: their recorded
+# line carries the variable; in the others' it would change nothing, so it is left out.
+TRAINING_COMMANDS = ("benchmark",)
 
-    argv (List[str]): The arguments after ``benchmark``. RETURNS (str): A shell line.
+
+def benchmark_command(argv: List[str], command: str = "benchmark") -> str:
+    """The exact command of a run, for the document or its rows: ``python -m
+    spacy_hybridner COMMAND`` with the arguments, each quoted for the shell; for a
+    command that trains (``benchmark``), after ``SPACY_CONFIG_OVERRIDES`` when set
+    (spaCy applies those to every training run). Every command that records its own
+    line (``benchmark``, ``speed``, ``serve-benchmark``, ``annotate-benchmark``) uses it.
+
+    argv (List[str]): The arguments after COMMAND. command (str): The command's name.
+    RETURNS (str): A shell line.
     """
-    return with_config_overrides("python -m spacy_hybridner benchmark " + " ".join(shlex.quote(a) for a in argv))
+    line = f"python -m spacy_hybridner {command} " + " ".join(shlex.quote(a) for a in argv)
+    return with_config_overrides(line) if command in TRAINING_COMMANDS else line
 
 
 def with_config_overrides(command: str) -> str:

@@ -50,6 +50,15 @@ def parse_named_models(items: List[str]) -> List[Tuple[str, Path]]:
     return models
 
 
+def speed_baseline(models: List[Tuple[str, Path]], baseline: Optional[str] = None) -> str:
+    """The name that a speed comparison's ratios refer to: ``baseline``, which must be one of
+    the ``models``' names, or the first model's. Raises ValueError for an unknown name."""
+    names = [n for n, _ in models]
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"--baseline {baseline} is none of the pipelines' names: {names}")
+    return baseline if baseline is not None else names[0]
+
+
 def compare_speed(
     models: List[Tuple[str, Path]], data: Path, *, echo: Callable[[str], None], batch_size: Optional[int] = None,
     batches: int = 30, rounds: int = 3, gpu_id: int = -1,
