@@ -230,7 +230,7 @@ os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
 
 @linux_only
 def test_sigint_ignored_from_the_start_stays_ignored(model_dir, corpus, tmp_path, tmp_path_factory):
-    """annotate respects an inherited SIG_IGN for SIGINT (README: Annotate a corpus): a
+    """annotate respects an inherited SIG_IGN for SIGINT (docs/annotating.md): a
     SIGINT then does nothing (the kernel discards it), SIGTERM still stops the run."""
     fifo = tmp_path_factory.mktemp("fifo") / "ready"
     os.mkfifo(fifo)

@@ -1,6 +1,6 @@
 """How the server reads a request body (issue 37, items 2 and 13): in a worker thread, not on
 the event loop; unknown fields refused before pydantic, with a bounded answer; and only
-UTF-8 (no UTF-16 or UTF-32, no byte order mark), as the README says."""
+UTF-8 (no UTF-16 or UTF-32, no byte order mark), as docs/serving.md says."""
 import asyncio
 import json
 import threading
