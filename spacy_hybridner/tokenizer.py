@@ -44,7 +44,7 @@ def is_invisible(text: str) -> bool:
 def long_runs(text: str, max_run_chars: int) -> List[Tuple[int, int]]:
     """The ``(start, end)`` offsets of the whitespace-free runs of ``text`` longer than
     ``max_run_chars`` characters, in order (linear in the length of ``text``)."""
-    if not text or max(map(len, text.split()), default=0) <= max_run_chars:
+    if len(text) <= max_run_chars or max(map(len, text.split()), default=0) <= max_run_chars:
         return []
     return [m.span() for m in _RUN.finditer(text) if m.end() - m.start() > max_run_chars]
 
