@@ -39,33 +39,37 @@ setup(
         # annotate --engine ray (Ray Data), and Parquet input/output for either engine
         "ray": ["ray[data]>=2.60", "pyarrow>=17"],
         "test": [
-            "pytest>=7", "matplotlib>=3.5", "seqeval>=1.2", "ruff>=0.5", "tensorboard>=2.10",
-            "fastapi>=0.110", "uvicorn[standard]>=0.30.6,<0.56", "httpx>=0.27", "selenium>=4.11",
-            "ray[data]>=2.60", "pyarrow>=17",
+            "pytest>=7",
+            "matplotlib>=3.5",
+            "seqeval>=1.2",
+            "ruff>=0.5",
+            "tensorboard>=2.10",
+            "fastapi>=0.110",
+            "uvicorn[standard]>=0.30.6,<0.56",
+            "httpx>=0.27",
+            "selenium>=4.11",
+            "ray[data]>=2.60",
+            "pyarrow>=17",
             # property tests of annotate's record path and a schema-driven fuzz of serve's API
-            "hypothesis>=6.100", "schemathesis>=4.0",
+            "hypothesis>=6.100",
+            "schemathesis>=4.0",
             # scripts/wheel_smoke.sh: build the sdist and the wheel, check their metadata
-            "build>=1.2", "twine>=5",
+            "build>=1.2",
+            "twine>=5",
         ],
     },
     entry_points={
         "console_scripts": ["spacy-hybridner = spacy_hybridner.cli:main"],
-        "spacy_factories": [
-            "hybrid_ner = spacy_hybridner.pipeline_component:make_hybrid_ner",
-        ],
+        "spacy_factories": ["hybrid_ner = spacy_hybridner.pipeline_component:make_hybrid_ner"],
         "spacy_callbacks": [
             "spacy-hybridner.initialize_frozen.v1 = spacy_hybridner.callbacks:initialize_frozen_v1",
             "spacy-hybridner.component_learn_rates.v1 = spacy_hybridner.callbacks:component_learn_rates_v1",
         ],
         "spacy_tokenizers": [
-            "spacy-hybridner.BoundedTokenizer.v1 = spacy_hybridner.tokenizer:create_bounded_tokenizer",
+            "spacy-hybridner.BoundedTokenizer.v1 = spacy_hybridner.tokenizer:create_bounded_tokenizer"
         ],
-        "spacy_readers": [
-            "spacy-hybridner.GoldSilverCorpus.v1 = spacy_hybridner.readers:gold_silver_corpus",
-        ],
-        "thinc_schedules": [
-            "spacy-hybridner.warmup_linear_epochs.v1 = spacy_hybridner.schedules:warmup_linear_epochs",
-        ],
+        "spacy_readers": ["spacy-hybridner.GoldSilverCorpus.v1 = spacy_hybridner.readers:gold_silver_corpus"],
+        "thinc_schedules": ["spacy-hybridner.warmup_linear_epochs.v1 = spacy_hybridner.schedules:warmup_linear_epochs"],
         "spacy_loggers": [
             "spacy-hybridner.TrainingLogger.v1 = spacy_hybridner.loggers:training_logger_v1",
             "spacy-hybridner.TensorBoardLogger.v1 = spacy_hybridner.loggers:tensorboard_logger_v1",

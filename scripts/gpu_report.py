@@ -15,6 +15,7 @@ the "GPU" half then runs on the CPU as well, a rehearsal of the code).
     python scripts/gpu_report.py versions --gpu-id 0 --output versions.json
     python scripts/gpu_report.py summary --gpu-id 0 --work /tmp/gpu_check --results $OUT --data .gpudata/conll03
 """
+
 import argparse
 import gc
 import json
@@ -59,8 +60,22 @@ def requirement_problems(names: List[str]) -> List[str]:
 def versions(gpu_id: int) -> Dict:
     """What the machine has; see the module docstring."""
     info: Dict = {"python": platform.python_version(), "platform": platform.platform()}
-    for name in ("torch", "cupy-cuda13x", "cupy-cuda12x", "spacy", "thinc", "numpy", "pydantic", "typer",
-                 "click", "typing-extensions", "spacy-hybridner", "spacy-transformers", "transformers", "pytest"):
+    for name in (
+        "torch",
+        "cupy-cuda13x",
+        "cupy-cuda12x",
+        "spacy",
+        "thinc",
+        "numpy",
+        "pydantic",
+        "typer",
+        "click",
+        "typing-extensions",
+        "spacy-hybridner",
+        "spacy-transformers",
+        "transformers",
+        "pytest",
+    ):
         try:
             info[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -75,7 +90,8 @@ def versions(gpu_id: int) -> Dict:
     if gpu_id >= 0 and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(gpu_id)
         info["gpu"] = {
-            "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+            "name": props.name,
+            "memory_gib": round(props.total_memory / 2**30, 1),
             "capability": f"{props.major}.{props.minor}",
             "bf16": torch.cuda.is_bf16_supported(including_emulation=False),
         }
@@ -85,6 +101,7 @@ def versions(gpu_id: int) -> Dict:
             info["cupy_runtime"] = cupy.cuda.runtime.runtimeGetVersion()
             info["cuda_driver"] = cupy.cuda.runtime.driverGetVersion()
             import cupy.cublas  # noqa: F401  thinc needs it (gradient clipping): without it, no GPU
+
             info["cupy_cublas"] = True
         except Exception as e:  # reported, not fatal: spaCy's own check below says more
             info["cupy_error"] = repr(e)
@@ -109,7 +126,8 @@ def pytest_counts(path: Path) -> Optional[Dict]:
     suite = root if root.tag == "testsuite" else root.find("testsuite")
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     counts["failed"] = [
-        f"{case.get('classname')}::{case.get('name')}" for case in suite.iter("testcase")
+        f"{case.get('classname')}::{case.get('name')}"
+        for case in suite.iter("testcase")
         if case.find("failure") is not None or case.find("error") is not None
     ]
     return counts
@@ -128,8 +146,12 @@ def partial_rows(bench_dir: Path) -> List[Dict]:
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
         if records:
             best = max(records, key=lambda r: r["score"])
-            row.update(best_dev_f=best["score"], seconds_to_best=best["seconds"], steps_to_best=best["step"],
-                       peak_gpu_mb=max((r["gpu_peak_mb"] for r in records if "gpu_peak_mb" in r), default=None))
+            row.update(
+                best_dev_f=best["score"],
+                seconds_to_best=best["seconds"],
+                steps_to_best=best["step"],
+                peak_gpu_mb=max((r["gpu_peak_mb"] for r in records if "gpu_peak_mb" in r), default=None),
+            )
         scores = out / "test_scores.json"
         if scores.exists():
             s = json.loads(scores.read_text())
@@ -149,8 +171,10 @@ def entity_agreement(a: List[List[tuple]], b: List[List[tuple]]) -> Dict:
     diffs = [abs(conf_a[k] - conf_b[k]) for k in shared if conf_a[k] is not None and conf_b[k] is not None]
     total = len(spans_a) + len(spans_b)
     return {
-        "docs": len(a), "identical_docs": sum([e[:3] for e in x] == [e[:3] for e in y] for x, y in zip(a, b)),
-        "entities_gpu": len(spans_a), "entities_cpu": len(spans_b),
+        "docs": len(a),
+        "identical_docs": sum([e[:3] for e in x] == [e[:3] for e in y] for x, y in zip(a, b)),
+        "entities_gpu": len(spans_a),
+        "entities_cpu": len(spans_b),
         "f1": 2 * len(shared) / total if total else 1.0,
         "max_confidence_difference": max(diffs) if diffs else None,
     }
@@ -178,9 +202,12 @@ def predict_measures(model: Path, texts: List[str], gpu_id: int, batch_size: int
     docs = list(nlp.pipe(texts, batch_size=batch_size))
     seconds = time.time() - start
     result = {
-        "docs": len(docs), "words": sum(len(d) for d in docs), "seconds": seconds,
-        "entities": [[(e.start_char, e.end_char, e.label_, getattr(e._, "confidence", None)) for e in d.ents]
-                     for d in docs],
+        "docs": len(docs),
+        "words": sum(len(d) for d in docs),
+        "seconds": seconds,
+        "entities": [
+            [(e.start_char, e.end_char, e.label_, getattr(e._, "confidence", None)) for e in d.ents] for d in docs
+        ],
     }
     if gpu_id >= 0:
         torch.cuda.synchronize()
@@ -199,8 +226,9 @@ def summary(args: argparse.Namespace) -> Dict:
     out["versions"] = json.loads(versions_path.read_text()) if versions_path.exists() else None
     phases_path = work / "phases.tsv"
     out["phases"] = [
-        dict(zip(("phase", "exit", "seconds"), line.split("\t"))) for line in
-        (phases_path.read_text().splitlines() if phases_path.exists() else []) if line.strip()
+        dict(zip(("phase", "exit", "seconds"), line.split("\t")))
+        for line in (phases_path.read_text().splitlines() if phases_path.exists() else [])
+        if line.strip()
     ]
     out["pytest"] = pytest_counts(results / "pytest.xml")
     bench_dir = work / "benchmark" / args.corpus
@@ -227,7 +255,8 @@ def summary(args: argparse.Namespace) -> Dict:
             if name == "hybrid_gpu":
                 on_cpu = predict_measures(model, texts[: args.n_cpu_docs], -1, args.batch_size)
                 out["predict"]["hybrid_gpu_vs_cpu"] = entity_agreement(
-                    entities[: args.n_cpu_docs], on_cpu.pop("entities"))
+                    entities[: args.n_cpu_docs], on_cpu.pop("entities")
+                )
         except Exception as e:  # recorded: the rest of the summary still gets written
             out["predict"][name] = {"error": repr(e)}
     return out

@@ -20,6 +20,7 @@ there are checked on the machine itself, by ``scripts/gpu_check.sh``.)
 
 Standard library only, except ``check``, which needs ``packaging``.
 """
+
 import base64
 import hashlib
 import re
@@ -101,9 +102,15 @@ def missing_requirements(wheel_dir: Path, available: List[str]) -> List[str]:
     from packaging.requirements import Requirement
 
     environment = {
-        "python_version": "3.12", "python_full_version": "3.12.3", "implementation_name": "cpython",
-        "platform_python_implementation": "CPython", "sys_platform": "linux", "platform_system": "Linux",
-        "os_name": "posix", "platform_machine": "x86_64", "extra": "",
+        "python_version": "3.12",
+        "python_full_version": "3.12.3",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "platform_machine": "x86_64",
+        "extra": "",
     }
     wheels = sorted(wheel_dir.glob("*.whl"))
     provided = {_canonical(w.name.split("-", 1)[0]) for w in wheels} | {_canonical(n) for n in available}

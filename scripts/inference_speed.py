@@ -16,6 +16,7 @@ The earlier settings are switched back on loaded copies of the same pipeline:
 - "CRF loops in PyTorch": Viterbi and forward-backward step through time in PyTorch
   operations instead of NumPy's.
 """
+
 import statistics
 import sys
 import time
@@ -31,8 +32,7 @@ SENTENCE = "The European Commission said on Thursday it disagreed with German ad
 
 
 def set_earlier(
-    nlp, blis: bool = False, greedy_chunks: bool = False, stride_windows: bool = False,
-    torch_crf: bool = False,
+    nlp, blis: bool = False, greedy_chunks: bool = False, stride_windows: bool = False, torch_crf: bool = False
 ):
     """Switch a loaded hybrid pipeline's ``ner`` back to earlier settings."""
     model = nlp.get_pipe("ner").model
@@ -95,8 +95,7 @@ def main() -> None:
         rate = statistics.median(speeds[name])
         # On the gold tokens, as `spacy evaluate` reads these corpora (spaces unknown)
         examples = [
-            Example(Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]), d)
-            for d in gold
+            Example(Doc(nlp.vocab, words=[t.text for t in d], spaces=[bool(t.whitespace_) for t in d]), d) for d in gold
         ]
         f = nlp.evaluate(examples, batch_size=batch_size)["ents_f"]
         differ = "" if name == "spaCy ner" else str(sum(a != b for a, b in zip(ents(nlp), current)))

@@ -11,6 +11,7 @@ stack, and prints a Markdown table of the shares. A sampling profiler, not cProf
 cost per Python call inflates code that makes many small calls (it put a tenth of the time
 into ``Doc.to_utf8_array``, which takes 0.5%).
 """
+
 import argparse
 import shutil
 import subprocess
@@ -26,8 +27,10 @@ PARTS: List[Tuple[str, Tuple[str, ...]]] = [
     ("set_annotations (doc.ents, ent._.confidence)", ("set_annotations",)),
     ("encoder: Transformer layers", ("TransformerEncoder.forward",)),
     ("encoder: BiLSTM", ("run_lstm",)),
-    ("encoder: windows, projections, output layer", ("spacy_hybridner/layers/encoder.py",
-                                                     "spacy_hybridner/modules/encoder.py")),
+    (
+        "encoder: windows, projections, output layer",
+        ("spacy_hybridner/layers/encoder.py", "spacy_hybridner/modules/encoder.py"),
+    ),
     ("tok2vec: character CNN", ("char_cnn",)),
     ("tok2vec: Maxout layers (thinc gemm)", ("thinc/layers/maxout.py",)),
     ("tok2vec: hash and character embeddings, features", ("hashembed", "featureextractor", "char_embed")),
@@ -80,8 +83,24 @@ def main() -> None:
         sys.exit("py-spy is not installed: pip install py-spy")
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "profile.txt"
-        command = [py_spy, "record", "-r", str(args.rate), "-f", "raw", "-o", str(raw), "--",
-                   sys.executable, "-c", CHILD, args.model, str(args.data), str(args.threads), str(args.repeats)]
+        command = [
+            py_spy,
+            "record",
+            "-r",
+            str(args.rate),
+            "-f",
+            "raw",
+            "-o",
+            str(raw),
+            "--",
+            sys.executable,
+            "-c",
+            CHILD,
+            args.model,
+            str(args.data),
+            str(args.threads),
+            str(args.repeats),
+        ]
         subprocess.run(command, check=True)
         total, parts = shares(raw)
     if not total:

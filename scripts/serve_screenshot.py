@@ -3,6 +3,7 @@ set up as in tests/test_serve_browser.py.
 
     python scripts/serve_screenshot.py training/gmb/hybrid_cpu/model-best docs/serve.png
 """
+
 import argparse
 import tempfile
 from pathlib import Path
@@ -28,16 +29,19 @@ def screenshot(model: str, output: Path, text: str = TEXT, threshold: float = 0.
         try:
             driver.get(server.url + "/")
             WebDriverWait(driver, 30).until(
-                lambda d: d.find_element(By.ID, "model-info").get_attribute("data-loaded") == "1")
+                lambda d: d.find_element(By.ID, "model-info").get_attribute("data-loaded") == "1"
+            )
             box = driver.find_element(By.ID, "text")
             box.clear()
             box.send_keys(text)
             driver.find_element(By.ID, "annotate").click()
             WebDriverWait(driver, 30).until(
-                lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-annotated") == "1")
+                lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-annotated") == "1"
+            )
             driver.execute_script(
                 "const s = document.getElementById('threshold'); s.value = arguments[0];"
-                "s.dispatchEvent(new Event('input', {bubbles: true}));", threshold,
+                "s.dispatchEvent(new Event('input', {bubbles: true}));",
+                threshold,
             )
             output.parent.mkdir(parents=True, exist_ok=True)
             driver.save_screenshot(str(output))

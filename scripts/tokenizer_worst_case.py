@@ -10,6 +10,7 @@ spaCy's tokenizer alone is quadratic on such runs: it is timed only up to --plai
 characters (16,000 commas take about 16 s on 2 busy cores, 100,000 did not finish in 10
 minutes).
 """
+
 import json
 import platform
 import random
@@ -81,18 +82,32 @@ def main(
     for kind in KINDS:
         for n in (int(x) for x in lengths.split(",")):
             text = make_text(kind, n)
-            row = {"input": kind, "chars": n, "tokens": len(bounded().tokenizer(text)),
-                   "bounded_s": median_seconds(bounded, text, repeats),
-                   "spacy_s": (median_seconds(plain, text, repeats)
-                               if kind == "ordinary text" or n <= plain_max else None)}
+            row = {
+                "input": kind,
+                "chars": n,
+                "tokens": len(bounded().tokenizer(text)),
+                "bounded_s": median_seconds(bounded, text, repeats),
+                "spacy_s": (
+                    median_seconds(plain, text, repeats) if kind == "ordinary text" or n <= plain_max else None
+                ),
+            }
             row["bounded_us_per_char"] = row["bounded_s"] / n * 1e6
             rows.append(row)
             spacy_s = "-" if row["spacy_s"] is None else f"{row['spacy_s']:.3f}"
-            print(f"{kind:>14} {n:>8} chars: spaCy {spacy_s:>8} s, bounded {row['bounded_s']:.3f} s "
-                  f"({row['bounded_us_per_char']:.2f} us/char)", file=sys.stderr)
-    result = {"cpu": cpu_name(), "python": platform.python_version(), "spacy": spacy.__version__,
-              "max_run_chars": DEFAULT_MAX_RUN_CHARS, "repeats": repeats, "command": " ".join(sys.argv),
-              "rows": rows}
+            print(
+                f"{kind:>14} {n:>8} chars: spaCy {spacy_s:>8} s, bounded {row['bounded_s']:.3f} s "
+                f"({row['bounded_us_per_char']:.2f} us/char)",
+                file=sys.stderr,
+            )
+    result = {
+        "cpu": cpu_name(),
+        "python": platform.python_version(),
+        "spacy": spacy.__version__,
+        "max_run_chars": DEFAULT_MAX_RUN_CHARS,
+        "repeats": repeats,
+        "command": " ".join(sys.argv),
+        "rows": rows,
+    }
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
 

@@ -1,4 +1,5 @@
 """Registered model architectures: thin builders that chain the layers."""
+
 from typing import List, Optional
 
 from spacy.attrs import intify_attr
@@ -60,14 +61,25 @@ def build_hybrid_ner_v2(
         is the sublayer ``model.get_ref("crf")``.
     """
     settings = EncoderSettings(
-        width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
-        lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
-        token_dropout=token_dropout, attention_dropout=attention_dropout,
+        width=width,
+        depth=depth,
+        n_heads=n_heads,
+        ffn_width=ffn_width,
+        lstm_depth=lstm_depth,
+        uni_lstm_depth=uni_lstm_depth,
+        dropout=dropout,
+        token_dropout=token_dropout,
+        attention_dropout=attention_dropout,
     )
     _check_windows_and_bounds(window, stride, encoder_batch_tokens, crf_batch_tokens)
     encoder = hybrid_encoder(
-        settings, window=window, stride=stride, mixed_precision=mixed_precision,
-        grad_scaler_config=grad_scaler_config, nO=nO, max_batch_tokens=encoder_batch_tokens,
+        settings,
+        window=window,
+        stride=stride,
+        mixed_precision=mixed_precision,
+        grad_scaler_config=grad_scaler_config,
+        nO=nO,
+        max_batch_tokens=encoder_batch_tokens,
     )
     crf = crf_layer(nO=nO, max_batch_tokens=crf_batch_tokens)
     model = Model(
@@ -104,11 +116,23 @@ def build_hybrid_ner(
     pins them), attention dropout equal to ``dropout`` and the batch bounds of that time.
     New configs use v2 (which adds ``attention_dropout`` and the batch bounds)."""
     return build_hybrid_ner_v2(
-        tok2vec, width=width, depth=depth, n_heads=n_heads, ffn_width=ffn_width,
-        lstm_depth=lstm_depth, uni_lstm_depth=uni_lstm_depth, dropout=dropout,
-        token_dropout=token_dropout, attention_dropout=None, window=window,
-        stride=stride, mixed_precision=mixed_precision, grad_scaler_config=grad_scaler_config,
-        encoder_batch_tokens=ENCODER_BATCH_TOKENS, crf_batch_tokens=CRF_BATCH_TOKENS, nO=nO,
+        tok2vec,
+        width=width,
+        depth=depth,
+        n_heads=n_heads,
+        ffn_width=ffn_width,
+        lstm_depth=lstm_depth,
+        uni_lstm_depth=uni_lstm_depth,
+        dropout=dropout,
+        token_dropout=token_dropout,
+        attention_dropout=None,
+        window=window,
+        stride=stride,
+        mixed_precision=mixed_precision,
+        grad_scaler_config=grad_scaler_config,
+        encoder_batch_tokens=ENCODER_BATCH_TOKENS,
+        crf_batch_tokens=CRF_BATCH_TOKENS,
+        nO=nO,
     )
 
 
@@ -163,15 +187,13 @@ def build_char_multi_hash_embed(
     char_rows (int): Rows of that attribute's hash table.
     """
     multi_hash = registry.get("architectures", "spacy.MultiHashEmbed.v2")(
-        width=width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors,
+        width=width, attrs=attrs, rows=rows, include_static_vectors=include_static_vectors
     )
     chars = registry.get("architectures", "spacy.CharacterEmbed.v2")(
-        width=width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False,
-        feature=char_feature,
+        width=width, rows=char_rows, nM=nM, nC=nC, include_static_vectors=False, feature=char_feature
     )
     return chain(
-        concatenate(multi_hash, chars),
-        with_array(Maxout(width, 2 * width, nP=3, normalize=True, dropout=0.0)),
+        concatenate(multi_hash, chars), with_array(Maxout(width, 2 * width, nP=3, normalize=True, dropout=0.0))
     )
 
 
@@ -196,8 +218,14 @@ def build_char_multi_hash_embed_v2(
     ``hybrid_cpu`` has ``char_cnn_width = 64``), so v2 keeps it: such pipelines load and
     give the same entities. New configs name v3."""
     return build_char_multi_hash_embed_v3(
-        width, attrs, rows, include_static_vectors, nM=nM, nC=nC,
-        word_dropout_rate=word_dropout_rate, char_cnn_width=char_cnn_width,
+        width,
+        attrs,
+        rows,
+        include_static_vectors,
+        nM=nM,
+        nC=nC,
+        word_dropout_rate=word_dropout_rate,
+        char_cnn_width=char_cnn_width,
     )
 
 
@@ -234,8 +262,7 @@ def build_char_multi_hash_embed_v3(
     """
     if len(rows) != len(attrs):
         raise ValueError(
-            f"CharMultiHashEmbed got {len(attrs)} attrs but {len(rows)} rows: give one "
-            "number of rows per attribute."
+            f"CharMultiHashEmbed got {len(attrs)} attrs but {len(rows)} rows: give one number of rows per attribute."
         )
     if not 0.0 <= word_dropout_rate < 1.0:
         raise ValueError(f"word_dropout_rate must be in [0, 1), got {word_dropout_rate}.")
@@ -257,7 +284,5 @@ def build_char_multi_hash_embed_v3(
         parts.append(StaticVectors(width, dropout=0.0))
     n_inputs = width * (len(attrs) + include_static_vectors) + nM * nC + char_cnn_width
     return chain(
-        concatenate(*parts),
-        with_array(Maxout(width, n_inputs, nP=3, normalize=True, dropout=0.0)),
-        ragged2list(),
+        concatenate(*parts), with_array(Maxout(width, n_inputs, nP=3, normalize=True, dropout=0.0)), ragged2list()
     )

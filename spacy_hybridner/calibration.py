@@ -3,6 +3,7 @@ right, reliability bins and expected calibration error, log loss, and the temper
 search. Shared by ``HybridEntityRecognizer.calibrate``, ``calibrate_pipeline`` (with
 ``calibrate_and_save``, the ``calibrate`` command) and the report.
 """
+
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -60,11 +61,15 @@ def reliability(pairs: Sequence[Tuple[float, bool]], n_bins: int = 10) -> Dict:
         low, high = b / n_bins, (b + 1) / n_bins
         members = [(c, ok) for c, ok in pairs if low <= c < high or (b == n_bins - 1 and c >= 1.0)]
         if members:
-            bins.append({
-                "low": low, "high": high, "count": len(members),
-                "confidence": sum(c for c, _ in members) / len(members),
-                "accuracy": sum(ok for _, ok in members) / len(members),
-            })
+            bins.append(
+                {
+                    "low": low,
+                    "high": high,
+                    "count": len(members),
+                    "confidence": sum(c for c, _ in members) / len(members),
+                    "accuracy": sum(ok for _, ok in members) / len(members),
+                }
+            )
     total = len(pairs)
     ece = sum(b["count"] / total * abs(b["accuracy"] - b["confidence"]) for b in bins) if total else None
     return {"n_entities": total, "ece": ece, "bins": bins}
@@ -133,7 +138,8 @@ def fit_temperature(
     best = min(candidates, key=lambda t: (losses[t], abs(numpy.log(t))))
     return {
         "temperature": best,
-        "nll_before": losses[float(current)], "nll_after": losses[best],
+        "nll_before": losses[float(current)],
+        "nll_after": losses[best],
         "ece_before": expected_calibration_error(conf[float(current)], correct, n_bins),
         "ece_after": expected_calibration_error(conf[best], correct, n_bins),
         "n_entities": len(correct),
@@ -141,8 +147,12 @@ def fit_temperature(
 
 
 def fit_annotation_temperature(
-    annotate_at: Callable[[float], List[Doc]], examples: Sequence[Example],
-    temperatures: Optional[Sequence[float]] = None, *, current: float = 1.0, n_bins: int = 10,
+    annotate_at: Callable[[float], List[Doc]],
+    examples: Sequence[Example],
+    temperatures: Optional[Sequence[float]] = None,
+    *,
+    current: float = 1.0,
+    n_bins: int = 10,
 ) -> Dict[str, float]:
     """:func:`fit_temperature` for a component whose temperature changes its entities'
     confidences and never the entities: which entities are right is read once, at
@@ -167,7 +177,7 @@ def fit_annotation_temperature(
 
 
 def calibrate_pipeline(
-    nlp: Language, examples: Iterable[Example], temperatures: Optional[Sequence[float]] = None,
+    nlp: Language, examples: Iterable[Example], temperatures: Optional[Sequence[float]] = None
 ) -> Dict[str, Dict[str, float]]:
     """Calibrate every component of ``nlp`` that has a ``calibrate(examples,
     temperatures)`` method (``hybrid_ner``) on held-out gold examples. The pipeline
@@ -187,14 +197,16 @@ def calibrate_pipeline(
     for name, pipe in nlp.pipeline:
         if callable(getattr(pipe, "calibrate", None)):
             results[name] = pipe.calibrate(
-                [Example(doc, eg.reference) for doc, eg in zip(docs, examples)], temperatures=temperatures,
+                [Example(doc, eg.reference) for doc, eg in zip(docs, examples)], temperatures=temperatures
             )
         docs = list(pipe.pipe(docs)) if hasattr(pipe, "pipe") else [pipe(doc) for doc in docs]
     return results
 
 
 def calibrate_and_save(
-    nlp: Language, data_path: Union[str, Path], output_dir: Union[str, Path],
+    nlp: Language,
+    data_path: Union[str, Path],
+    output_dir: Union[str, Path],
     temperatures: Optional[Sequence[float]] = None,
 ) -> Dict[str, Dict[str, float]]:
     """What ``python -m spacy_hybridner calibrate`` does: :func:`calibrate_pipeline` on the

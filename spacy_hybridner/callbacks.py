@@ -1,4 +1,5 @@
 """Registered callbacks for training configs."""
+
 from typing import Any, Callable, Dict
 
 from spacy.language import Language
@@ -111,9 +112,7 @@ class ComponentLearnRates:
 
 
 @registry.callbacks("spacy-hybridner.component_learn_rates.v1")
-def component_learn_rates_v1(
-    scales: Dict[str, float], frozen_steps: Dict[str, int]
-) -> ComponentLearnRates:
+def component_learn_rates_v1(scales: Dict[str, float], frozen_steps: Dict[str, int]) -> ComponentLearnRates:
     """For ``[training.before_update]``: per-component factors on the learning rate and
     steps for which a component is held still (see ``ComponentLearnRates``).
 

@@ -1,5 +1,6 @@
 """The ``hybrid_ner`` factory's default model: the one source of the component's defaults
 (``HybridNER.v2`` itself has none, as spaCy's own architectures)."""
+
 from thinc.api import Config
 
 from .modules import CRF_BATCH_TOKENS, ENCODER_BATCH_TOKENS

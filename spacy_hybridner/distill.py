@@ -12,6 +12,7 @@ carries, and the loss a student takes from them.
   against the teacher's marginals where the example has them.
 Other components ignore all of it.
 """
+
 from typing import List, Optional, Sequence, Tuple
 
 import numpy
@@ -72,8 +73,10 @@ def teacher_marginals(example: Example, tag_names: Sequence[str]) -> Optional[nu
     if marginals is None or names is None:
         return None
     predicted, reference = example.predicted, example.reference
-    if len(predicted) != len(reference) or len(marginals) != len(reference) or any(
-        a.text != b.text for a, b in zip(predicted, reference)
+    if (
+        len(predicted) != len(reference)
+        or len(marginals) != len(reference)
+        or any(a.text != b.text for a, b in zip(predicted, reference))
     ):
         return None
     if set(names) != set(tag_names):
@@ -83,8 +86,7 @@ def teacher_marginals(example: Example, tag_names: Sequence[str]) -> Optional[nu
 
 
 def weighted_loss(
-    crf: Model, scores: List[Floats2d], gold: List[Ints1d], examples: Sequence[Example],
-    tag_names: Sequence[str],
+    crf: Model, scores: List[Floats2d], gold: List[Ints1d], examples: Sequence[Example], tag_names: Sequence[str]
 ) -> Tuple[float, List[Floats2d]]:
     """The loss of each example times its weight (:func:`example_weight`): the CRF's
     negative log-likelihood of the gold tags or, for a share :func:`soft_weight` of it,
@@ -133,4 +135,3 @@ def enable_marginals(nlp: Language, source: str = "the pipeline") -> List[str]:
     for name in names:
         nlp.get_pipe(name).store_marginals = True
     return names
-

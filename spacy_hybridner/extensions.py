@@ -4,6 +4,7 @@ Its own module (spaCy only, no torch) so that the component and the outer ring
 (``annotate`` reading DocBin shards back) register it the same way without importing
 the model.
 """
+
 from spacy.tokens import Span
 
 

@@ -11,6 +11,7 @@ curves against wall time need; this logger writes every evaluation step to ``pat
 ``TensorBoardLogger.v1``: losses, dev scores and words per second as TensorBoard scalars,
 chained to another logger if given.
 """
+
 import sys
 import time
 from typing import IO, Any, Callable, Dict, Optional, Tuple

@@ -1,4 +1,5 @@
 """The ``hybrid_ner`` pipeline component: HybridNER as spaCy's ``ner``."""
+
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -96,8 +97,13 @@ class HybridEntityRecognizer(TrainablePipe):
     """
 
     def __init__(
-        self, vocab: Vocab, model: Model, name: str = "hybrid_ner", *,
-        scorer: Optional[Callable] = None, max_predict_words: int = 8192,
+        self,
+        vocab: Vocab,
+        model: Model,
+        name: str = "hybrid_ner",
+        *,
+        scorer: Optional[Callable] = None,
+        max_predict_words: int = 8192,
     ) -> None:
         if max_predict_words < 1:
             raise ValueError(Errors.E001.format(value=max_predict_words))
@@ -161,7 +167,10 @@ class HybridEntityRecognizer(TrainablePipe):
 
     # --- training ---------------------------------------------------------------------
     def initialize(
-        self, get_examples: Callable[[], Iterable[Example]], *, nlp: Optional[Language] = None,
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp: Optional[Language] = None,
         labels: Optional[Iterable[str]] = None,
     ) -> None:
         """Gather labels (sorted) from the examples unless ``labels`` are given, then build
@@ -199,8 +208,12 @@ class HybridEntityRecognizer(TrainablePipe):
         return self.model.ops.asarray1i(gold_tag_ids(example, index, self.labels, self.name))
 
     def update(
-        self, examples: Iterable[Example], *, drop: float = 0.0,
-        sgd: Optional[Optimizer] = None, losses: Optional[Dict[str, float]] = None,
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd: Optional[Optimizer] = None,
+        losses: Optional[Dict[str, float]] = None,
     ) -> Dict[str, float]:
         """Learn from a batch of examples: CRF negative log-likelihood, summed, each
         example's weighted by ``distill.example_weight`` (1.0 unless a corpus reader such
@@ -317,8 +330,7 @@ class HybridEntityRecognizer(TrainablePipe):
             doc.ents = entities_from_tags(doc, [names[i] for i in ops.to_numpy(tag_ids)], ops.to_numpy(probs))
 
     def calibrate(
-        self, examples: Iterable[Example], temperatures: Optional[Sequence[float]] = None,
-        n_bins: int = 10,
+        self, examples: Iterable[Example], temperatures: Optional[Sequence[float]] = None, n_bins: int = 10
     ) -> Dict[str, float]:
         """Fit the temperature of ``ent._.confidence`` on held-out examples (the dev
         set, say) and keep it in ``cfg``. The CRF's potentials are divided by the
@@ -362,8 +374,9 @@ class HybridEntityRecognizer(TrainablePipe):
         try:
             self.model.from_bytes(data)
         except Exception as err:
-            raise ValueError(Errors.E005.format(
-                name=self.name, source=source, error=f"{type(err).__name__}: {err}")) from err
+            raise ValueError(
+                Errors.E005.format(name=self.name, source=source, error=f"{type(err).__name__}: {err}")
+            ) from err
         if self.labels and not self.is_initialized:
             raise ValueError(Errors.E006.format(name=self.name, source=source, labels=list(self.labels)))
 

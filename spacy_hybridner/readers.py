@@ -15,6 +15,7 @@ spaCy's training loop reads a corpus once when ``max_epochs >= 0`` and shuffles 
 every epoch, so the silver sample is drawn once per run; with ``max_epochs = -1`` (streaming)
 it is drawn anew every epoch.
 """
+
 import random
 from pathlib import Path
 from typing import Iterator, List, Optional, Union
@@ -37,9 +38,17 @@ class GoldSilverCorpus:
     """Gold and silver examples, shuffled together (see the module's docstring)."""
 
     def __init__(
-        self, gold: Union[str, Path], silver: Union[str, Path], *, silver_fraction: float = 1.0,
-        silver_ratio: Optional[float] = None, silver_weight: float = 1.0, soft_weight: float = 0.0,
-        soft_temperature: float = 1.0, max_length: int = 0, seed: int = 0,
+        self,
+        gold: Union[str, Path],
+        silver: Union[str, Path],
+        *,
+        silver_fraction: float = 1.0,
+        silver_ratio: Optional[float] = None,
+        silver_weight: float = 1.0,
+        soft_weight: float = 0.0,
+        soft_temperature: float = 1.0,
+        max_length: int = 0,
+        seed: int = 0,
     ) -> None:
         if not 0.0 <= silver_fraction <= 1.0:
             raise ValueError(f"GoldSilverCorpus: silver_fraction must be between 0 and 1, not {silver_fraction}")
@@ -93,15 +102,19 @@ class GoldSilverCorpus:
             raise ValueError(
                 f"GoldSilverCorpus: the {name} corpus '{path}' does not exist: set [paths] "
                 f"{option} (or --paths.{option}) to a .spacy file or a folder of them"
-                + (" (the output of `python -m spacy_hybridner annotate TEACHER TEXT FOLDER "
-                   "--output-format docbin`)" if name == "silver" else "")
+                + (
+                    " (the output of `python -m spacy_hybridner annotate TEACHER TEXT FOLDER --output-format docbin`)"
+                    if name == "silver"
+                    else ""
+                )
             )
         return Corpus(path, max_length=self.max_length)
 
     def __call__(self, nlp) -> Iterator[Example]:
         gold = list(self._corpus("gold", self.gold_path)(nlp))
-        silver = (self.silver_subset(list(self._corpus("silver", self.silver_path)(nlp)))
-                  if self.silver_fraction > 0 else [])
+        silver = (
+            self.silver_subset(list(self._corpus("silver", self.silver_path)(nlp))) if self.silver_fraction > 0 else []
+        )
         if self.silver_fraction > 0 and not silver:
             raise ValueError(
                 f"GoldSilverCorpus: no silver documents in '{self.silver_path}': annotate unlabeled "
@@ -128,9 +141,15 @@ class GoldSilverCorpus:
 
 @registry.readers("spacy-hybridner.GoldSilverCorpus.v1")
 def gold_silver_corpus(
-    gold: Union[str, Path], silver: Union[str, Path], silver_fraction: float = 1.0,
-    silver_ratio: Optional[float] = None, silver_weight: float = 1.0, soft_weight: float = 0.0,
-    soft_temperature: float = 1.0, max_length: int = 0, seed: int = 0,
+    gold: Union[str, Path],
+    silver: Union[str, Path],
+    silver_fraction: float = 1.0,
+    silver_ratio: Optional[float] = None,
+    silver_weight: float = 1.0,
+    soft_weight: float = 0.0,
+    soft_temperature: float = 1.0,
+    max_length: int = 0,
+    seed: int = 0,
 ) -> GoldSilverCorpus:
     """Gold examples (``gold``: a .spacy file or folder) and silver examples (``silver``,
     e.g. the DocBin folder written by ``annotate``) shuffled together.
@@ -148,6 +167,13 @@ def gold_silver_corpus(
     seed (int): Seed of the draws and of the shuffle.
     """
     return GoldSilverCorpus(
-        gold, silver, silver_fraction=silver_fraction, silver_ratio=silver_ratio, silver_weight=silver_weight,
-        soft_weight=soft_weight, soft_temperature=soft_temperature, max_length=max_length, seed=seed,
+        gold,
+        silver,
+        silver_fraction=silver_fraction,
+        silver_ratio=silver_ratio,
+        silver_weight=silver_weight,
+        soft_weight=soft_weight,
+        soft_temperature=soft_temperature,
+        max_length=max_length,
+        seed=seed,
     )

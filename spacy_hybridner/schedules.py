@@ -7,6 +7,7 @@ takes epochs instead and counts the steps of one epoch by running the config's o
 over the training documents once, when training takes its second step's rate (so a config
 resolves, e.g. in ``spacy debug config``, before its data exists).
 """
+
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Optional, Union
 
@@ -61,7 +62,10 @@ def warmup_linear_epochs(
 
 
 def _warmup_linear_epochs(
-    initial_rate: float, warmup_epochs: float, total_epochs: float, train_path: Optional[str],
+    initial_rate: float,
+    warmup_epochs: float,
+    total_epochs: float,
+    train_path: Optional[str],
     batcher: Callable[[Iterable], Iterator],
 ) -> Iterator[float]:
     """The schedule's rates, reading the training data only when the second rate is asked
@@ -71,8 +75,7 @@ def _warmup_linear_epochs(
     yield 0.0 if warmup_epochs > 0 else initial_rate
     if train_path is None:
         raise ValueError(
-            "warmup_linear_epochs needs the training data to size an epoch: set [paths] train "
-            "(or --paths.train)"
+            "warmup_linear_epochs needs the training data to size an epoch: set [paths] train (or --paths.train)"
         )
     n = steps_per_epoch(train_path, batcher)
     warmup_steps = max(1, round(warmup_epochs * n)) if warmup_epochs > 0 else 0

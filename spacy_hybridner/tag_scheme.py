@@ -4,6 +4,7 @@ Tags are ``"O"`` followed by ``B-``, ``I-``, ``L-``, ``U-`` for each label, in l
 order; the ids are positions in that list. The constraints make every path a CRF can
 decode a valid sequence of non-overlapping spans.
 """
+
 from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy

@@ -13,6 +13,7 @@ reason:
   and which puts back the BLAS thread count it found when the call returns;
 - the fork handler that ``nlp.pipe(n_process > 1)`` needs (:func:`track_for_fork`).
 """
+
 import os
 import threading
 import weakref

@@ -19,6 +19,7 @@ input. The cost of any text is then linear in its length (at most about
   characters such as U+200B ZERO WIDTH SPACE or U+200D ZERO WIDTH JOINER, controls), which
   no entity may consist of.
 """
+
 import re
 import unicodedata
 from typing import Callable, Iterator, List, Tuple

@@ -2,6 +2,7 @@
 (the CPU half of each comparison, which CI runs): each takes the device to run on, so
 the code of the GPU tests runs on every CI run and only the comparison waits for a GPU.
 """
+
 import contextlib
 import json
 import math
@@ -37,8 +38,13 @@ TINY_CHAR_CNN_MODEL = {
         **TINY_MODEL["tok2vec"],
         "embed": {
             "@architectures": "spacy-hybridner.CharMultiHashEmbed.v3",
-            "width": 32, "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"], "rows": [500, 100, 200, 200],
-            "include_static_vectors": False, "nM": 8, "nC": 4, "char_cnn_width": 16,
+            "width": 32,
+            "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+            "rows": [500, 100, 200, 200],
+            "include_static_vectors": False,
+            "nM": 8,
+            "nC": 4,
+            "char_cnn_width": 16,
             "word_dropout_rate": 0.1,
         },
     },
@@ -133,7 +139,10 @@ def crf_outputs(device: str, seed: int = 0) -> Dict[str, numpy.ndarray]:
         path, marginals, padded_seg_logp = crf.padded_decode(em, mask)
         start, trans, end = crf.potentials(float("-inf"))
         out.update(
-            path=path, marginals=marginals, seg_logp=padded_seg_logp, mask=mask,
+            path=path,
+            marginals=marginals,
+            seg_logp=padded_seg_logp,
+            mask=mask,
             alphas=CRF.forward_scores(em, mask, start, trans),
             betas=CRF.backward_scores(em, mask, trans, end),
         )
@@ -163,7 +172,7 @@ def check_crf_outputs(out: Dict[str, numpy.ndarray]) -> None:
     offset = 0
     for n in LENGTHS:
         for key in ("tags", "tags_masked"):
-            seq = out[key][offset:offset + n]
+            seq = out[key][offset : offset + n]
             if n:
                 assert starts[seq[0]] and ends[seq[-1]], (key, seq)
                 assert all(allowed[a, b] for a, b in zip(seq, seq[1:])), (key, seq)
@@ -272,6 +281,7 @@ def same_entities(
         (0.0: none may).
     RETURNS (List[str]): One line per doc that differs.
     """
+
     def sure(entity: Entity) -> bool:
         return entity[3] is None or entity[3] >= min_confidence
 
@@ -283,7 +293,8 @@ def same_entities(
         missing = [e[:3] for e in want if e[:3] not in have_spans and sure(e)]
         extra = [e[:3] for e in have if e[:3] not in want_spans and sure(e)]
         off = [
-            (span, have_spans[span], want_spans[span]) for span in have_spans.keys() & want_spans.keys()
+            (span, have_spans[span], want_spans[span])
+            for span in have_spans.keys() & want_spans.keys()
             if (have_spans[span] is None) != (want_spans[span] is None)
             or (have_spans[span] is not None and abs(have_spans[span] - want_spans[span]) > abs_tol)
         ]
@@ -318,7 +329,10 @@ def predict_in_cpu_process(model_dir: Path, texts: Sequence[str] = TEXTS, timeou
     code = CPU_PROCESS.format(tests=str(Path(__file__).parent))
     result = subprocess.run(
         [sys.executable, "-c", code, str(model_dir), str(texts_path)],
-        env=env, capture_output=True, text=True, timeout=timeout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if result.returncode != 0:
         raise AssertionError(f"CPU process failed:\nSTDOUT:\n{result.stdout}\nSTDERR:\n{result.stderr}")

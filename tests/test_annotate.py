@@ -2,6 +2,7 @@
 reject bad records without stopping, fail clearly on unreadable input, and a Ray worker
 that dies mid-run loses no record. The Ray engine's runs share one Ray session: those of
 the hostile sample of test_annotate_records.py and an interrupted run are here too."""
+
 import json
 import os
 import signal
@@ -49,8 +50,10 @@ BAD_JSONL = [
 def expected(model_dir):
     """text -> nlp.pipe's entities (start, end, label, text, confidence)."""
     nlp = spacy.load(model_dir)
-    return {doc.text: [(e.start_char, e.end_char, e.label_, e.text, e._.confidence) for e in doc.ents]
-            for doc in nlp.pipe(TEXTS)}
+    return {
+        doc.text: [(e.start_char, e.end_char, e.label_, e.text, e._.confidence) for e in doc.ents]
+        for doc in nlp.pipe(TEXTS)
+    }
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +85,18 @@ def _cases(corpus):
     txt_glob_ids = {f"a.txt:{i + 1}": t for i, t in enumerate(TEXTS[:5])}
     txt_glob_ids.update({f"b.txt:{i + 1}": t for i, t in enumerate(TEXTS[5:])})
     return {
-        "jsonl-file": (str(corpus / "docs.jsonl"), by_id, [(None if b.startswith("{not") or '"id"' not in b else
-                                                            json.loads(b)["id"], r) for b, r in BAD_JSONL]),
+        "jsonl-file": (
+            str(corpus / "docs.jsonl"),
+            by_id,
+            [(None if b.startswith("{not") or '"id"' not in b else json.loads(b)["id"], r) for b, r in BAD_JSONL],
+        ),
         "jsonl-folder": (str(corpus / "parts"), by_id, [("bad-int", BAD_JSONL[0][1]), (None, "not valid JSON")]),
         "txt-file": (str(corpus / "docs.txt"), txt_ids, [(4, f"more than the limit of {MAX_CHARS}")]),
-        "txt-glob": (str(corpus / "txt" / "*.txt"), txt_glob_ids,
-                     [(f"b.txt:{len(TEXTS) - 4}", f"more than the limit of {MAX_CHARS}")]),
+        "txt-glob": (
+            str(corpus / "txt" / "*.txt"),
+            txt_glob_ids,
+            [(f"b.txt:{len(TEXTS) - 4}", f"more than the limit of {MAX_CHARS}")],
+        ),
         "parquet-glob": (str(corpus / "pq" / "*.parquet"), by_id, [("bad-null", "text is null")]),
     }
 
@@ -112,19 +121,31 @@ def check_rejects(summary, want):
     assert all(r["source"] for r in rejects)
 
 
-@pytest.mark.parametrize("case,out_name,workers", [
-    ("jsonl-file", "out.jsonl", 1),
-    ("jsonl-folder", "out.parquet", 1),
-    ("txt-file", "shards", 1),
-    ("txt-glob", "out.jsonl", 1),
-    ("parquet-glob", "out.jsonl", 2),
-])
+@pytest.mark.parametrize(
+    "case,out_name,workers",
+    [
+        ("jsonl-file", "out.jsonl", 1),
+        ("jsonl-folder", "out.parquet", 1),
+        ("txt-file", "shards", 1),
+        ("txt-glob", "out.jsonl", 1),
+        ("parquet-glob", "out.jsonl", 2),
+    ],
+)
 def test_local_engine_matches_nlp_pipe(model_dir, corpus, expected, tmp_path, case, out_name, workers):
     input_path, ids_to_texts, want_rejects = _cases(corpus)[case]
     output = tmp_path / out_name
-    summary = annotate(str(model_dir), input_path, output, engine="local", workers=workers, batch_size=3,
-                       max_chars=MAX_CHARS, output_format="docbin" if out_name == "shards" else None,
-                       include_text=True, progress=False)
+    summary = annotate(
+        str(model_dir),
+        input_path,
+        output,
+        engine="local",
+        workers=workers,
+        batch_size=3,
+        max_chars=MAX_CHARS,
+        output_format="docbin" if out_name == "shards" else None,
+        include_text=True,
+        progress=False,
+    )
     records = read_output(output)
     check_output(records, ids_to_texts, expected)
     if out_name != "shards":
@@ -137,21 +158,34 @@ def test_local_engine_matches_nlp_pipe(model_dir, corpus, expected, tmp_path, ca
 @pytest.fixture(scope="module")
 def ray_session():
     import ray  # the `ray` extra, part of the `test` extra
+
     ray.init(num_cpus=2, include_dashboard=False)
     yield ray
     ray.shutdown()
 
 
-@pytest.mark.parametrize("case,output_format", [
-    ("jsonl-file", "parquet"),  # with batch_size 3, lines 4-6 are a batch of rejects only
-    ("txt-glob", "jsonl"),  # ids name the files, as in the local engine
-    ("parquet-glob", "docbin"),
-])
+@pytest.mark.parametrize(
+    "case,output_format",
+    [
+        ("jsonl-file", "parquet"),  # with batch_size 3, lines 4-6 are a batch of rejects only
+        ("txt-glob", "jsonl"),  # ids name the files, as in the local engine
+        ("parquet-glob", "docbin"),
+    ],
+)
 def test_ray_engine_matches_nlp_pipe(ray_session, model_dir, corpus, expected, tmp_path, case, output_format):
     input_path, ids_to_texts, want_rejects = _cases(corpus)[case]
     output = tmp_path / "out"
-    summary = annotate(str(model_dir), input_path, output, engine="ray", workers=2, batch_size=3,
-                       max_chars=MAX_CHARS, output_format=output_format, progress=False)
+    summary = annotate(
+        str(model_dir),
+        input_path,
+        output,
+        engine="ray",
+        workers=2,
+        batch_size=3,
+        max_chars=MAX_CHARS,
+        output_format=output_format,
+        progress=False,
+    )
     assert output.is_dir() and len(list(output.iterdir())) >= 1
     check_output(read_output(output), ids_to_texts, expected)
     check_rejects(summary, want_rejects)
@@ -172,9 +206,19 @@ def test_ray_worker_killed_mid_run_output_complete(ray_session, model_dir, corpu
 
     input_path, ids_to_texts, want_rejects = _cases(corpus)["jsonl-file"]
     output = tmp_path / "out"
-    summary = annotate(str(model_dir), input_path, output, engine="ray", workers=2, batch_size=2,
-                       max_chars=MAX_CHARS, max_restarts=2, max_task_retries=2, actor_class=KillOnce,
-                       progress=False)
+    summary = annotate(
+        str(model_dir),
+        input_path,
+        output,
+        engine="ray",
+        workers=2,
+        batch_size=2,
+        max_chars=MAX_CHARS,
+        max_restarts=2,
+        max_task_retries=2,
+        actor_class=KillOnce,
+        progress=False,
+    )
     assert marker.exists(), "the fault was injected"
     records = read_output(output)
     check_output(records, ids_to_texts, expected)
@@ -189,8 +233,17 @@ def test_cli_exit_status_and_rejects(model_dir, corpus, tmp_path):
     result = runner.invoke(app, ["annotate", str(model_dir), str(clean), str(tmp_path / "a.jsonl")])
     assert result.exit_code == 0, result.output
     assert f"{len(TEXTS)} documents read, {len(TEXTS)} annotated, 0 rejected" in result.output
-    result = runner.invoke(app, ["annotate", str(model_dir), str(corpus / "docs.jsonl"), str(tmp_path / "b.jsonl"),
-                                 "--max-chars", str(MAX_CHARS)])
+    result = runner.invoke(
+        app,
+        [
+            "annotate",
+            str(model_dir),
+            str(corpus / "docs.jsonl"),
+            str(tmp_path / "b.jsonl"),
+            "--max-chars",
+            str(MAX_CHARS),
+        ],
+    )
     assert result.exit_code == EXIT_REJECTS, result.output
     assert f"{len(BAD_JSONL)} rejected" in result.output
     rejects = (tmp_path / "b.jsonl.rejects.jsonl").read_text().splitlines()
@@ -202,8 +255,9 @@ def test_unreadable_input_is_a_clear_error(model_dir, corpus, tmp_path):
     runner = CliRunner()
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"this is not parquet")
-    result = runner.invoke(app, ["annotate", str(model_dir), str(broken), str(tmp_path / "o.jsonl")],
-                           env={"COLUMNS": "1000"})
+    result = runner.invoke(
+        app, ["annotate", str(model_dir), str(broken), str(tmp_path / "o.jsonl")], env={"COLUMNS": "1000"}
+    )
     assert result.exit_code == 2
     assert f"{broken} is not a readable Parquet file" in result.output
     assert not (tmp_path / "o.jsonl").exists()
@@ -226,10 +280,20 @@ def test_benchmark_section_and_cluster_estimate(tmp_path):
     estimate = cluster_estimate(100.0, 0.5)  # 100 docs/s per actor at 50% efficiency
     assert estimate["cores"] == pytest.approx(1e8 / 86_400 / 50.0)
     assert estimate["nodes_32"] == pytest.approx(estimate["cores"] / 32)
-    seconds = {"nlp.pipe (this process)": [10.0], "local, 1 process": [12.0], "local, 2 processes": [7.0],
-               "ray, 1 actor": [40.0, 44.0, 42.0], "ray, 2 actors": [26.0, 25.0, 27.0]}
-    results = {"model": "m", "data": "d.spacy", "ray_init_s": 4.0, "ray_first_batch_s": 10.0,
-               "corpora": {"base": {"docs": 1000, "words": 20000, "seconds": seconds}}}
+    seconds = {
+        "nlp.pipe (this process)": [10.0],
+        "local, 1 process": [12.0],
+        "local, 2 processes": [7.0],
+        "ray, 1 actor": [40.0, 44.0, 42.0],
+        "ray, 2 actors": [26.0, 25.0, 27.0],
+    }
+    results = {
+        "model": "m",
+        "data": "d.spacy",
+        "ray_init_s": 4.0,
+        "ray_first_batch_s": 10.0,
+        "corpora": {"base": {"docs": 1000, "words": 20000, "seconds": seconds}},
+    }
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## other\n\nkept\n")
     write_benchmark(results, doc, "python -m spacy_hybridner annotate-benchmark m d.spacy", machine="test machine")
@@ -248,8 +312,18 @@ def test_ray_engine_hostile_sample(ray_session, model_dir, hostile_input, tmp_pa
     rejects with reasons, every valid id once and as given, in Parquet and JSON Lines."""
     path, valid, n_rejects = hostile_input
     output = tmp_path / "out"
-    summary = annotate(str(model_dir), str(path), output, engine="ray", workers=2, batch_size=4,
-                       max_chars=HOSTILE_MAX_CHARS, output_format=output_format, progress=False, echo=lambda _: None)
+    summary = annotate(
+        str(model_dir),
+        str(path),
+        output,
+        engine="ray",
+        workers=2,
+        batch_size=4,
+        max_chars=HOSTILE_MAX_CHARS,
+        output_format=output_format,
+        progress=False,
+        echo=lambda _: None,
+    )
     check_hostile_run(summary, output, valid, n_rejects)
     assert (output / "_SUCCESS").exists()
     if output_format == "jsonl":
@@ -264,15 +338,27 @@ def test_parquet_files_with_different_id_types(ray_session, model_dir, tmp_path)
     schema; ids come out as given, the float column's rows are rejects naming its type."""
     folder = tmp_path / "pq"
     folder.mkdir()
-    columns = {"a": pa.array([1, 2], pa.int64()), "b": pa.array(["x", "y"], pa.string()),
-               "c": pa.array([2**64 - 1], pa.uint64()), "d": pa.array([1.5], pa.float64())}
+    columns = {
+        "a": pa.array([1, 2], pa.int64()),
+        "b": pa.array(["x", "y"], pa.string()),
+        "c": pa.array([2**64 - 1], pa.uint64()),
+        "d": pa.array([1.5], pa.float64()),
+    }
     for name, ids in columns.items():
-        texts = pa.array(TEXTS[:len(ids)], pa.large_string() if name == "b" else pa.string())
+        texts = pa.array(TEXTS[: len(ids)], pa.large_string() if name == "b" else pa.string())
         pq.write_table(pa.table({"id": ids, "text": texts}), folder / f"{name}.parquet")
     want = [1, 2, "x", "y", 2**64 - 1]
     for engine, output in (("local", tmp_path / "local.jsonl"), ("ray", tmp_path / "ray")):
-        summary = annotate(str(model_dir), str(folder), output, engine=engine, workers=1, batch_size=5,
-                           progress=False, echo=lambda _: None)
+        summary = annotate(
+            str(model_dir),
+            str(folder),
+            output,
+            engine=engine,
+            workers=1,
+            batch_size=5,
+            progress=False,
+            echo=lambda _: None,
+        )
         assert sorted(map(repr, (r["id"] for r in read_output(output)))) == sorted(map(repr, want)), engine
         rejects = [json.loads(line) for line in Path(summary.rejects).read_text().splitlines()]
         assert [(r["source"], r["line"]) for r in rejects] == [("d.parquet", 1)]
@@ -306,13 +392,33 @@ def test_ray_interrupted_run_publishes_nothing(ray_session, model_dir, corpus, t
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
-            annotate(str(model_dir), input_path, output, engine="ray", workers=2, batch_size=1,
-                     max_chars=MAX_CHARS, actor_class=InterruptDriver, progress=False, echo=lambda _: None)
+            annotate(
+                str(model_dir),
+                input_path,
+                output,
+                engine="ray",
+                workers=2,
+                batch_size=1,
+                max_chars=MAX_CHARS,
+                actor_class=InterruptDriver,
+                progress=False,
+                echo=lambda _: None,
+            )
     finally:
         signal.signal(signal.SIGINT, previous)
     assert sent.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sent"], "nothing published, no temporaries"
-    summary = annotate(str(model_dir), input_path, output, engine="ray", workers=2, batch_size=3,
-                       max_chars=MAX_CHARS, overwrite=True, progress=False, echo=lambda _: None)
+    summary = annotate(
+        str(model_dir),
+        input_path,
+        output,
+        engine="ray",
+        workers=2,
+        batch_size=3,
+        max_chars=MAX_CHARS,
+        overwrite=True,
+        progress=False,
+        echo=lambda _: None,
+    )
     assert sorted(r["id"] for r in read_output(output)) == sorted(ids_to_texts)
     assert summary.manifest and (output / "_SUCCESS").exists()

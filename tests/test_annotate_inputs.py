@@ -1,6 +1,7 @@
 """annotate's readers: a long line costs work in proportion to its length (counted, not
 timed), and Parquet text and id columns of any string encoding (dictionary-encoded, as a
 pandas Categorical writes them, or large_string) are read as strings."""
+
 import io
 import sys
 
@@ -13,8 +14,23 @@ from spacy_hybridner.annotate.inputs import _string_column, iter_lines
 
 # The methods that scan or copy a bytes object: a reader that calls them on its unfinished
 # line again for every chunk (``(rest + chunk).split(...)``) does quadratic work.
-SCANNING = {"split", "find", "index", "rfind", "rindex", "partition", "rpartition", "splitlines", "count",
-            "rstrip", "strip", "replace", "__add__", "join", "decode"}
+SCANNING = {
+    "split",
+    "find",
+    "index",
+    "rfind",
+    "rindex",
+    "partition",
+    "rpartition",
+    "splitlines",
+    "count",
+    "rstrip",
+    "strip",
+    "replace",
+    "__add__",
+    "join",
+    "decode",
+}
 
 
 def bytes_scanned(reader) -> tuple:
@@ -55,8 +71,7 @@ def test_one_long_line_is_read_in_linear_work(n_chunks):
 def test_lines_are_the_same_whatever_the_chunks(chunk_size):
     data = b"a\r\nbb\n\n\r\nccc\r\n" + b"d" * 20 + b"\n\xff\xfe\ne\r"
     got = list(iter_lines(io.BytesIO(data), chunk_size=chunk_size))
-    assert got == [(1, b"a"), (2, b"bb"), (3, b""), (4, b""), (5, b"ccc"), (6, b"d" * 20), (7, b"\xff\xfe"),
-                   (8, b"e")]
+    assert got == [(1, b"a"), (2, b"bb"), (3, b""), (4, b""), (5, b"ccc"), (6, b"d" * 20), (7, b"\xff\xfe"), (8, b"e")]
     assert list(iter_lines(io.BytesIO(b""), chunk_size=chunk_size)) == []
     assert list(iter_lines(io.BytesIO(b"x\n"), chunk_size=chunk_size)) == [(1, b"x")]
 

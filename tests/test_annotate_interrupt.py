@@ -2,6 +2,7 @@
 rerun works: SIGINT / SIGTERM to the command mid-run (a real subprocess), a worker process
 that dies (the run ends with an error instead of hanging). The Ray engine's interrupted run
 is in test_annotate.py, which shares one Ray session."""
+
 import json
 import os
 import signal
@@ -76,16 +77,32 @@ def _wait_for(predicate, what: str, proc: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("signum,workers", [(signal.SIGINT, 1), (signal.SIGTERM, 2)],
-                         ids=["SIGINT-1-worker", "SIGTERM-2-workers"])
+@pytest.mark.parametrize(
+    "signum,workers", [(signal.SIGINT, 1), (signal.SIGTERM, 2)], ids=["SIGINT-1-worker", "SIGTERM-2-workers"]
+)
 def test_interrupted_run_publishes_nothing_and_reruns(model_dir, corpus, tmp_path, signum, workers):
     output = tmp_path / "out.jsonl"
     ready = tmp_path / "ready"
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", COLUMNS="200")
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(ready), str(model_dir), str(corpus), str(output), "--batch-size", "4",
-         "--workers", str(workers)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            CHILD,
+            str(ready),
+            str(model_dir),
+            str(corpus),
+            str(output),
+            "--batch-size",
+            "4",
+            "--workers",
+            str(workers),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         _wait_for(ready.exists, "the third batch", proc)
         assert temporary_path(output).exists(), "the run writes under a temporary name"
@@ -117,7 +134,15 @@ class DieOnFirstBatch(BatchAnnotator):
 def test_dead_worker_ends_the_run_with_an_error(model_dir, corpus, tmp_path):
     output = tmp_path / "out.parquet"
     with pytest.raises(AnnotateRunError, match=r"a worker process died while annotating in\.jsonl lines \d+-\d+"):
-        annotate(str(model_dir), str(corpus), output, workers=2, batch_size=4, worker_class=DieOnFirstBatch,
-                 progress=False, echo=lambda _: None)
+        annotate(
+            str(model_dir),
+            str(corpus),
+            output,
+            workers=2,
+            batch_size=4,
+            worker_class=DieOnFirstBatch,
+            progress=False,
+            echo=lambda _: None,
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"], "nothing published, no temporaries"
     assert not Path(str(output) + ".manifest.json").exists()

@@ -6,6 +6,7 @@ script) stays ignored.
 
 Every wait below ends when a process acts (a pipe is written or closed, a process is
 reaped); the deadlines only guard against a hang."""
+
 import json
 import os
 import select
@@ -22,8 +23,9 @@ from spacy_hybridner.annotate import temporary_path
 from conftest import TRAIN_DATA
 
 DEADLINE_S = 300
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="needs Linux: prctl(PR_SET_CHILD_SUBREAPER), /proc")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="needs Linux: prctl(PR_SET_CHILD_SUBREAPER), /proc"
+)
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", COLUMNS="1000")
 
 # Runs the command (its "{READY_FD}" argument replaced by a pipe's fd) as a child subreaper
@@ -58,8 +60,9 @@ print(json.dumps({"reaped": reaped}), flush=True)
 def kill_below_and_reap(command, what: str):
     """(the JSON of the command's ready line, the pids reaped after it was SIGKILLed)."""
     try:
-        done = subprocess.run([sys.executable, "-c", SUBREAPER, *command], capture_output=True, text=True,
-                              timeout=DEADLINE_S, env=ENV)
+        done = subprocess.run(
+            [sys.executable, "-c", SUBREAPER, *command], capture_output=True, text=True, timeout=DEADLINE_S, env=ENV
+        )
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
         left = json.loads(json.loads(out.splitlines()[0])["ready"]) if out else []
@@ -111,8 +114,21 @@ def test_workers_end_with_a_killed_main_process(model_dir, corpus, tmp_path):
     """SIGKILL of the main process of --workers 2: both workers (and multiprocessing's
     resource tracker) end too; the old pool waited for its next batch forever."""
     workers, reaped = kill_below_and_reap(
-        [sys.executable, "-c", STOPPED_CHILD, "{READY_FD}", str(model_dir), str(corpus), str(tmp_path / "out.jsonl"),
-         "--batch-size", "4", "--workers", "2"], "worker processes")
+        [
+            sys.executable,
+            "-c",
+            STOPPED_CHILD,
+            "{READY_FD}",
+            str(model_dir),
+            str(corpus),
+            str(tmp_path / "out.jsonl"),
+            "--batch-size",
+            "4",
+            "--workers",
+            "2",
+        ],
+        "worker processes",
+    )
     assert len(workers) == 2 and set(workers) <= set(reaped), (workers, reaped)
     assert temporary_path(tmp_path / "out.jsonl").exists(), "a killed run leaves its temporaries (documented)"
 
@@ -139,17 +155,21 @@ threading.Event().wait()
 @linux_only
 def test_watchdog_ends_a_process_whose_parent_is_gone():
     orphan, reaped = kill_below_and_reap(
-        [sys.executable, "-c", INTERMEDIATE, ORPHAN, lifetime.__file__, "{READY_FD}"], "the orphan")
+        [sys.executable, "-c", INTERMEDIATE, ORPHAN, lifetime.__file__, "{READY_FD}"], "the orphan"
+    )
     assert orphan in reaped
 
 
 def test_a_parent_gone_before_the_call_ends_the_process_at_once():
-    code = ("import importlib.util, sys\n"
-            "spec = importlib.util.spec_from_file_location('lifetime', sys.argv[1])\n"
-            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
-            "m.die_with_parent(-1)\nprint('still here')\n")
-    done = subprocess.run([sys.executable, "-c", code, lifetime.__file__], capture_output=True, text=True,
-                          timeout=DEADLINE_S)
+    code = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('lifetime', sys.argv[1])\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "m.die_with_parent(-1)\nprint('still here')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, lifetime.__file__], capture_output=True, text=True, timeout=DEADLINE_S
+    )
     assert done.returncode == -signal.SIGKILL and "still here" not in done.stdout
 
 
@@ -198,9 +218,26 @@ def test_ray_run_stopped_by_sigterm_exits_143(model_dir, corpus, tmp_path, tmp_p
     output = tmp_path / "out"
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-c", RAY_CHILD, str(fifo), str(model_dir), str(corpus), str(output), "--engine", "ray",
-             "--workers", "1", "--batch-size", "4"], pass_fds=(death_w,), env=ENV, stdout=subprocess.DEVNULL,
-            stderr=err)
+            [
+                sys.executable,
+                "-c",
+                RAY_CHILD,
+                str(fifo),
+                str(model_dir),
+                str(corpus),
+                str(output),
+                "--engine",
+                "ray",
+                "--workers",
+                "1",
+                "--batch-size",
+                "4",
+            ],
+            pass_fds=(death_w,),
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     os.close(death_w)
     try:
         _wait_ready(fifo_fd, death_r, proc, log)
@@ -240,9 +277,24 @@ def test_sigint_ignored_from_the_start_stays_ignored(model_dir, corpus, tmp_path
     child = STOPPED_CHILD.replace("ready_fd = int(sys.argv[1])", "ready_fd = os.open(sys.argv[1], os.O_WRONLY)")
     with open(log, "w") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-c", IGNORING_START, "-c", child, str(fifo), str(model_dir), str(corpus),
-             str(tmp_path / "out.jsonl"), "--batch-size", "4"], pass_fds=(death_w,), env=ENV,
-            stdout=subprocess.DEVNULL, stderr=err)
+            [
+                sys.executable,
+                "-c",
+                IGNORING_START,
+                "-c",
+                child,
+                str(fifo),
+                str(model_dir),
+                str(corpus),
+                str(tmp_path / "out.jsonl"),
+                "--batch-size",
+                "4",
+            ],
+            pass_fds=(death_w,),
+            env=ENV,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
     os.close(death_w)
     try:
         _wait_ready(fifo_fd, death_r, proc, log)

@@ -1,6 +1,7 @@
 """Where annotate writes: never over its input, one run per OUTPUT at a time (a lock), a
 disk that cannot be written ends the run with a one-line message, and the manifest names
 the published files and never says complete without its output."""
+
 import errno
 import json
 import os
@@ -155,9 +156,14 @@ def start_blocked_run(*args: str):
     ready_r, ready_w = os.pipe()
     go_r, go_w = os.pipe()
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", COLUMNS="1000")
-    proc = subprocess.Popen([sys.executable, "-c", BLOCKED_CHILD, str(ready_w), str(go_r), *map(str, args)],
-                            pass_fds=(ready_w, go_r), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BLOCKED_CHILD, str(ready_w), str(go_r), *map(str, args)],
+        pass_fds=(ready_w, go_r),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     os.close(ready_w)
     os.close(go_r)
     with os.fdopen(ready_r, "rb") as ready:
@@ -194,7 +200,8 @@ def test_second_run_on_the_same_output_is_refused(model_dir, tmp_path):
     manifest = json.loads(manifest_path(output).read_text())
     assert manifest["complete"] and manifest["annotated"] == 40
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["in.jsonl", "out.jsonl", "out.jsonl.rejects.jsonl", "out.jsonl.manifest.json"]), "no lock, no temporaries"
+        ["in.jsonl", "out.jsonl", "out.jsonl.rejects.jsonl", "out.jsonl.manifest.json"]
+    ), "no lock, no temporaries"
 
 
 def test_lock_held_in_this_process_names_its_pid(model_dir, tmp_path):
@@ -216,9 +223,11 @@ def test_stale_lock_of_a_killed_run_does_not_block(model_dir, tmp_path):
     lock when the process died: the next run takes it."""
     source, output = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     write_corpus(source)
-    code = ("import os, signal, sys\nfrom pathlib import Path\n"
-            "from spacy_hybridner.annotate.publish import OutputLock\n"
-            "OutputLock(Path(sys.argv[1])).acquire()\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    code = (
+        "import os, signal, sys\nfrom pathlib import Path\n"
+        "from spacy_hybridner.annotate.publish import OutputLock\n"
+        "OutputLock(Path(sys.argv[1])).acquire()\nos.kill(os.getpid(), signal.SIGKILL)\n"
+    )
     killed = subprocess.Popen([sys.executable, "-c", code, str(output)])
     assert killed.wait(timeout=DEADLINE_S) == -signal.SIGKILL
     assert lock_path(output).read_text() == f"{killed.pid}\n", "the killed run left its lock file"

@@ -6,6 +6,7 @@ exception, and each valid record keeps its id as given, in JSON Lines, Parquet a
 The pure parser is tested on many examples without a model; the whole command runs on a
 fixed sample drawn from the same strategies (the Ray engine's run of it is in test_annotate.py,
 which shares one Ray session)."""
+
 import json
 import math
 from pathlib import Path
@@ -38,29 +39,47 @@ from spacy_hybridner.annotate import (
 
 MAX_CHARS = 60
 SETTINGS = RecordSettings("jsonl", max_chars=MAX_CHARS)
-PROPERTY = settings(derandomize=True, deadline=None, max_examples=300, database=None,
-                    suppress_health_check=list(HealthCheck))
+PROPERTY = settings(
+    derandomize=True, deadline=None, max_examples=300, database=None, suppress_health_check=list(HealthCheck)
+)
 
 # Strings: any code point, lone surrogates (JSON's "\ud800" escapes), control characters,
 # Unicode line separators and a byte order mark, which str.strip() and splitlines() treat
 # specially, and the words the tiny model knows, so that some records get entities.
-CHARS = st.one_of(st.characters(), st.characters(categories=["Cs"]),
-                  st.sampled_from(["\x00", "\x1f", "\x7f", "\x85", "\u2028", "\u2029", "\ufeff", "\n", "\r", "\t"]))
-STRINGS = st.one_of(st.text(CHARS, max_size=20), st.sampled_from(["Apple hired Tim Cook in London .",
-                                                                 "Angela Merkel visited Paris .", "", " "]))
-INTEGERS = st.one_of(st.integers(), st.integers(min_value=-(2**70), max_value=2**70),
-                     st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**40]))
+CHARS = st.one_of(
+    st.characters(),
+    st.characters(categories=["Cs"]),
+    st.sampled_from(["\x00", "\x1f", "\x7f", "\x85", "\u2028", "\u2029", "\ufeff", "\n", "\r", "\t"]),
+)
+STRINGS = st.one_of(
+    st.text(CHARS, max_size=20),
+    st.sampled_from(["Apple hired Tim Cook in London .", "Angela Merkel visited Paris .", "", " "]),
+)
+INTEGERS = st.one_of(
+    st.integers(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**40]),
+)
 SCALARS = st.one_of(st.none(), st.booleans(), INTEGERS, st.floats(), STRINGS)
-JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(STRINGS, inner,
-                                                                                                 max_size=3),
-                           max_leaves=6)
-IDS = st.one_of(STRINGS, INTEGERS, st.floats(), st.booleans(), st.none(), st.lists(SCALARS, max_size=2),
-                st.dictionaries(STRINGS, SCALARS, max_size=2))
+JSON_VALUES = st.recursive(
+    SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(STRINGS, inner, max_size=3), max_leaves=6
+)
+IDS = st.one_of(
+    STRINGS,
+    INTEGERS,
+    st.floats(),
+    st.booleans(),
+    st.none(),
+    st.lists(SCALARS, max_size=2),
+    st.dictionaries(STRINGS, SCALARS, max_size=2),
+)
 TEXTS = st.one_of(STRINGS, STRINGS, st.text(max_size=MAX_CHARS + 5, min_size=MAX_CHARS - 5), SCALARS)
 # A record: an object with an id and a text (sometimes missing, sometimes with other fields)...
 RECORDS = st.builds(
     lambda id_, text, extra, drop: {k: v for k, v in {**extra, "id": id_, "text": text}.items() if k not in drop},
-    IDS, TEXTS, st.dictionaries(STRINGS, SCALARS, max_size=2),
+    IDS,
+    TEXTS,
+    st.dictionaries(STRINGS, SCALARS, max_size=2),
     st.sets(st.sampled_from(["id", "text"]), max_size=1) | st.just(set()) | st.just(set()),
 )
 
@@ -76,8 +95,16 @@ LINES = st.one_of(
     st.tuples(RECORDS, st.booleans()).map(lambda t: _dumps(t[0], t[1])),
     st.tuples(JSON_VALUES, st.booleans()).map(lambda t: _dumps(t[0], t[1])),
     st.binary(max_size=30).map(lambda b: b.replace(b"\n", b"")),
-    st.sampled_from([b"", b"  \t", b"\xef\xbb\xbf{}", b"[" * 100_000 + b"]" * 100_000,
-                     b'{"id": 1' + b"0" * 5000 + b', "text": "Apple"}', b'{"id": NaN, "text": "x"}']),
+    st.sampled_from(
+        [
+            b"",
+            b"  \t",
+            b"\xef\xbb\xbf{}",
+            b"[" * 100_000 + b"]" * 100_000,
+            b'{"id": 1' + b"0" * 5000 + b', "text": "Apple"}',
+            b'{"id": NaN, "text": "x"}',
+        ]
+    ),
 )
 
 
@@ -105,8 +132,9 @@ def expected_record(raw: bytes, number: int = 2, max_chars: int = MAX_CHARS):
     if not isinstance(value, dict) or "id" not in value or "text" not in value:
         return "reject"
     id_, text = value["id"], value["text"]
-    valid_id = (isinstance(id_, int) and not isinstance(id_, bool)) or (isinstance(id_, str)
-                                                                     and not _has_surrogate(id_))
+    valid_id = (isinstance(id_, int) and not isinstance(id_, bool)) or (
+        isinstance(id_, str) and not _has_surrogate(id_)
+    )
     valid_text = isinstance(text, str) and not _has_surrogate(text) and len(text) <= max_chars
     return (id_, text) if valid_id and valid_text else "reject"
 
@@ -131,7 +159,8 @@ def test_every_line_is_one_record_or_one_reject(blank_nlp, lines, tmp_path_facto
     rows, rejects = parse_batch(_batch(lines), SETTINGS)
     oracle = {i + 1: expected_record(raw, i + 1) for i, raw in enumerate(lines)}
     assert sorted([r.line for r in rows] + [r["line"] for r in rejects]) == [
-        n for n, want in oracle.items() if want != "blank"], "each non-blank line exactly once"
+        n for n, want in oracle.items() if want != "blank"
+    ], "each non-blank line exactly once"
     for row in rows:
         assert isinstance(oracle[row.line], tuple), (row, lines[row.line - 1])
         want_id, want_text = oracle[row.line]
@@ -191,16 +220,27 @@ def test_parquet_rows_are_records_or_rejects(id_column, text_column, tmp_path_fa
     for reject in rejects:
         id_, text = ids[reject["line"] - 1], texts[reject["line"] - 1]
         assert reject["reason"]
-        assert id_ is None or text is None or not isinstance(text, str) or len(text) > MAX_CHARS or not (
-            isinstance(id_, (int, str)) and not isinstance(id_, bool))
+        assert (
+            id_ is None
+            or text is None
+            or not isinstance(text, str)
+            or len(text) > MAX_CHARS
+            or not (isinstance(id_, (int, str)) and not isinstance(id_, bool))
+        )
 
 
 def draw_sample(strategy, n: int, seed_examples=()):
     """A fixed sample of ``strategy`` (derandomized: the same on every machine and run)."""
     drawn = list(seed_examples)
 
-    @settings(derandomize=True, max_examples=n, database=None, phases=[Phase.generate], deadline=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        derandomize=True,
+        max_examples=n,
+        database=None,
+        phases=[Phase.generate],
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def collect(value):
         drawn.append(value)
@@ -222,9 +262,16 @@ HOSTILE_LINES = [
     b'{"id": "\\udc00", "text": "Apple hired Tim Cook ."}',
     b'{"id": "s1", "text": "The weather was nice today ."}',
     b'{"id": "ctl\\u0000\\u2028", "text": "Apple\\u0000 hired \\u001f Tim\\u2028Cook\\r."}',
-    b'{"id": 1.5, "text": "x"}', b'{"id": true, "text": "x"}', b'{"id": null, "text": "x"}',
-    b'{"id": [1], "text": "x"}', b'{"id": {"a": 1}, "text": "x"}', b'{"id": NaN, "text": "x"}',
-    b"[" * 50_000 + b"]" * 50_000, b"\xff\xfe not utf-8", b"\x0c", b"",
+    b'{"id": 1.5, "text": "x"}',
+    b'{"id": true, "text": "x"}',
+    b'{"id": null, "text": "x"}',
+    b'{"id": [1], "text": "x"}',
+    b'{"id": {"a": 1}, "text": "x"}',
+    b'{"id": NaN, "text": "x"}',
+    b"[" * 50_000 + b"]" * 50_000,
+    b"\xff\xfe not utf-8",
+    b"\x0c",
+    b"",
 ]
 
 
@@ -245,8 +292,7 @@ def check_hostile_run(summary, output, valid, n_rejects):
     """Each valid record exactly once with its id as given; each bad one a reject with a
     reason and a line; the counts in the summary and the manifest."""
     records = read_output(output)
-    assert sorted(map(typed, (r["id"] for r in records)), key=repr) == sorted(
-        (typed(i) for i, _ in valid), key=repr)
+    assert sorted(map(typed, (r["id"] for r in records)), key=repr) == sorted((typed(i) for i, _ in valid), key=repr)
     assert summary.annotated == len(valid) and summary.rejected == n_rejects
     assert summary.read == len(valid) + n_rejects and summary.exit_code == EXIT_REJECTS
     ids = [typed(i) for i, _ in valid]
@@ -259,18 +305,29 @@ def check_hostile_run(summary, output, valid, n_rejects):
     manifest = json.loads(Path(summary.manifest).read_text(encoding="utf8"))
     assert manifest["complete"] is True
     assert (manifest["annotated"], manifest["rejected"], manifest["duplicate_ids"]) == (
-        summary.annotated, summary.rejected, summary.duplicate_ids)
+        summary.annotated,
+        summary.rejected,
+        summary.duplicate_ids,
+    )
     assert not any(p.name.endswith("._temporary") for p in Path(output).parent.iterdir())
     return records
 
 
-@pytest.mark.parametrize("out_name,workers", [("out.jsonl", 1), ("out.parquet", 1), ("shards", 1),
-                                              ("out.parquet", 2)])
+@pytest.mark.parametrize("out_name,workers", [("out.jsonl", 1), ("out.parquet", 1), ("shards", 1), ("out.parquet", 2)])
 def test_local_engine_hostile_sample(model_dir, hostile_input, tmp_path, out_name, workers):
     path, valid, n_rejects = hostile_input
     output = tmp_path / out_name
-    summary = annotate(str(model_dir), str(path), output, workers=workers, batch_size=4, max_chars=MAX_CHARS,
-                       output_format="docbin" if out_name == "shards" else None, progress=False, echo=lambda _: None)
+    summary = annotate(
+        str(model_dir),
+        str(path),
+        output,
+        workers=workers,
+        batch_size=4,
+        max_chars=MAX_CHARS,
+        output_format="docbin" if out_name == "shards" else None,
+        progress=False,
+        echo=lambda _: None,
+    )
     records = check_hostile_run(summary, output, valid, n_rejects)
     assert sum(len(r["ents"]) for r in records) > 0
     if out_name.endswith(".jsonl"):  # ids as given, huge integers as JSON integers
@@ -288,8 +345,9 @@ def test_outputs_have_their_own_rejects_and_are_never_overwritten(model_dir, hos
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     with pytest.raises(AnnotateInputError, match="out.jsonl.rejects.jsonl already exists.*--overwrite"):
         annotate(str(model_dir), str(path), tmp_path / "new.jsonl", rejects_path=Path(jsonl.rejects), **kwargs)
-    with pytest.raises(AnnotateInputError,
-                       match="out.jsonl, .*out.jsonl.rejects.jsonl, .*manifest.json already exist: remove them"):
+    with pytest.raises(
+        AnnotateInputError, match="out.jsonl, .*out.jsonl.rejects.jsonl, .*manifest.json already exist: remove them"
+    ):
         annotate(str(model_dir), str(path), tmp_path / "out.jsonl", **kwargs)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before, "nothing was touched"
     again = annotate(str(model_dir), str(path), tmp_path / "out.jsonl", overwrite=True, **kwargs)
@@ -299,8 +357,9 @@ def test_outputs_have_their_own_rejects_and_are_never_overwritten(model_dir, hos
 def test_failed_model_load_leaves_nothing(hostile_input, tmp_path):
     path, _, _ = hostile_input
     with pytest.raises(AnnotateInputError, match="cannot load the pipeline"):
-        annotate(str(tmp_path / "no-such-model"), str(path), tmp_path / "out.jsonl", progress=False,
-                 echo=lambda _: None)
+        annotate(
+            str(tmp_path / "no-such-model"), str(path), tmp_path / "out.jsonl", progress=False, echo=lambda _: None
+        )
     assert list(tmp_path.iterdir()) == [], "no empty output, rejects file or temporary to block the rerun"
 
 
@@ -314,8 +373,16 @@ def test_leftover_temporaries_need_overwrite(model_dir, hostile_input, tmp_path)
     (temporary / "part-00000.spacy").write_bytes(b"half a shard")
     with pytest.raises(AnnotateInputError, match=r"\.out\._temporary already exists: .*killed.*--overwrite"):
         annotate(str(model_dir), str(path), output, output_format="docbin", progress=False, echo=lambda _: None)
-    summary = annotate(str(model_dir), str(path), output, output_format="docbin", overwrite=True,
-                       max_chars=MAX_CHARS, progress=False, echo=lambda _: None)
+    summary = annotate(
+        str(model_dir),
+        str(path),
+        output,
+        output_format="docbin",
+        overwrite=True,
+        max_chars=MAX_CHARS,
+        progress=False,
+        echo=lambda _: None,
+    )
     assert not temporary.exists() and (output / "_SUCCESS").exists()
     assert len(read_output(output)) == summary.annotated == len(valid)
 

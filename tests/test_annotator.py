@@ -1,4 +1,5 @@
 """The engine-neutral annotator: the same entities and confidences as nlp.pipe."""
+
 import pickle
 
 import pytest
@@ -14,8 +15,7 @@ TEXTS = [text for text, _ in TRAIN_DATA] + ["Tim Cook visited Berlin and Paris .
 def test_records_match_nlp_pipe(model_dir):
     nlp = spacy.load(model_dir)
     expected = [
-        [(e.start_char, e.end_char, e.label_, e.text, e._.confidence) for e in doc.ents]
-        for doc in nlp.pipe(TEXTS)
+        [(e.start_char, e.end_char, e.label_, e.text, e._.confidence) for e in doc.ents] for doc in nlp.pipe(TEXTS)
     ]
     got = Annotator(str(model_dir), batch_size=2).annotate(TEXTS)
     # Same spans; confidences equal up to float32 rounding (a batch of other

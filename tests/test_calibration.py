@@ -1,4 +1,5 @@
 """The calibration maths as plain functions, shared by calibrate and the report."""
+
 import math
 
 import numpy

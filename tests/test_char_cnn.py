@@ -1,4 +1,5 @@
 """The character CNN: which characters it reads, and that it sees the middle of a word."""
+
 import numpy
 import spacy
 from thinc.api import fix_random_seed
@@ -11,18 +12,26 @@ def spelled(docs, max_chars):
     codes, counts = char_codes(docs, max_chars)
     words, start = [], 0
     for n in counts:
-        words.append("".join(chr(c) for c in codes[start:start + n]))
+        words.append("".join(chr(c) for c in codes[start : start + n]))
         start += n
     return words
 
 
 def test_reads_every_character_and_both_ends_of_long_words():
     nlp = spacy.blank("en")
-    docs = [nlp("Ouagadougou hosts Burkina Faso's supercalifragilistic fair"), nlp(""),
-            nlp("Zürich 東京 𝔘𝔫𝔦😀")]
+    docs = [nlp("Ouagadougou hosts Burkina Faso's supercalifragilistic fair"), nlp(""), nlp("Zürich 東京 𝔘𝔫𝔦😀")]
     assert spelled(docs, 10) == [
-        "Ouagadougou"[:5] + "Ouagadougou"[-5:], "hosts", "Burkina", "Faso", "'s",
-        "super" + "istic", "fair", "Zürich", "東京", "𝔘𝔫𝔦", "😀",
+        "Ouagadougou"[:5] + "Ouagadougou"[-5:],
+        "hosts",
+        "Burkina",
+        "Faso",
+        "'s",
+        "super" + "istic",
+        "fair",
+        "Zürich",
+        "東京",
+        "𝔘𝔫𝔦",
+        "😀",
     ]
     assert spelled(docs, 20)[0] == "Ouagadougou"
 

@@ -1,4 +1,5 @@
 """The hybrid_ner component, in the style of spaCy's own pipeline tests."""
+
 import copy
 import math
 import pickle
@@ -304,7 +305,8 @@ def test_parameter_averages_reach_the_pytorch_modules(tmp_path):
                 assert numpy.allclose(param.detach().numpy(), optimizer.averages[(s.id, name)])
         assert any(
             not numpy.allclose(p.detach().numpy(), last[(s.id, n)].numpy())
-            for s in shims for n, p in s.module.named_parameters()
+            for s in shims
+            for n, p in s.module.named_parameters()
         )
         averaged = ents_with_confidence([nlp(text)])
         nlp.to_disk(tmp_path / "averaged")
@@ -313,6 +315,7 @@ def test_parameter_averages_reach_the_pytorch_modules(tmp_path):
             assert param.detach().equal(last[(s.id, name)])
     assert ents_with_confidence([nlp(text)]) == before
     assert ents_with_confidence([spacy.load(tmp_path / "averaged")(text)]) == averaged
+
 
 def test_shared_tok2vec_listener(tmp_path):
     fix_random_seed(0)
@@ -330,9 +333,10 @@ def test_shared_tok2vec_listener(tmp_path):
     assert ents_of(nlp2(text)) == ents_of(nlp(text)) == TRAIN_DATA[2][1]
     # calibrate runs the shared tok2vec before the listening component.
     nlp.to_disk(tmp_path / "model")
-    result = CliRunner().invoke(app, [
-        "calibrate", str(tmp_path / "model"), str(write_corpus(tmp_path / "dev.spacy")), str(tmp_path / "calibrated"),
-    ])
+    result = CliRunner().invoke(
+        app,
+        ["calibrate", str(tmp_path / "model"), str(write_corpus(tmp_path / "dev.spacy")), str(tmp_path / "calibrated")],
+    )
     assert result.exit_code == 0, result.output
     assert "temperature" in result.output
     assert ents_of(spacy.load(tmp_path / "calibrated")(text)) == TRAIN_DATA[2][1]
@@ -372,8 +376,14 @@ def test_any_model_with_a_crf_ref_works_with_the_component(tmp_path):
     def build():
         tok2vec = spacy.registry.resolve({"t": TINY_MODEL["tok2vec"]})["t"]
         crf, output = crf_layer(), Linear()
-        return Model("tagger_crf", forward, init=init, layers=[chain(tok2vec, with_array(output)), crf],
-                     refs={"crf": crf, "output": output}, dims={"nO": None})
+        return Model(
+            "tagger_crf",
+            forward,
+            init=init,
+            layers=[chain(tok2vec, with_array(output)), crf],
+            refs={"crf": crf, "output": output},
+            dims={"nO": None},
+        )
 
     fix_random_seed(0)
     nlp = English()
@@ -456,7 +466,6 @@ def test_mixed_precision_config_trains_on_cpu():
     assert wrapper.shims[0]._mixed_precision is False
 
 
-
 def test_bfloat16_mixed_precision_path_learns_and_predicts_in_float32_after_reload(monkeypatch, tmp_path):
     """On a GPU with bfloat16 (compute capability >= 8) the encoder autocasts itself,
     without thinc's float16 autocast and loss scaling. The same code runs under CPU
@@ -486,12 +495,18 @@ def test_encoder_autocast_keeps_float32_outputs_and_lstm():
 
     torch.manual_seed(0)
     sizes = dict(
-        width=16, depth=1, n_heads=2, ffn_width=32, lstm_depth=1, uni_lstm_depth=0, dropout=0.0, token_dropout=0.0,
+        width=16,
+        depth=1,
+        n_heads=2,
+        ffn_width=32,
+        lstm_depth=1,
+        uni_lstm_depth=0,
+        dropout=0.0,
+        token_dropout=0.0,
         attention_dropout=None,
     )
     plain = HybridEncoder(8, 5, **sizes).eval()
-    mixed = HybridEncoder(8, 5, **sizes,
-                          autocast_dtype=torch.bfloat16).eval()
+    mixed = HybridEncoder(8, 5, **sizes, autocast_dtype=torch.bfloat16).eval()
     mixed.load_state_dict(plain.state_dict())
     X, lengths = torch.randn(3, 7, 8), torch.tensor([7, 3, 1])
     Y = mixed(X, lengths)
@@ -499,6 +514,7 @@ def test_encoder_autocast_keeps_float32_outputs_and_lstm():
     assert torch.allclose(Y, plain(X, lengths), atol=0.1)
     Y.sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in mixed.lstm.parameters())
+
 
 def test_calibrate_fits_temperature_keeps_entities_and_is_saved(tmp_path):
     nlp = train_tiny(n_iter=30, seed=3)
@@ -547,8 +563,12 @@ def test_character_embedding_with_token_dropout_learns_and_reloads(tmp_path, emb
     model["token_dropout"] = 0.1
     model["tok2vec"]["embed"] = {
         **embed,
-        "width": 32, "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
-        "rows": [500, 100, 200, 200], "include_static_vectors": False, "nM": 8, "nC": 4,
+        "width": 32,
+        "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+        "rows": [500, 100, 200, 200],
+        "include_static_vectors": False,
+        "nM": 8,
+        "nC": 4,
     }
     nlp = train_tiny(n_iter=100, model=model)
     assert nlp.evaluate(make_examples(nlp))["ents_f"] == 1.0

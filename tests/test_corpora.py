@@ -1,4 +1,5 @@
 """Corpus readers: counts against the published ones, and clear errors on bad files."""
+
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,7 @@ def test_wnut17_counts_and_tab_only_separators():
 
 
 GMB_OK = (
-    b'Sentence #,Word,POS,Tag\r\nSentence: 1,Anna,NNP,B-per\r\n,lives,VBZ,O\r\n,in,IN,O\r\n'
+    b"Sentence #,Word,POS,Tag\r\nSentence: 1,Anna,NNP,B-per\r\n,lives,VBZ,O\r\n,in,IN,O\r\n"
     b',"Paris",NNP,B-geo\r\n,",",",",O\r\nSentence: 2,Hi,UH,O\r\n'
 )
 
@@ -66,10 +67,7 @@ def test_gmb_reader_small_file(tmp_path):
     path = tmp_path / "ner.csv"
     path.write_bytes(GMB_OK)
     sentences = read_gmb(path)
-    assert sentences == [
-        (["Anna", "lives", "in", "Paris", ","], ["B-per", "O", "O", "B-geo", "O"]),
-        (["Hi"], ["O"]),
-    ]
+    assert sentences == [(["Anna", "lives", "in", "Paris", ","], ["B-per", "O", "O", "B-geo", "O"]), (["Hi"], ["O"])]
     doc = sentences_to_docs(sentences, spacy.blank("xx").vocab)[0]
     assert [(e.text, e.label_) for e in doc.ents] == [("Anna", "per"), ("Paris", "geo")]
 
@@ -112,7 +110,8 @@ def test_conll03_reader_small_file_and_errors(tmp_path):
     )
     docs = read_conll03(path)
     assert [[(e.text, e.label_) for e in d.ents] for d in docs] == [
-        [("EU", "ORG"), ("German", "MISC")], [("Peter Blackburn", "PER")]
+        [("EU", "ORG"), ("German", "MISC")],
+        [("Peter Blackburn", "PER")],
     ]
     path.write_text("EU NNP I-NP I-ORG\nrejects VBZ O\n")
     with pytest.raises(CorpusFormatError, match=r"eng\.mini, line 2: 3 columns.*Expected 4"):

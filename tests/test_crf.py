@@ -1,4 +1,5 @@
 """The CRF against brute-force enumeration of every tag sequence on tiny inputs."""
+
 import itertools
 import math
 import random
@@ -383,9 +384,7 @@ def test_tree_partition_matches_the_log_space_recursion(lengths):
         em32 = emissions.clone().requires_grad_()
         em64 = emissions.double().requires_grad_()
         start, trans, end = crf.potentials(-1e4)
-        got = crf.tree_log_partition(
-            em32 if tags is None else em32.masked_fill(~tags, -1e4), mask, start, trans, end
-        )
+        got = crf.tree_log_partition(em32 if tags is None else em32.masked_fill(~tags, -1e4), mask, start, trans, end)
         s, tr, e = (x.double() for x in (start, trans, end))
         masked64 = em64 if tags is None else em64.masked_fill(~tags, -1e4)
         expected = torch.logsumexp(crf.forward_scores(masked64, mask, s, tr)[-1] + e, dim=1)

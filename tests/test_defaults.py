@@ -1,5 +1,6 @@
 """One source of defaults: the factory's default model is the shipped CPU config, the
 released v1 signature keeps its defaults, and the encoder's settings reach the module."""
+
 import inspect
 from pathlib import Path
 
@@ -25,13 +26,24 @@ def test_factory_default_model_is_the_shipped_cpu_config():
 def test_released_v1_signature_keeps_its_defaults():
     """Configs and saved pipelines that leave a setting out keep meaning what they meant."""
     defaults = {
-        name: p.default for name, p in inspect.signature(build_hybrid_ner).parameters.items()
+        name: p.default
+        for name, p in inspect.signature(build_hybrid_ner).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
     assert defaults == {
-        "width": 128, "depth": 2, "n_heads": 4, "ffn_width": 256, "lstm_depth": 1,
-        "uni_lstm_depth": 0, "dropout": 0.1, "token_dropout": 0.0, "window": 256,
-        "stride": 192, "mixed_precision": False, "grad_scaler_config": {}, "nO": None,
+        "width": 128,
+        "depth": 2,
+        "n_heads": 4,
+        "ffn_width": 256,
+        "lstm_depth": 1,
+        "uni_lstm_depth": 0,
+        "dropout": 0.1,
+        "token_dropout": 0.0,
+        "window": 256,
+        "stride": 192,
+        "mixed_precision": False,
+        "grad_scaler_config": {},
+        "nO": None,
     }
 
 
@@ -39,7 +51,14 @@ def test_builder_settings_reach_the_layer_and_the_module(trained_nlp):
     encoder = trained_nlp.get_pipe("ner").model.get_ref("encoder")
     settings = EncoderSettings(**encoder.attrs["hyper"])
     assert settings == EncoderSettings(
-        width=32, depth=1, n_heads=2, ffn_width=64, lstm_depth=1, uni_lstm_depth=0, dropout=0.0, token_dropout=0.0,
+        width=32,
+        depth=1,
+        n_heads=2,
+        ffn_width=64,
+        lstm_depth=1,
+        uni_lstm_depth=0,
+        dropout=0.0,
+        token_dropout=0.0,
         attention_dropout=None,
     )
     assert torch_module(encoder).settings == settings
@@ -50,7 +69,8 @@ def test_v2_builder_has_no_hyperparameter_defaults_and_is_the_default():
     from spacy_hybridner.architectures import build_hybrid_ner_v2
 
     defaults = {
-        name for name, p in inspect.signature(build_hybrid_ner_v2).parameters.items()
+        name
+        for name, p in inspect.signature(build_hybrid_ner_v2).parameters.items()
         if p.default is not inspect.Parameter.empty
     }
     assert defaults == {"nO"}  # set by the component from its labels, as in spaCy's builders
@@ -63,31 +83,93 @@ def test_v2_builder_has_no_hyperparameter_defaults_and_is_the_default():
 # released name never changes; a change is a new version. Add new names here, never edit.
 RELEASED = {
     "architectures:spacy-hybridner.CharMultiHashEmbed.v1": [
-        "width", "attrs", "rows", "include_static_vectors", "nM=16", "nC=8", "char_feature='LOWER'", "char_rows=5000"],
+        "width",
+        "attrs",
+        "rows",
+        "include_static_vectors",
+        "nM=16",
+        "nC=8",
+        "char_feature='LOWER'",
+        "char_rows=5000",
+    ],
     "architectures:spacy-hybridner.CharMultiHashEmbed.v2": [
-        "width", "attrs", "rows", "include_static_vectors", "nM=16", "nC=8", "word_dropout_rate=0.0",
-        "char_cnn_width=0"],
+        "width",
+        "attrs",
+        "rows",
+        "include_static_vectors",
+        "nM=16",
+        "nC=8",
+        "word_dropout_rate=0.0",
+        "char_cnn_width=0",
+    ],
     "architectures:spacy-hybridner.CharMultiHashEmbed.v3": [
-        "width", "attrs", "rows", "include_static_vectors", "nM=16", "nC=8", "word_dropout_rate=0.0",
-        "char_cnn_width=0"],
+        "width",
+        "attrs",
+        "rows",
+        "include_static_vectors",
+        "nM=16",
+        "nC=8",
+        "word_dropout_rate=0.0",
+        "char_cnn_width=0",
+    ],
     "architectures:spacy-hybridner.HybridNER.v1": [
-        "tok2vec", "width=128", "depth=2", "n_heads=4", "ffn_width=256", "lstm_depth=1", "uni_lstm_depth=0",
-        "dropout=0.1", "token_dropout=0.0", "window=256", "stride=192", "mixed_precision=False",
-        "grad_scaler_config={}", "nO=None"],
+        "tok2vec",
+        "width=128",
+        "depth=2",
+        "n_heads=4",
+        "ffn_width=256",
+        "lstm_depth=1",
+        "uni_lstm_depth=0",
+        "dropout=0.1",
+        "token_dropout=0.0",
+        "window=256",
+        "stride=192",
+        "mixed_precision=False",
+        "grad_scaler_config={}",
+        "nO=None",
+    ],
     "architectures:spacy-hybridner.HybridNER.v2": [
-        "tok2vec", "width", "depth", "n_heads", "ffn_width", "lstm_depth", "uni_lstm_depth", "dropout",
-        "token_dropout", "attention_dropout", "window", "stride", "mixed_precision", "grad_scaler_config",
-        "encoder_batch_tokens", "crf_batch_tokens", "nO=None"],
+        "tok2vec",
+        "width",
+        "depth",
+        "n_heads",
+        "ffn_width",
+        "lstm_depth",
+        "uni_lstm_depth",
+        "dropout",
+        "token_dropout",
+        "attention_dropout",
+        "window",
+        "stride",
+        "mixed_precision",
+        "grad_scaler_config",
+        "encoder_batch_tokens",
+        "crf_batch_tokens",
+        "nO=None",
+    ],
     "callbacks:spacy-hybridner.component_learn_rates.v1": ["scales", "frozen_steps"],
     "callbacks:spacy-hybridner.initialize_frozen.v1": [],
     "factories:hybrid_ner": ["nlp", "name", "model", "scorer", "max_predict_words"],
     "loggers:spacy-hybridner.TensorBoardLogger.v1": ["log_dir='tensorboard'", "console_logger=None"],
     "loggers:spacy-hybridner.TrainingLogger.v1": ["path=None", "progress_bar=None"],
     "readers:spacy-hybridner.GoldSilverCorpus.v1": [
-        "gold", "silver", "silver_fraction=1.0", "silver_ratio=None", "silver_weight=1.0", "soft_weight=0.0",
-        "soft_temperature=1.0", "max_length=0", "seed=0"],
+        "gold",
+        "silver",
+        "silver_fraction=1.0",
+        "silver_ratio=None",
+        "silver_weight=1.0",
+        "soft_weight=0.0",
+        "soft_temperature=1.0",
+        "max_length=0",
+        "seed=0",
+    ],
     "schedules:spacy-hybridner.warmup_linear_epochs.v1": [
-        "initial_rate", "warmup_epochs", "total_epochs", "train_path", "batcher"],
+        "initial_rate",
+        "warmup_epochs",
+        "total_epochs",
+        "train_path",
+        "batcher",
+    ],
     "tokenizers:spacy-hybridner.BoundedTokenizer.v1": ["max_run_chars=256"],
 }
 
@@ -123,9 +205,14 @@ def test_a_pipeline_saved_with_char_multi_hash_embed_v2_loads(tmp_path):
 
     model = copy.deepcopy(TINY_MODEL)
     model["tok2vec"]["embed"] = {
-        "@architectures": "spacy-hybridner.CharMultiHashEmbed.v2", "width": 32,
-        "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"], "rows": [500, 100, 200, 200],
-        "include_static_vectors": False, "nM": 8, "nC": 4, "char_cnn_width": 16,
+        "@architectures": "spacy-hybridner.CharMultiHashEmbed.v2",
+        "width": 32,
+        "attrs": ["NORM", "PREFIX", "SUFFIX", "SHAPE"],
+        "rows": [500, 100, 200, 200],
+        "include_static_vectors": False,
+        "nM": 8,
+        "nC": 4,
+        "char_cnn_width": 16,
     }
     nlp = train_tiny(n_iter=30, model=model)
     nlp.to_disk(tmp_path / "v2")

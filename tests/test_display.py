@@ -1,5 +1,6 @@
 """Entity lines, displaCy HTML and the showcase as plain functions, and the thin
 commands over them."""
+
 import spacy
 from typer.testing import CliRunner
 
@@ -51,7 +52,9 @@ def test_convert_corpus_reports_each_split_and_explains_a_missing_file(tmp_path)
     path.write_bytes(b"\n".join(rows) + b"\n")
     stats = convert_corpus("gmb", path, tmp_path / "out")
     assert {k: (v["docs"], v["entities"]) for k, v in stats.items()} == {
-        "train": (8, {"per": 8}), "dev": (1, {"per": 1}), "test": (1, {"per": 1})
+        "train": (8, {"per": 8}),
+        "dev": (1, {"per": 1}),
+        "test": (1, {"per": 1}),
     }
     result = CliRunner().invoke(app, ["convert", "conll03", str(tmp_path), str(tmp_path / "c")])
     assert result.exit_code == 2 and "eng.train" in result.output

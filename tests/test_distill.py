@@ -1,5 +1,6 @@
 """Distillation: unlabeled text from corpora, a teacher's annotations as silver data, the
 gold + silver corpus reader, weighted losses, and a student trained through `spacy train`."""
+
 import json
 import os
 import subprocess
@@ -23,9 +24,14 @@ from conftest import TRAIN_DATA, make_examples, run_python, write_corpus
 ROOT = Path(__file__).parent.parent
 
 SILVER_TEXTS = [
-    "Sundar Pichai visited Tokyo .", "Amazon opened an office in Madrid .", "Nothing happened here .",
-    "Emmanuel Macron met Siemens managers in Munich .", "Toyota hired Ana Lopez in Lima .",
-    "Rain fell all day .", "Olaf Scholz flew to Oslo .", "Netflix left Rome .",
+    "Sundar Pichai visited Tokyo .",
+    "Amazon opened an office in Madrid .",
+    "Nothing happened here .",
+    "Emmanuel Macron met Siemens managers in Munich .",
+    "Toyota hired Ana Lopez in Lima .",
+    "Rain fell all day .",
+    "Olaf Scholz flew to Oslo .",
+    "Netflix left Rome .",
 ]
 
 
@@ -98,12 +104,15 @@ def test_silver_weight_marks_silver_examples_only(corpora):
     assert all(weights[t] == 0.5 for t in SILVER_TEXTS)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"silver": "missing-folder"}, "annotate"),
-    ({"silver_fraction": 1.5}, "silver_fraction"),
-    ({"silver_ratio": -1.0}, "silver_ratio"),
-    ({"silver_weight": 0.0}, "silver_weight"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"silver": "missing-folder"}, "annotate"),
+        ({"silver_fraction": 1.5}, "silver_fraction"),
+        ({"silver_ratio": -1.0}, "silver_ratio"),
+        ({"silver_weight": 0.0}, "silver_weight"),
+    ],
+)
 def test_reader_names_what_is_wrong(corpora, kwargs, message):
     """Bad settings are refused when the reader is made; missing data when training reads
     it (not before: `spacy debug config` resolves the reader without data)."""
@@ -136,6 +145,7 @@ def test_example_weights_scale_each_examples_loss_and_gradient(trained_nlp):
 
 def test_update_reports_the_weighted_loss(trained_nlp):
     """``update`` weighs the loss as ``get_loss`` does (no optimizer: nothing changes)."""
+
     def loss_at(weight):
         eg = make_examples(trained_nlp, TRAIN_DATA[:1])[0]
         if weight is not None:
@@ -192,8 +202,21 @@ def test_teacher_annotates_student_trains_on_gold_and_silver_and_reloads(tmp_pat
     silver = tmp_path / "silver"
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
-        [sys.executable, "-m", "spacy_hybridner", "annotate", str(model_dir), str(text), str(silver),
-         "--output-format", "docbin"], capture_output=True, text=True, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "spacy_hybridner",
+            "annotate",
+            str(model_dir),
+            str(text),
+            str(silver),
+            "--output-format",
+            "docbin",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     vocab = spacy.blank("en").vocab
@@ -202,10 +225,29 @@ def test_teacher_annotates_student_trains_on_gold_and_silver_and_reloads(tmp_pat
     assert any(d.ents for d in docs)
     out = tmp_path / "student"
     result = subprocess.run(
-        [sys.executable, "-m", "spacy", "train", str(ROOT / "configs" / "hybrid_cpu_distill.cfg"),
-         "--output", str(out), "--paths.train", str(train), "--paths.silver", str(silver), "--paths.dev", str(train),
-         "--training.max_steps", "12", "--training.eval_frequency", "6"],
-        capture_output=True, text=True, timeout=600, env=env,
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "train",
+            str(ROOT / "configs" / "hybrid_cpu_distill.cfg"),
+            "--output",
+            str(out),
+            "--paths.train",
+            str(train),
+            "--paths.silver",
+            str(silver),
+            "--paths.dev",
+            str(train),
+            "--training.max_steps",
+            "12",
+            "--training.eval_frequency",
+            "6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (out / "model-best" / "ner" / "model").exists()
@@ -238,6 +280,7 @@ def test_docbin_output_leaves_out_transformer_activations():
 
 
 # --- soft targets: the teacher's marginals --------------------------------------------
+
 
 def _biluo_crf(seed=0):
     import torch
@@ -287,7 +330,7 @@ def test_soft_loss_gradient_is_marginals_minus_targets_and_matches_autograd():
     end0 = torch.where(crf.allowed_end, end, zero)
     expected_losses, offset = [], 0
     for n in lengths:
-        em, q = emissions[offset:offset + n], targets[offset:offset + n]
+        em, q = emissions[offset : offset + n], targets[offset : offset + n]
         log_z = crf.log_partition(em[None], torch.ones(1, n, dtype=torch.bool))[0]
         score = (q * em).sum() + (q[:-1] @ trans0 * q[1:]).sum() + q[0] @ start0 + q[-1] @ end0
         expected_losses.append(log_z - score)
@@ -361,8 +404,10 @@ def test_reader_sets_soft_weight_and_temperature_and_needs_marginals(tmp_path, t
     finally:
         ner.store_marginals = False
     plain = {eg.reference.text: eg for eg in GoldSilverCorpus(gold, soft_silver)(spacy.blank("en"))}
-    flat = {eg.reference.text: eg for eg in GoldSilverCorpus(gold, soft_silver, soft_weight=0.5,
-                                                             soft_temperature=3.0)(spacy.blank("en"))}
+    flat = {
+        eg.reference.text: eg
+        for eg in GoldSilverCorpus(gold, soft_silver, soft_weight=0.5, soft_temperature=3.0)(spacy.blank("en"))
+    }
     for text in SILVER_TEXTS:
         assert soft_weight(plain[text]) == 0.0 and soft_weight(flat[text]) == 0.5
         assert flat[text].reference.user_data[SOFT_WEIGHT_KEY] == 0.5

@@ -1,4 +1,5 @@
 """The encoder: sizes, depth-0 variants, chunking and long-document windows."""
+
 import numpy
 import pytest
 import torch
@@ -9,7 +10,14 @@ from spacy_hybridner.modules import HybridEncoder
 from spacy_hybridner.modules.encoder import check_sizes
 
 SIZES = dict(
-    width=16, depth=1, n_heads=2, ffn_width=32, lstm_depth=1, uni_lstm_depth=0, dropout=0.0, token_dropout=0.0,
+    width=16,
+    depth=1,
+    n_heads=2,
+    ffn_width=32,
+    lstm_depth=1,
+    uni_lstm_depth=0,
+    dropout=0.0,
+    token_dropout=0.0,
     attention_dropout=None,
 )
 
@@ -85,8 +93,15 @@ def test_chunking_does_not_change_outputs_or_gradients(lengths, max_batch_tokens
 def test_impossible_sizes_are_explained(width, n_heads, lstm_depth, message):
     with pytest.raises(ValueError, match=message):
         check_sizes(
-            width=width, depth=1, n_heads=n_heads, ffn_width=8, lstm_depth=lstm_depth, uni_lstm_depth=0, dropout=0.1,
-            token_dropout=0.0, attention_dropout=None,
+            width=width,
+            depth=1,
+            n_heads=n_heads,
+            ffn_width=8,
+            lstm_depth=lstm_depth,
+            uni_lstm_depth=0,
+            dropout=0.1,
+            token_dropout=0.0,
+            attention_dropout=None,
         )
 
 
@@ -170,9 +185,7 @@ def test_lstm_on_padded_input_equals_the_packed_call(bidirectional, num_layers, 
     from spacy_hybridner.modules.encoder import run_lstm
 
     torch.manual_seed(0)
-    lstm = torch.nn.LSTM(
-        6, 4, num_layers=num_layers, bidirectional=bidirectional, batch_first=True, dropout=dropout
-    )
+    lstm = torch.nn.LSTM(6, 4, num_layers=num_layers, bidirectional=bidirectional, batch_first=True, dropout=dropout)
     if dropout:  # between-layer dropout is random in training; compare in eval mode
         lstm.eval()
     X = torch.randn(4, 9, 6, requires_grad=True)

@@ -1,6 +1,7 @@
 """Every function the package registers has an entry point in setup.py that imports to
 that very function, so a config naming it (also in a shared tok2vec) resolves without
 importing the package."""
+
 import ast
 import importlib
 from pathlib import Path
@@ -15,8 +16,7 @@ ROOT = Path(__file__).parent.parent
 def setup_entry_points():
     tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf8"))
     call = next(
-        node for node in ast.walk(tree)
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setup"
+        node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "setup"
     )
     groups = ast.literal_eval(next(k.value for k in call.keywords if k.arg == "entry_points"))
     parsed = {}

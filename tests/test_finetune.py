@@ -1,5 +1,6 @@
 """The CPU fine-tuning recipe of configs/hybrid_trf.cfg and configs/spacy_ner_trf.cfg: a
 schedule sized in epochs of the training data and per-component learning rates."""
+
 import os
 import subprocess
 import sys
@@ -174,12 +175,31 @@ def test_recipe_fine_tunes_with_spacy_train(name, tiny_bert, tmp_path):  # noqa:
     write_corpus(tmp_path / "train.spacy", TRAIN_DATA * 4)
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     result = subprocess.run(
-        [sys.executable, "-m", "spacy", "train", str(ROOT / "configs" / f"{name}.cfg"),
-         "--output", str(tmp_path / "out"),
-         "--paths.train", str(tmp_path / "train.spacy"), "--paths.dev", str(tmp_path / "train.spacy"),
-         "--variables.transformer", str(tiny_bert), "--variables.epochs", "3",
-         "--training.batcher.size", "60", "--training.eval_frequency", "2"],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "train",
+            str(ROOT / "configs" / f"{name}.cfg"),
+            "--output",
+            str(tmp_path / "out"),
+            "--paths.train",
+            str(tmp_path / "train.spacy"),
+            "--paths.dev",
+            str(tmp_path / "train.spacy"),
+            "--variables.transformer",
+            str(tiny_bert),
+            "--variables.epochs",
+            "3",
+            "--training.batcher.size",
+            "60",
+            "--training.eval_frequency",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     from transformers import BertModel

@@ -1,6 +1,7 @@
 """Import has no global effects: forked children keep torch's thread count unless a
 hybrid_ner component is alive, and nlp.pipe(n_process=2) works after torch has run
 multi-threaded in the parent."""
+
 import json
 
 from conftest import TINY_MODEL, run_python
@@ -36,7 +37,11 @@ def test_children_are_single_threaded_only_while_a_component_is_alive(monkeypatc
     monkeypatch.setenv("TINY_MODEL", json.dumps(TINY_MODEL))
     seen = json.loads(run_python(CHILD_THREADS).stdout.strip().splitlines()[-1])
     assert seen == {
-        "import": 2, "extension_on_import": False, "component": 1, "extension_with_component": True, "after": 2,
+        "import": 2,
+        "extension_on_import": False,
+        "component": 1,
+        "extension_with_component": True,
+        "after": 2,
     }
 
 

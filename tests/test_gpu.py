@@ -13,6 +13,7 @@ runs the CPU half of every comparison in CI.
   entity of confidence below 0.5 on both sides may differ);
 - calibration runs on the GPU; the training logger reads the GPU's peak memory.
 """
+
 import numpy
 import pytest
 import spacy

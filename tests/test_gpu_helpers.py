@@ -3,6 +3,7 @@ scripts/gpu_wheels.sh) relies on. tests/test_gpu.py compares CUDA against the CP
 is skipped without a GPU; these tests run the same helpers on the CPU in every CI run,
 so that the GPU run does not fail on a typo and each comparison is known to be able to
 fail."""
+
 import importlib.util
 import io
 import json
@@ -142,10 +143,18 @@ def test_training_logger_writes_gpu_peak_only_where_cuda_was_used(tmp_path):
     nlp = spacy.blank("en")
     log = tmp_path / "log.jsonl"
     log_step, finalize = training_logger_v1(path=str(log))(nlp, stdout=io.StringIO())
-    log_step({
-        "epoch": 0, "step": 10, "seconds": 3, "words": 100, "score": 0.5, "other_scores": {"ents_f": 0.5},
-        "losses": {"ner": 1.0}, "checkpoints": [],
-    })
+    log_step(
+        {
+            "epoch": 0,
+            "step": 10,
+            "seconds": 3,
+            "words": 100,
+            "score": 0.5,
+            "other_scores": {"ents_f": 0.5},
+            "losses": {"ner": 1.0},
+            "checkpoints": [],
+        }
+    )
     finalize()
     record = json.loads(log.read_text().splitlines()[0])
     assert record["step"] == 10 and record["seconds"] == 3
@@ -154,9 +163,19 @@ def test_training_logger_writes_gpu_peak_only_where_cuda_was_used(tmp_path):
 
 def benchmark_row(name, peak_gpu_mb=None):
     return {
-        "name": name, "p": 0.8, "r": 0.7, "f": 0.75, "per_type_f": {"PER": 0.9}, "words_per_second": 1000.0,
-        "best_dev_f": 0.76, "seconds_to_best": 90.0, "steps_to_best": 400, "peak_rss_mb": 2000.0,
-        "model_mb": 20.0, "train_command": "python -m spacy train x", "peak_gpu_mb": peak_gpu_mb,
+        "name": name,
+        "p": 0.8,
+        "r": 0.7,
+        "f": 0.75,
+        "per_type_f": {"PER": 0.9},
+        "words_per_second": 1000.0,
+        "best_dev_f": 0.76,
+        "seconds_to_best": 90.0,
+        "steps_to_best": 400,
+        "peak_rss_mb": 2000.0,
+        "model_mb": 20.0,
+        "train_command": "python -m spacy train x",
+        "peak_gpu_mb": peak_gpu_mb,
     }
 
 

@@ -1,6 +1,7 @@
 """No private reach-ins: the torch module accessor, the character embedding layer
 against the one inside spaCy's registered CharacterEmbed.v2, the positional call of
 torch.lstm against nn.LSTM, and the averaging shim built into the wrapper."""
+
 import numpy
 import pytest
 import spacy
@@ -19,7 +20,7 @@ def test_char_embed_matches_the_layer_inside_spacy_character_embed():
     docs = [nlp("Anna anna ANNA Zürich 東京 a"), nlp("Bob"), nlp("")]
     fix_random_seed(0)
     spacy_embed = registry.get("architectures", "spacy.CharacterEmbed.v2")(
-        width=8, rows=100, nM=4, nC=6, include_static_vectors=False, feature="LOWER",
+        width=8, rows=100, nM=4, nC=6, include_static_vectors=False, feature="LOWER"
     )
     spacy_embed.initialize(X=docs)
     theirs = next(node for node in spacy_embed.walk() if node.name == "charembed")
@@ -55,8 +56,18 @@ def test_run_lstm_positional_torch_lstm_matches_nn_lstm(num_layers, bidirectiona
 
 def test_torch_module_reaches_the_modules_behind_the_layers():
     encoder = hybrid_encoder(
-        width=8, depth=0, n_heads=2, ffn_width=8, lstm_depth=1, uni_lstm_depth=0, dropout=0.0, token_dropout=0.0,
-        attention_dropout=None, window=16, stride=8, nO=3,
+        width=8,
+        depth=0,
+        n_heads=2,
+        ffn_width=8,
+        lstm_depth=1,
+        uni_lstm_depth=0,
+        dropout=0.0,
+        token_dropout=0.0,
+        attention_dropout=None,
+        window=16,
+        stride=8,
+        nO=3,
     )
     crf = crf_layer(nO=3)
     crf.attrs["constraints"] = {}

@@ -1,4 +1,5 @@
 """report and benchmark commands end to end on tiny data."""
+
 import json
 from pathlib import Path
 
@@ -59,9 +60,20 @@ def trained_with_log(tmp_path_factory):
     path = tmp_path_factory.mktemp("trained")
     corpus = write_corpus(path / "train.spacy")
     spacy_cli(
-        "train", ROOT / "configs" / "hybrid_cpu.cfg", "--paths.train", corpus, "--paths.dev", corpus,
-        "--output", path / "out", "--paths.log", path / "out" / "log.jsonl",
-        "--training.max_steps", 20, "--training.eval_frequency", 5,
+        "train",
+        ROOT / "configs" / "hybrid_cpu.cfg",
+        "--paths.train",
+        corpus,
+        "--paths.dev",
+        corpus,
+        "--output",
+        path / "out",
+        "--paths.log",
+        path / "out" / "log.jsonl",
+        "--training.max_steps",
+        20,
+        "--training.eval_frequency",
+        5,
     )
     return path
 
@@ -69,10 +81,17 @@ def trained_with_log(tmp_path_factory):
 def test_report_command(trained_with_log):
     path = trained_with_log
     out = path / "report"
-    result = CliRunner().invoke(app, [
-        "report", str(path / "out" / "model-best"), str(path / "train.spacy"), str(out),
-        "--training-dir", str(path / "out"),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            str(path / "out" / "model-best"),
+            str(path / "train.spacy"),
+            str(out),
+            "--training-dir",
+            str(path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     for name in ("scores.md", "report.json", "confusion.png", "reliability.png", "training.png", "worst.html"):
         assert (out / name).stat().st_size > 0, name
@@ -88,10 +107,17 @@ def test_report_command(trained_with_log):
 
 def test_report_without_training_log_is_explained(trained_with_log, tmp_path):
     path = trained_with_log
-    result = CliRunner().invoke(app, [
-        "report", str(path / "out" / "model-best"), str(path / "train.spacy"), str(tmp_path),
-        "--training-dir", str(tmp_path),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            str(path / "out" / "model-best"),
+            str(path / "train.spacy"),
+            str(tmp_path),
+            "--training-dir",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code != 0
     assert "No training log" in str(result.exception)
 
@@ -101,10 +127,26 @@ def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("SPACY_CONFIG_OVERRIDES", "--training.max_steps 10 --training.eval_frequency 5")
     doc = tmp_path / "benchmarks.md"
     args = [
-        "benchmark", str(corpus), str(corpus), str(corpus), "--corpus", "tiny",
-        "--config", str(ROOT / "configs" / "spacy_ner.cfg"), "--config", str(ROOT / "configs" / "hybrid_cpu.cfg"),
-        "--budget-minutes", "3", "--output-dir", str(tmp_path / "models"), "--doc-path", str(doc),
-        "--speed-repeats", "1", "--speed-batch-size", "4",
+        "benchmark",
+        str(corpus),
+        str(corpus),
+        str(corpus),
+        "--corpus",
+        "tiny",
+        "--config",
+        str(ROOT / "configs" / "spacy_ner.cfg"),
+        "--config",
+        str(ROOT / "configs" / "hybrid_cpu.cfg"),
+        "--budget-minutes",
+        "3",
+        "--output-dir",
+        str(tmp_path / "models"),
+        "--doc-path",
+        str(doc),
+        "--speed-repeats",
+        "1",
+        "--speed-batch-size",
+        "4",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -133,10 +175,19 @@ def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     # The section again from the stored runs, without training (runs over several sittings).
     assert all(r["budget_minutes"] == 3 for r in rows)
     again = tmp_path / "again.md"
-    result = CliRunner().invoke(app, [
-        "benchmark-section", str(tmp_path / "models" / "tiny" / "benchmark.json"), "--corpus", "tiny again",
-        "--doc-path", str(again), "--results-path", str(tmp_path / "again.json"),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "benchmark-section",
+            str(tmp_path / "models" / "tiny" / "benchmark.json"),
+            "--corpus",
+            "tiny again",
+            "--doc-path",
+            str(again),
+            "--results-path",
+            str(tmp_path / "again.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "## tiny again" in again.read_text() and "| hybrid_cpu |" in again.read_text()
     assert "at most 3.0 minutes" in again.read_text()
@@ -145,11 +196,28 @@ def test_tiny_benchmark_end_to_end(tmp_path, monkeypatch):
     # Their speed side by side in one run, with the ratio to the baseline.
     models = tmp_path / "models" / "tiny"
     speed_doc = tmp_path / "speed.md"
-    result = CliRunner().invoke(app, [
-        "speed", f"ner={models / 'spacy_ner' / 'model-best'}", f"hybrid={models / 'hybrid_cpu' / 'model-best'}",
-        "--data", str(corpus), "--batch-size", "4", "--rounds", "2", "--baseline", "ner",
-        "--title", "tiny speed", "--doc-path", str(speed_doc), "--results-path", str(tmp_path / "speed.json"),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "speed",
+            f"ner={models / 'spacy_ner' / 'model-best'}",
+            f"hybrid={models / 'hybrid_cpu' / 'model-best'}",
+            "--data",
+            str(corpus),
+            "--batch-size",
+            "4",
+            "--rounds",
+            "2",
+            "--baseline",
+            "ner",
+            "--title",
+            "tiny speed",
+            "--doc-path",
+            str(speed_doc),
+            "--results-path",
+            str(tmp_path / "speed.json"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     speed = json.loads((tmp_path / "speed.json").read_text())
     assert [r["name"] for r in speed["runs"]] == ["ner", "hybrid"]
@@ -196,17 +264,25 @@ def test_curve_table_gives_the_best_dev_f_by_each_minute_mark():
     assert "| model | 5 min |" in fast and "| z | 60.00 |" in fast
 
 
-
 def test_benchmark_rejects_bad_options_before_training(tmp_path):
     corpus = write_corpus(tmp_path / "train.spacy")
     args = [
-        "benchmark", str(corpus), str(corpus), str(corpus), "--corpus", "tiny",
-        "--output-dir", str(tmp_path / "models"), "--speed-batches", "10",
+        "benchmark",
+        str(corpus),
+        str(corpus),
+        str(corpus),
+        "--corpus",
+        "tiny",
+        "--output-dir",
+        str(tmp_path / "models"),
+        "--speed-batches",
+        "10",
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2
     assert "--speed-batches" in result.output and "30" in result.output
     assert not (tmp_path / "models").exists()
+
 
 def test_benchmark_document_sections_are_replaced(tmp_path):
     doc = tmp_path / "benchmarks.md"
@@ -232,7 +308,9 @@ def test_budget_stops_training_even_when_sigint_was_ignored():
         start = time.time()
         result = run_streaming(
             [sys.executable, "-c", "import time; print('training', flush=True); time.sleep(120)"],
-            "child", lambda line: None, budget_s=1.0,
+            "child",
+            lambda line: None,
+            budget_s=1.0,
         )
     finally:
         signal.signal(signal.SIGINT, previous)

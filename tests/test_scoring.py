@@ -1,5 +1,6 @@
 """The seqeval cross-check of spaCy's entity scores, recall on unseen names, and the
 multi-seed benchmark table."""
+
 import json
 from pathlib import Path
 
@@ -110,9 +111,7 @@ def test_trained_model_scores_agree_with_nlp_evaluate(trained_nlp, held_out):
 
 
 def test_report_and_crosscheck_command_with_training_data(trained_nlp, held_out, tmp_path):
-    report = write_report(
-        trained_nlp, held_out["test"], tmp_path / "report", plots=False, train_path=held_out["train"],
-    )
+    report = write_report(trained_nlp, held_out["test"], tmp_path / "report", plots=False, train_path=held_out["train"])
     assert report["crosscheck"]["agree"]
     breakdown = report["breakdown"]
     assert breakdown["unseen"]["gold"] + breakdown["seen"]["gold"] == sum(report["support"].values()) == 9
@@ -122,10 +121,18 @@ def test_report_and_crosscheck_command_with_training_data(trained_nlp, held_out,
 
     trained_nlp.to_disk(tmp_path / "model")
     out = tmp_path / "crosscheck.json"
-    result = CliRunner().invoke(app, [
-        "crosscheck", str(tmp_path / "model"), str(held_out["test"]), "--train-data", str(held_out["train"]),
-        "--output", str(out),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "crosscheck",
+            str(tmp_path / "model"),
+            str(held_out["test"]),
+            "--train-data",
+            str(held_out["train"]),
+            "--output",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "they agree" in result.output
     saved = json.loads(out.read_text())
@@ -134,29 +141,48 @@ def test_report_and_crosscheck_command_with_training_data(trained_nlp, held_out,
 
 
 def test_missing_training_data_is_explained(tmp_path):
-    result = CliRunner().invoke(app, [
-        "crosscheck", "unused-model", str(tmp_path / "test.spacy"), "--train-data", str(tmp_path / "none.spacy"),
-    ])
+    result = CliRunner().invoke(
+        app, ["crosscheck", "unused-model", str(tmp_path / "test.spacy"), "--train-data", str(tmp_path / "none.spacy")]
+    )
     assert result.exit_code == 2 and "none.spacy" in result.output and "does not exist" in result.output
 
 
 # --- the multi-seed benchmark table -------------------------------------------------------------
 def run(name, seed, f, dev_f, wps):
     return {
-        "name": name, "seed": seed, "p": f, "r": f, "f": f, "per_type_f": {"PER": f}, "words_per_second": wps,
-        "best_dev_f": dev_f, "seconds_to_best": 60.0, "steps_to_best": 100 * (seed + 1), "peak_rss_mb": 1000.0 + seed,
-        "model_mb": 5.0, "train_command": f"python -m spacy train {name} --system.seed {seed}",
-        "seqeval_f": f, "scorers_agree": True, "recall_per_type": {"PER": 0.5}, "recall_unseen": 0.25,
-        "recall_seen": 0.75, "n_unseen": 4, "n_seen": 8,
+        "name": name,
+        "seed": seed,
+        "p": f,
+        "r": f,
+        "f": f,
+        "per_type_f": {"PER": f},
+        "words_per_second": wps,
+        "best_dev_f": dev_f,
+        "seconds_to_best": 60.0,
+        "steps_to_best": 100 * (seed + 1),
+        "peak_rss_mb": 1000.0 + seed,
+        "model_mb": 5.0,
+        "train_command": f"python -m spacy train {name} --system.seed {seed}",
+        "seqeval_f": f,
+        "scorers_agree": True,
+        "recall_per_type": {"PER": 0.5},
+        "recall_unseen": 0.25,
+        "recall_seen": 0.75,
+        "n_unseen": 4,
+        "n_seen": 8,
     }
 
 
 def test_multi_seed_table_reports_mean_and_sd_with_each_run():
-    rows = [run("spacy_ner", 0, 0.80, 0.90, 1000.0), run("spacy_ner", 1, 0.82, 0.88, 1200.0),
-            run("hybrid_cpu", 0, 0.83, 0.91, 550.0), run("hybrid_cpu", 1, 0.83, 0.93, 550.0)]
+    rows = [
+        run("spacy_ner", 0, 0.80, 0.90, 1000.0),
+        run("spacy_ner", 1, 0.82, 0.88, 1200.0),
+        run("hybrid_cpu", 0, 0.83, 0.91, 550.0),
+        run("hybrid_cpu", 1, 0.83, 0.93, 550.0),
+    ]
     summary = summarize_runs(rows)
     assert [s["name"] for s in summary] == ["spacy_ner", "hybrid_cpu"]
-    assert summary[0]["f"]["mean"] == pytest.approx(0.81) and summary[0]["f"]["sd"] == pytest.approx(0.02 ** 0.5 / 10)
+    assert summary[0]["f"]["mean"] == pytest.approx(0.81) and summary[0]["f"]["sd"] == pytest.approx(0.02**0.5 / 10)
     section = benchmark_markdown(rows, corpus="tiny", command="cmd", budget_s=60, baseline="spacy_ner", gpu_id=-1)
     # Mean ± sample sd (n - 1) of test F, dev F and words/s; the speed ratio of the means.
     assert "| spacy_ner | 2 | **81.00 ± 1.41** |" in section
@@ -185,10 +211,25 @@ def test_seeds_need_training_seed_to_follow_system_seed(tmp_path):
     with pytest.raises(ValueError, match="seed = \\$\\{system.seed\\}"):
         check_seed_follows_system(config)
     corpus = write_corpus(tmp_path / "train.spacy")
-    result = CliRunner().invoke(app, [
-        "benchmark", str(corpus), str(corpus), str(corpus), "--corpus", "tiny", "--config", str(config),
-        "--seeds", "2", "--output-dir", str(tmp_path / "models"), "--doc-path", str(tmp_path / "b.md"),
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "benchmark",
+            str(corpus),
+            str(corpus),
+            str(corpus),
+            "--corpus",
+            "tiny",
+            "--config",
+            str(config),
+            "--seeds",
+            "2",
+            "--output-dir",
+            str(tmp_path / "models"),
+            "--doc-path",
+            str(tmp_path / "b.md"),
+        ],
+    )
     assert result.exit_code == 2 and "fixed_seed.cfg" in result.output
     assert not (tmp_path / "models").exists()
 
@@ -199,12 +240,33 @@ def test_tiny_benchmark_with_seeds(tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "train.spacy")
     monkeypatch.setenv("SPACY_CONFIG_OVERRIDES", "--training.max_steps 10 --training.eval_frequency 5")
     doc = tmp_path / "benchmarks.md"
-    result = CliRunner().invoke(app, [
-        "benchmark", str(corpus), str(corpus), str(corpus), "--corpus", "tiny",
-        "--config", str(ROOT / "configs" / "spacy_ner.cfg"), "--seeds", "2", "--seed-start", "3",
-        "--budget-minutes", "3", "--output-dir", str(tmp_path / "models"), "--doc-path", str(doc),
-        "--speed-repeats", "1", "--speed-batch-size", "4",
-    ])
+    result = CliRunner().invoke(
+        app,
+        [
+            "benchmark",
+            str(corpus),
+            str(corpus),
+            str(corpus),
+            "--corpus",
+            "tiny",
+            "--config",
+            str(ROOT / "configs" / "spacy_ner.cfg"),
+            "--seeds",
+            "2",
+            "--seed-start",
+            "3",
+            "--budget-minutes",
+            "3",
+            "--output-dir",
+            str(tmp_path / "models"),
+            "--doc-path",
+            str(doc),
+            "--speed-repeats",
+            "1",
+            "--speed-batch-size",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "models" / "tiny" / "benchmark.json").read_text())
     assert [(r["name"], r["seed"]) for r in rows] == [("spacy_ner", 3), ("spacy_ner", 4)]
@@ -233,8 +295,16 @@ def test_benchmark_without_seqeval_stops_before_training(tmp_path, monkeypatch):
     corpus = write_corpus(tmp_path / "train.spacy")
     with pytest.raises(ImportError, match="--no-crosscheck"):
         run_benchmark(
-            corpus, corpus, corpus, [ROOT / "configs" / "spacy_ner.cfg"], corpus="tiny", budget_s=60,
-            output_dir=tmp_path / "models", doc_path=tmp_path / "b.md", baseline="spacy_ner", command="cmd",
+            corpus,
+            corpus,
+            corpus,
+            [ROOT / "configs" / "spacy_ner.cfg"],
+            corpus="tiny",
+            budget_s=60,
+            output_dir=tmp_path / "models",
+            doc_path=tmp_path / "b.md",
+            baseline="spacy_ner",
+            command="cmd",
             echo=print,
         )
     assert not (tmp_path / "models").exists()

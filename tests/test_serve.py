@@ -1,4 +1,5 @@
 """The HTTP API (FastAPI's TestClient): same entities as nlp(text), every limit and error."""
+
 import json
 import re
 import threading
@@ -53,12 +54,14 @@ def close_to(value):
 def assert_same_records(got, expected):
     """Entity records (one list per text) from two runs: everything exactly but the
     confidences, which are compared with :func:`close_to`."""
+
     def without_confidence(docs):
         return [[{k: v for k, v in r.items() if k != "confidence"} for r in doc] for doc in docs]
 
     assert without_confidence(got) == without_confidence(expected)
-    assert [[r["confidence"] for r in doc] for doc in got] == [[close_to(r["confidence"]) for r in doc]
-                                                               for doc in expected]
+    assert [[r["confidence"] for r in doc] for doc in got] == [
+        [close_to(r["confidence"]) for r in doc] for doc in expected
+    ]
 
 
 def assert_same(got, expected):
@@ -67,11 +70,16 @@ def assert_same(got, expected):
 
 
 def post(client, path, body, **kwargs):
-    return client.post(path, content=json.dumps(body) if not isinstance(body, bytes) else body,
-                       headers={"Content-Type": "application/json", **kwargs.pop("headers", {})}, **kwargs)
+    return client.post(
+        path,
+        content=json.dumps(body) if not isinstance(body, bytes) else body,
+        headers={"Content-Type": "application/json", **kwargs.pop("headers", {})},
+        **kwargs,
+    )
 
 
 # --- answers -------------------------------------------------------------------------------
+
 
 def test_one_text_gives_the_entities_of_nlp(client, nlp):
     for text in TEXTS:
@@ -121,8 +129,11 @@ def test_render_is_displacy_markup_with_confidences(client, nlp):
     assert_same(body["docs"][0]["ents"], expected_ents(nlp, text))
     html = body["html"]
     assert html.count('<div class="entities"') == 2  # displaCy's ent container, one per text
-    marks = re.findall(r'<mark class="entity" data-doc="(\d+)" data-ent="(\d+)" data-label="(\w+)" '
-                       r'data-confidence="([\d.]*)"', html)
+    marks = re.findall(
+        r'<mark class="entity" data-doc="(\d+)" data-ent="(\d+)" data-label="(\w+)" '
+        r'data-confidence="([\d.]*)"',
+        html,
+    )
     ents = body["docs"][0]["ents"]
     assert len(marks) == len(ents) > 0
     for (doc, i, label, confidence), ent in zip(marks, ents):
@@ -152,6 +163,7 @@ def test_health_ready_and_page(client):
 
 # --- bad input and limits ------------------------------------------------------------------
 
+
 def assert_422_naming(client, body, loc):
     """Both endpoints answer ``body`` with a JSON 422 whose errors name the field ``loc``."""
     for path in ("/v1/ents", "/v1/render"):
@@ -159,21 +171,24 @@ def assert_422_naming(client, body, loc):
         assert response.status_code == 422, response.text
         assert response.headers["content-type"] == "application/json"
         errors = response.json()["detail"]
-        assert any(e["loc"][:len(loc)] == loc for e in errors), errors
+        assert any(e["loc"][: len(loc)] == loc for e in errors), errors
 
 
-@pytest.mark.parametrize("body,loc", [
-    (b'{"text": "unterminated', ["body", 9]),  # where the JSON breaks
-    ({"text": 5}, ["body", "text"]),
-    ({"texts": "not a list"}, ["body", "texts"]),
-    ({"texts": ["fine", 3]}, ["body", "texts", 1]),
-    ({"docs": [{"id": "x", "text": None}]}, ["body", "docs", 0, "text"]),
-    ({"docs": [{"id": [1], "text": "a"}]}, ["body", "docs", 0, "id"]),
-    ({"text": "a", "min_confidence": "high"}, ["body", "min_confidence"]),
-    ({"text": "a", "min_confidence": 1.5}, ["body", "min_confidence"]),
-    ({"text": "a", "model": "/etc/passwd"}, ["body", "model"]),  # nothing in a request picks a model
-    ({"texts": []}, ["body", "texts"]),
-])
+@pytest.mark.parametrize(
+    "body,loc",
+    [
+        (b'{"text": "unterminated', ["body", 9]),  # where the JSON breaks
+        ({"text": 5}, ["body", "text"]),
+        ({"texts": "not a list"}, ["body", "texts"]),
+        ({"texts": ["fine", 3]}, ["body", "texts", 1]),
+        ({"docs": [{"id": "x", "text": None}]}, ["body", "docs", 0, "text"]),
+        ({"docs": [{"id": [1], "text": "a"}]}, ["body", "docs", 0, "id"]),
+        ({"text": "a", "min_confidence": "high"}, ["body", "min_confidence"]),
+        ({"text": "a", "min_confidence": 1.5}, ["body", "min_confidence"]),
+        ({"text": "a", "model": "/etc/passwd"}, ["body", "model"]),  # nothing in a request picks a model
+        ({"texts": []}, ["body", "texts"]),
+    ],
+)
 def test_wrong_input_is_422_naming_the_field(client, body, loc):
     assert_422_naming(client, body, loc)
 
@@ -218,6 +233,7 @@ def test_body_too_large_is_413(client):
 
 
 # --- queue, failures, readiness: a stand-in for the model ----------------------------------
+
 
 class StandIn:
     """A test double of Annotator: "block" waits for `release`; "BOOM" raises; else no entities."""
@@ -342,7 +358,6 @@ def test_load_failure_is_reported():
         assert "E050" in client.post("/v1/ents", json={"text": "a"}).json()["detail"]
 
 
-
 def test_model_workers_take_batches_in_turn():
     """With two copies of the model, a request is annotated while the other copy is busy."""
     first_model, second_model = StandIn(), StandIn()
@@ -383,6 +398,7 @@ def test_several_model_workers_need_model_processes(model_dir):
 
 # --- API key -------------------------------------------------------------------------------
 
+
 def test_api_key():
     key = "s3cret-key-0123"
     app = create_app(StandIn(), ServeSettings(api_key=key))
@@ -392,8 +408,13 @@ def test_api_key():
         assert client.get("/health").status_code == 200  # open, for liveness probes
         assert client.get("/").status_code == 200  # the static page holds no data; it asks for the key
         for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": key}):
-            for method, path in (("post", "/v1/ents"), ("post", "/v1/render"), ("get", "/v1/model"),
-                                 ("get", "/ready"), ("get", "/openapi.json")):
+            for method, path in (
+                ("post", "/v1/ents"),
+                ("post", "/v1/render"),
+                ("get", "/v1/model"),
+                ("get", "/ready"),
+                ("get", "/openapi.json"),
+            ):
                 extra = {"json": {"text": "a"}} if method == "post" else {}
                 response = getattr(client, method)(path, headers=headers, **extra)
                 assert response.status_code == 401, (headers, path)
@@ -431,14 +452,19 @@ def test_each_label_of_a_pipeline_gets_its_own_colour():
 
 # --- the command line ----------------------------------------------------------------------
 
+
 def test_cli_refuses_what_it_cannot_serve(tmp_path):
     import subprocess
     import sys
 
     from spacy_hybridner.serve.process import ServerProcess
 
-    result = subprocess.run([sys.executable, "-m", "spacy_hybridner", "serve", str(tmp_path / "nowhere")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy_hybridner", "serve", str(tmp_path / "nowhere")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0
     assert "neither a folder nor an installed pipeline package" in result.stderr
     # A folder that is not a pipeline: the server starts, the model fails to load, it exits 1.
@@ -449,6 +475,7 @@ def test_cli_refuses_what_it_cannot_serve(tmp_path):
 
 
 # --- the model in a child process (serve's default) ----------------------------------------
+
 
 def test_process_annotator_same_records_errors_and_restart(model_dir):
     import os
@@ -481,18 +508,22 @@ def test_process_annotator_same_records_errors_and_restart(model_dir):
 
 # --- hostile input (issue 25): checked before the model, every error JSON ---------------------
 
-@pytest.mark.parametrize("body,loc", [
-    (b'{"docs": [{"id": "\\ud800", "text": "a"}]}', ["body", "docs", 0, "id"]),
-    (b'{"docs": [{"id": "ok", "text": "x\\udfff y"}]}', ["body", "docs", 0, "text"]),
-    (b'{"text": "\\ud83d"}', ["body", "text"]),
-    (b'{"texts": ["fine", "\\udc00"]}', ["body", "texts", 1]),
-    (b'{"text": "a", "\\ud800": 1}', ["body"]),
-    (b'{"text": "a", "min_confidence": true}', ["body", "min_confidence"]),
-    (b'{"text": "a", "min_confidence": "0.5"}', ["body", "min_confidence"]),
-    (b'{"text": "a", "min_confidence": NaN}', ["body", "min_confidence"]),
-    (b'{"docs": [{"id": true, "text": "a"}]}', ["body", "docs", 0, "id"]),
-    (b'{"docs": [{"id": 1.5, "text": "a"}]}', ["body", "docs", 0, "id"]),
-])
+
+@pytest.mark.parametrize(
+    "body,loc",
+    [
+        (b'{"docs": [{"id": "\\ud800", "text": "a"}]}', ["body", "docs", 0, "id"]),
+        (b'{"docs": [{"id": "ok", "text": "x\\udfff y"}]}', ["body", "docs", 0, "text"]),
+        (b'{"text": "\\ud83d"}', ["body", "text"]),
+        (b'{"texts": ["fine", "\\udc00"]}', ["body", "texts", 1]),
+        (b'{"text": "a", "\\ud800": 1}', ["body"]),
+        (b'{"text": "a", "min_confidence": true}', ["body", "min_confidence"]),
+        (b'{"text": "a", "min_confidence": "0.5"}', ["body", "min_confidence"]),
+        (b'{"text": "a", "min_confidence": NaN}', ["body", "min_confidence"]),
+        (b'{"docs": [{"id": true, "text": "a"}]}', ["body", "docs", 0, "id"]),
+        (b'{"docs": [{"id": 1.5, "text": "a"}]}', ["body", "docs", 0, "id"]),
+    ],
+)
 def test_hostile_input_is_422_naming_the_field_before_the_model(body, loc):
     """Lone surrogates (valid JSON escapes, not Unicode), booleans and strings for numbers:
     a 422 naming the field, before anything reaches the model."""
@@ -510,7 +541,7 @@ def test_surrogate_message_says_what_is_wrong_and_valid_pairs_pass(client):
     assert "lone surrogate" in error["msg"] and "\\ud800" in error["msg"]
     # A pair of surrogates is one character (U+1F600): fine, in a text and an id.
     response = post(client, "/v1/ents", b'{"docs": [{"id": "\\ud83d\\ude00", "text": "Tim Cook \\ud83d\\ude00 ."}]}')
-    assert response.status_code == 200 and response.json()["docs"][0]["id"] == "\U0001F600"
+    assert response.status_code == 200 and response.json()["docs"][0]["id"] == "\U0001f600"
 
 
 def test_min_confidence_takes_json_numbers_only(client):
@@ -542,8 +573,10 @@ def test_an_unexpected_server_error_is_json_500_with_a_logged_error_id(caplog):
         def info(self):
             raise RuntimeError("info broke")
 
-    with TestClient(create_app(BrokenInfo(), ServeSettings()), raise_server_exceptions=False) as client, \
-            caplog.at_level("ERROR", logger="spacy_hybridner.serve"):
+    with (
+        TestClient(create_app(BrokenInfo(), ServeSettings()), raise_server_exceptions=False) as client,
+        caplog.at_level("ERROR", logger="spacy_hybridner.serve"),
+    ):
         wait_ready(client)
         response = client.get("/v1/model")
         assert response.status_code == 500 and response.headers["content-type"] == "application/json"
@@ -554,6 +587,7 @@ def test_an_unexpected_server_error_is_json_500_with_a_logged_error_id(caplog):
 
 
 # --- a model process that dies is logged (issue 25) ------------------------------------------
+
 
 class DyingAnnotator:
     """Runs in a model process: "hold" creates ``holding`` (a file), then waits for ``gate``

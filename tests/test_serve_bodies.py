@@ -1,6 +1,7 @@
 """How the server reads a request body (issue 37, items 2 and 13): in a worker thread, not on
 the event loop; unknown fields refused before pydantic, with a bounded answer; and only
 UTF-8 (no UTF-16 or UTF-32, no byte order mark), as docs/serving.md says."""
+
 import asyncio
 import json
 import threading
@@ -97,15 +98,19 @@ def test_many_errors_are_listed_up_to_a_bound(served):
     assert "errors in all; the first 20 are listed" in errors[-1]["msg"]
 
 
-@pytest.mark.parametrize("body", [
-    '{"text": "Zoë ."}'.encode("utf-16"),  # with a byte order mark
-    '{"text": "Zoë ."}'.encode("utf-16-le"),  # without one: valid UTF-8, with NUL bytes
-    '{"text": "Zoë ."}'.encode("utf-32"),
-    '{"text": "Zoë ."}'.encode("utf-32-be"),
-    '{"text": "Zoë ."}'.encode("utf-8-sig"),  # UTF-8 with a byte order mark
-    '{"text": "Zoë ."}'.encode("latin-1"),  # ë is not UTF-8
-    b'{"text": "\xed\xa0\x80"}',  # an encoded surrogate (CESU-8), not UTF-8
-], ids=["utf-16", "utf-16-le", "utf-32", "utf-32-be", "utf-8-bom", "latin-1", "cesu-8"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"text": "Zoë ."}'.encode("utf-16"),  # with a byte order mark
+        '{"text": "Zoë ."}'.encode("utf-16-le"),  # without one: valid UTF-8, with NUL bytes
+        '{"text": "Zoë ."}'.encode("utf-32"),
+        '{"text": "Zoë ."}'.encode("utf-32-be"),
+        '{"text": "Zoë ."}'.encode("utf-8-sig"),  # UTF-8 with a byte order mark
+        '{"text": "Zoë ."}'.encode("latin-1"),  # ë is not UTF-8
+        b'{"text": "\xed\xa0\x80"}',  # an encoded surrogate (CESU-8), not UTF-8
+    ],
+    ids=["utf-16", "utf-16-le", "utf-32", "utf-32-be", "utf-8-bom", "latin-1", "cesu-8"],
+)
 def test_a_body_that_is_not_utf8_is_400_before_the_model(served, body):
     client, model, _, _ = served
     warm = len(model.batches)
@@ -119,11 +124,14 @@ def test_a_body_that_is_not_utf8_is_400_before_the_model(served, body):
     assert post(client, "/v1/ents", '{"text": "Zoë ."}'.encode()).status_code == 200
 
 
-@pytest.mark.parametrize("body,kind,loc", [
-    (b"", "missing", ["body"]),
-    (b"[" * 100_000, "json_invalid", ["body"]),  # nested too deeply for the parser
-    (b'{"docs": [{"id": 1' + b"0" * 5000 + b', "text": "a"}]}', "json_invalid", ["body"]),  # too many digits
-])
+@pytest.mark.parametrize(
+    "body,kind,loc",
+    [
+        (b"", "missing", ["body"]),
+        (b"[" * 100_000, "json_invalid", ["body"]),  # nested too deeply for the parser
+        (b'{"docs": [{"id": 1' + b"0" * 5000 + b', "text": "a"}]}', "json_invalid", ["body"]),  # too many digits
+    ],
+)
 def test_bodies_json_cannot_read_are_422(served, body, kind, loc):
     client, _, _, _ = served
     response = post(client, "/v1/ents", body)

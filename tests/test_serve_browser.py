@@ -3,6 +3,7 @@
 Needs Debian's chromium and chromium-driver (`.ci/run` installs them); it fails, never
 skips, without them.
 """
+
 import pytest
 import spacy
 
@@ -63,7 +64,8 @@ def test_page_shows_entities_and_the_slider_hides_them(server, browser, model_di
     threshold = round(lowest + 0.005, 2)
     browser.execute_script(
         "const s = document.getElementById('threshold'); s.value = arguments[0];"
-        "s.dispatchEvent(new Event('input', {bubbles: true}));", threshold,
+        "s.dispatchEvent(new Event('input', {bubbles: true}));",
+        threshold,
     )
     keep = [conf >= float(browser.find_element(By.ID, "threshold").get_attribute("value")) for _, _, conf in expected]
     assert 0 < sum(keep) < len(expected)
@@ -77,7 +79,7 @@ def test_page_shows_entities_and_the_slider_hides_them(server, browser, model_di
     # Back to 0: everything shows again.
     browser.execute_script(
         "const s = document.getElementById('threshold'); s.value = 0;"
-        "s.dispatchEvent(new Event('input', {bubbles: true}));",
+        "s.dispatchEvent(new Event('input', {bubbles: true}));"
     )
     assert all(row.is_displayed() for row in rows)
     assert all(m.find_element(By.TAG_NAME, "span").is_displayed() for m in marks)

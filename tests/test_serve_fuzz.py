@@ -5,6 +5,7 @@ allows but Unicode does not (lone surrogates) and control characters. For every 
 5xx, every error is JSON with a ``detail``, and nothing that is not Unicode text reaches the
 model. A stand-in for the model keeps it fast; the examples are derandomized (the same in
 every run) and bounded in number."""
+
 import json
 
 import pytest
@@ -19,7 +20,10 @@ from spacy_hybridner.serve import ServeSettings, create_app
 
 SETTINGS = ServeSettings(max_texts=4, max_text_chars=200, max_body_bytes=4000, queue_size=16, batch_wait_ms=0)
 FUZZ = settings(
-    max_examples=150, deadline=None, derandomize=True, database=None,
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 
@@ -49,7 +53,11 @@ def assert_json_answer(response, request_summary) -> None:
     """No 5xx; every answer JSON; every error has a ``detail``."""
     assert response.status_code < 500, (request_summary, response.status_code, response.text[:500])
     assert response.headers.get("content-type", "").startswith("application/json"), (
-        request_summary, response.status_code, response.headers, response.text[:500])
+        request_summary,
+        response.status_code,
+        response.headers,
+        response.text[:500],
+    )
     body = response.json()
     if response.status_code >= 400:
         assert "detail" in body, (request_summary, body)
@@ -66,8 +74,14 @@ def send(client, case):
         if isinstance(data, dict):
             content = "&".join(f"{k}={v}" for k, v in data.items()).encode("utf8", "surrogatepass")
     headers = {k: v for k, v in kwargs["headers"].items() if k.lower() != "connection"}
-    return client.request(kwargs["method"], kwargs["url"], headers=headers, params=kwargs.get("params") or None,
-                          cookies=kwargs.get("cookies") or None, content=content)
+    return client.request(
+        kwargs["method"],
+        kwargs["url"],
+        headers=headers,
+        params=kwargs.get("params") or None,
+        cookies=kwargs.get("cookies") or None,
+        content=content,
+    )
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
@@ -89,15 +103,17 @@ def test_schema_driven_fuzz_no_5xx_and_every_error_is_json(client, mode):
 
 # Strings that JSON can carry: ordinary text, control characters, BOMs, line separators,
 # astral characters (a pair of surrogates in JSON), and lone surrogates (not Unicode).
-PIECES = st.sampled_from(["\ud800", "\udfff", "\ud83d", "\x00", "\x1b", "\u2028", "\ufeff", "\r\n\t", "\U0001F600",
-                          "Tim Cook", " ", "."])
+PIECES = st.sampled_from(
+    ["\ud800", "\udfff", "\ud83d", "\x00", "\x1b", "\u2028", "\ufeff", "\r\n\t", "\U0001f600", "Tim Cook", " ", "."]
+)
 HOSTILE = st.one_of(st.text(max_size=20), st.lists(PIECES, max_size=6).map("".join))
 IDS = st.one_of(st.none(), st.integers(min_value=-(2**70), max_value=2**70), HOSTILE)
 BODIES = st.one_of(
     st.fixed_dictionaries({"text": HOSTILE}),
     st.fixed_dictionaries({"texts": st.lists(HOSTILE, min_size=1, max_size=4)}),
-    st.fixed_dictionaries({"docs": st.lists(st.fixed_dictionaries({"id": IDS, "text": HOSTILE}),
-                                            min_size=1, max_size=4)}),
+    st.fixed_dictionaries(
+        {"docs": st.lists(st.fixed_dictionaries({"id": IDS, "text": HOSTILE}), min_size=1, max_size=4)}
+    ),
 )
 
 
@@ -114,13 +130,14 @@ def is_unicode(value) -> bool:
 @example(body={"docs": [{"id": "\ud800", "text": "fine"}]})  # the id alone (issue 25: a 500 after the model ran)
 @example(body={"docs": [{"id": 2**64, "text": "\x00\u2028"}, {"id": "a\udfffb", "text": "Tim Cook ."}]})
 @example(body={"text": "\ud83d"})
-@example(body={"texts": ["\U0001F600 Tim Cook", "\ufeff"]})
+@example(body={"texts": ["\U0001f600 Tim Cook", "\ufeff"]})
 def test_texts_and_ids_that_are_not_unicode_are_422_before_the_model(client, body):
     """Sent as JSON escapes (``"\\ud800"``): valid JSON. Unicode text is annotated (200, with
     the ids back as sent); a lone surrogate anywhere is a 422 naming its field."""
     for path in ("/v1/ents", "/v1/render"):
-        response = client.post(path, content=json.dumps(body).encode("ascii"),
-                               headers={"Content-Type": "application/json"})
+        response = client.post(
+            path, content=json.dumps(body).encode("ascii"), headers={"Content-Type": "application/json"}
+        )
         assert_json_answer(response, body)
         if is_unicode(body):
             assert response.status_code == 200, (body, response.text)

@@ -1,5 +1,6 @@
 """A bounded load test on loopback: 16 concurrent clients, every answer checked, then a
 clean stop of the real server."""
+
 import signal
 import threading
 
@@ -111,7 +112,7 @@ def test_serve_benchmark_command_writes_its_section(model_dir, tmp_path):
     )
     text = doc.read_text(encoding="utf8")
     assert "## other\n\nkept" in text
-    section = text[text.index("## serve (tiny)"):]
+    section = text[text.index("## serve (tiny)") :]
     assert "python -m spacy_hybridner serve-benchmark " in section
     assert "| server, 4 clients, 2 model worker(s), torch threads 1 each |" in section
     assert "| server, 4 clients, 1 model worker(s), torch threads 1 each |" in section

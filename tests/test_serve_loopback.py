@@ -3,6 +3,7 @@ bounded protocol, in a thread of this process, on a port the OS picks): oversize
 (431), requests that never finish arriving (408), idle connections, clients that leave
 before their answer (their requests never reach the model), and a taken port (the server
 fails at once, before it loads anything). Each test is bounded in time."""
+
 import json
 import re
 import socket
@@ -88,11 +89,14 @@ def parse(answer: bytes):
 
 
 def request_head(length: int, extra: str = "", path: str = "/v1/ents") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {length}\r\n{extra}\r\n").encode("latin-1")
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\n{extra}\r\n"
+    ).encode("latin-1")
 
 
 # --- header size: 431 before anything else ------------------------------------------------
+
 
 def test_oversized_headers_are_431_json_before_auth_and_cheap():
     model = StandIn()
@@ -142,6 +146,7 @@ def test_bytes_that_are_not_http_get_a_json_400():
 
 
 # --- time to receive a request: 408 ---------------------------------------------------------
+
 
 def test_a_body_that_never_arrives_is_408_and_never_reaches_the_model():
     model = StandIn()
@@ -204,10 +209,13 @@ def test_an_idle_connection_is_closed_without_an_answer():
 
 # --- clients that leave -----------------------------------------------------------------------
 
+
 def test_requests_of_clients_that_left_never_reach_the_model(caplog):
     model = StandIn()
-    with ThreadedServer(model, batch_wait_ms=0, max_batch_texts=64) as server, \
-            caplog.at_level("INFO", logger="spacy_hybridner.serve"):
+    with (
+        ThreadedServer(model, batch_wait_ms=0, max_batch_texts=64) as server,
+        caplog.at_level("INFO", logger="spacy_hybridner.serve"),
+    ):
         batcher = server.app.state.batcher
         # Hold the model with one request, queue four large ones, and let their clients go.
         held = threading.Thread(target=lambda: httpx.post(server.url + "/v1/ents", json={"text": "block"}, timeout=30))
@@ -236,6 +244,7 @@ def test_requests_of_clients_that_left_never_reach_the_model(caplog):
 
 # --- a taken port -------------------------------------------------------------------------------
 
+
 def test_a_taken_port_fails_at_once_naming_it(tmp_path):
     """serve binds its port before it loads the model: on a taken port it fails in seconds,
     with a message naming the port and what to do (here the model does not even exist as a
@@ -247,7 +256,9 @@ def test_a_taken_port_fails_at_once_naming_it(tmp_path):
         started = time.monotonic()
         result = subprocess.run(
             [sys.executable, "-m", "spacy_hybridner", "serve", str(tmp_path), "--port", str(port)],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         elapsed = time.monotonic() - started
     finally:
@@ -290,8 +301,16 @@ def test_serve_command_bounds_headers_and_receive_time(model_dir):
     """``serve --max-header-bytes --receive-timeout``: the real command with the tiny model."""
     from spacy_hybridner.serve.process import ServerProcess
 
-    args = ["--model-thread", "--torch-threads", "1", "--no-access-log",
-            "--max-header-bytes", "2048", "--receive-timeout", "1"]
+    args = [
+        "--model-thread",
+        "--torch-threads",
+        "1",
+        "--no-access-log",
+        "--max-header-bytes",
+        "2048",
+        "--receive-timeout",
+        "1",
+    ]
     with ServerProcess(str(model_dir), args) as server:
         sock = connect(server.port)
         sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 4096 + b"\r\n\r\n")
@@ -307,6 +326,7 @@ def test_serve_command_bounds_headers_and_receive_time(model_dir):
 
 
 # --- pipelined requests (issue 37, item 12): each counted and answered on its own ---------------
+
 
 def parse_all(answer: bytes):
     """Every HTTP/1.1 answer in ``answer``, in order: a list of (status, headers, JSON body)."""
@@ -325,8 +345,10 @@ def valid_request(text: str, chunked: bool = False) -> bytes:
     payload = json.dumps({"text": text}).encode()
     if not chunked:
         return request_head(len(payload)) + payload
-    head = (b"POST /v1/ents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Transfer-Encoding: chunked\r\n\r\n")
+    head = (
+        b"POST /v1/ents HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
     half = len(payload) // 2
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (payload[:half], payload[half:]))
     return head + chunks + b"0\r\n\r\n"
@@ -375,8 +397,11 @@ def test_pipelined_requests_each_under_the_limit_are_all_answered_in_order(chunk
         assert [a[2]["docs"][0]["ents"][0]["text"] for a in answers] == [f"piped {i}" for i in range(6)]
 
 
-@pytest.mark.parametrize("garbage", [b"\x16\x03\x01 not HTTP\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"],
-                         ids=["not-http", "bad-header"])
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\x16\x03\x01 not HTTP\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"],
+    ids=["not-http", "bad-header"],
+)
 def test_garbage_after_a_valid_request_gets_the_answer_then_400(garbage):
     model = StandIn()
     with ThreadedServer(model) as server:

@@ -6,6 +6,7 @@ Every server here is started by ServerProcess, which sets SIGINT in the child it
 tests hold when the suite runs as a background job with SIGINT ignored (``nohup make test &``).
 Each wait is on an event (a log line, the process's exit) with a generous bound; what is
 asserted is that the server exits, not how fast."""
+
 import json
 import signal
 import socket
@@ -31,8 +32,10 @@ def client_that_does_not_read(port: int) -> socket.socket:
     sock.settimeout(120)
     sock.connect(("127.0.0.1", port))
     payload = json.dumps(LARGE).encode()
-    sock.sendall(b"POST /v1/render HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload))
+    sock.sendall(
+        b"POST /v1/render HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+    )
     first = b""
     while b"\r\n" not in first:
         chunk = sock.recv(64)

@@ -8,6 +8,7 @@ expect, that uvicorn still calls the hooks they override, that none of the subcl
 names shadows one of uvicorn's, and (from the subclasses' source) that the lists below name
 everything of uvicorn's they use.
 """
+
 import ast
 import asyncio
 import inspect
@@ -27,8 +28,10 @@ from spacy_hybridner.serve.protocol import BoundedHttpToolsProtocol
 from spacy_hybridner.serve.server import GracefulServer
 
 UVICORN = f"uvicorn {uvicorn.__version__}"
-ADVICE = ("; the server's subclass relies on it: adapt spacy_hybridner/serve/protocol.py or server.py to this "
-          "uvicorn, or bound uvicorn in setup.py to the versions that have it")
+ADVICE = (
+    "; the server's subclass relies on it: adapt spacy_hybridner/serve/protocol.py or server.py to this "
+    "uvicorn, or bound uvicorn in setup.py to the versions that have it"
+)
 
 # HttpToolsProtocol's methods that protocol.py overrides or calls on super(), and the
 # parameters after ``self`` that it passes.
@@ -48,14 +51,22 @@ PROTOCOL_METHODS: Dict[str, List[str]] = {
 PROTOCOL_ATTRIBUTES = ("loop", "transport", "flow", "client", "pipeline", "cycle", "headers")
 FLOW_METHODS = ("resume_reading",)  # of the connection's FlowControl
 # A request's RequestResponseCycle: the attributes protocol.py reads or sets, and their types.
-CYCLE_ATTRIBUTES = {"response_started": bool, "response_complete": bool, "disconnected": bool, "keep_alive": bool,
-                    "message_event": asyncio.Event}
+CYCLE_ATTRIBUTES = {
+    "response_started": bool,
+    "response_complete": bool,
+    "disconnected": bool,
+    "keep_alive": bool,
+    "message_event": asyncio.Event,
+}
 # The names protocol.py gives the cycles it looks at (locals, and attributes of self).
 CYCLE_NAMES = ("cycle", "current", "running", "broken", "following")
 CYCLE_SELF_ATTRIBUTES = ("cycle", "_current", "_running")
 # Hooks of HttpToolsProtocol that protocol.py overrides and uvicorn (not protocol.py) calls: where it calls them.
-PROTOCOL_CALLERS = {"send_400_response": "data_received", "_unsupported_upgrade_warning": "data_received",
-                    "on_response_complete": "on_headers_complete"}
+PROTOCOL_CALLERS = {
+    "send_400_response": "data_received",
+    "_unsupported_upgrade_warning": "data_received",
+    "on_response_complete": "on_headers_complete",
+}
 
 # uvicorn.Server: what server.py's GracefulServer overrides, and the attributes it reads or sets.
 SERVER_METHODS: Dict[str, List[str]] = {"capture_signals": [], "handle_exit": ["sig", "frame"]}
@@ -68,21 +79,27 @@ def parameters(function) -> List[str]:
     params = list(inspect.signature(function).parameters.values())[1:]
     for param in params:
         assert param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, (
-            f"{UVICORN}: {function.__qualname__}'s parameter {param} is {param.kind.description}{ADVICE}")
+            f"{UVICORN}: {function.__qualname__}'s parameter {param} is {param.kind.description}{ADVICE}"
+        )
     return [param.name for param in params]
 
 
-@pytest.mark.parametrize("base,methods", [(HttpToolsProtocol, PROTOCOL_METHODS), (uvicorn.Server, SERVER_METHODS)],
-                         ids=["HttpToolsProtocol", "Server"])
+@pytest.mark.parametrize(
+    "base,methods",
+    [(HttpToolsProtocol, PROTOCOL_METHODS), (uvicorn.Server, SERVER_METHODS)],
+    ids=["HttpToolsProtocol", "Server"],
+)
 def test_the_methods_the_subclasses_override_or_call_are_there_with_their_parameters(base, methods):
     for name, expected in methods.items():
         assert name in dir(base), f"{UVICORN}: {base.__name__} has no {name!r} (renamed or removed?){ADVICE}"
         member = inspect.getattr_static(base, name)
         assert inspect.isfunction(member), (
-            f"{UVICORN}: {base.__name__}.{name} is a {type(member).__name__}, not a method{ADVICE}")
+            f"{UVICORN}: {base.__name__}.{name} is a {type(member).__name__}, not a method{ADVICE}"
+        )
         assert parameters(member) == expected, (
             f"{UVICORN}: {base.__name__}.{name}{inspect.signature(member)}: expected the parameters (self, "
-            f"{', '.join(expected)}){ADVICE}")
+            f"{', '.join(expected)}){ADVICE}"
+        )
 
 
 def test_uvicorn_still_calls_the_hooks_the_subclasses_override():
@@ -90,14 +107,16 @@ def test_uvicorn_still_calls_the_hooks_the_subclasses_override():
         source = inspect.getsource(getattr(HttpToolsProtocol, caller))
         assert f"self.{hook}" in source, f"{UVICORN}: HttpToolsProtocol.{caller} no longer calls {hook}{ADVICE}"
     assert "self.capture_signals()" in inspect.getsource(uvicorn.Server), (
-        f"{UVICORN}: uvicorn.Server no longer installs its signal handlers with capture_signals(){ADVICE}")
+        f"{UVICORN}: uvicorn.Server no longer installs its signal handlers with capture_signals(){ADVICE}"
+    )
 
 
 def test_status_lines():
     for status in (400, 408, 431):
         line = httptools_impl.STATUS_LINE.get(status)
         assert isinstance(line, bytes) and line.startswith(b"HTTP/1.1 %d " % status) and line.endswith(b"\r\n"), (
-            f"{UVICORN}: httptools_impl.STATUS_LINE[{status}] is {line!r}{ADVICE}")
+            f"{UVICORN}: httptools_impl.STATUS_LINE[{status}] is {line!r}{ADVICE}"
+        )
 
 
 class Transport(asyncio.Transport):
@@ -157,10 +176,12 @@ def test_a_connection_has_the_attributes_the_protocol_reads():
         conn.data_received(request % 1 + request % 2)
         assert (b"x-test", b"Yes") in conn.headers, f"{UVICORN}: connection.headers is {conn.headers!r}{ADVICE}"
         assert isinstance(conn.pipeline, deque) and len(conn.pipeline) == 1, (
-            f"{UVICORN}: connection.pipeline is {conn.pipeline!r}, not a deque of the waiting requests{ADVICE}")
+            f"{UVICORN}: connection.pipeline is {conn.pipeline!r}, not a deque of the waiting requests{ADVICE}"
+        )
         waiting = conn.pipeline[-1]
         assert isinstance(waiting, tuple) and len(waiting) == 2 and waiting[0] is conn.cycle, (
-            f"{UVICORN}: connection.pipeline holds {waiting!r}, not (cycle, app) pairs{ADVICE}")
+            f"{UVICORN}: connection.pipeline holds {waiting!r}, not (cycle, app) pairs{ADVICE}"
+        )
         for name, kind in CYCLE_ATTRIBUTES.items():
             value = getattr(conn.cycle, name, None)
             assert isinstance(value, kind), f"{UVICORN}: a request's cycle.{name} is {value!r}, not a {kind}{ADVICE}"
@@ -203,8 +224,11 @@ def is_self(node: ast.AST) -> bool:
 
 
 def class_node(path: Path, name: str) -> ast.ClassDef:
-    return next(n for n in ast.walk(ast.parse(path.read_text(encoding="utf8")))
-                if isinstance(n, ast.ClassDef) and n.name == name)
+    return next(
+        n
+        for n in ast.walk(ast.parse(path.read_text(encoding="utf8")))
+        if isinstance(n, ast.ClassDef) and n.name == name
+    )
 
 
 def used_of_base(cls: type, path: Path) -> Set[str]:

@@ -1,4 +1,5 @@
 """The BILUO constraints agree with spaCy's own reading of BILUO tags."""
+
 import itertools
 
 import pytest

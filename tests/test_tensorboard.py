@@ -1,4 +1,5 @@
 """The TensorBoard logger: what spaCy's training loop hands it ends up in the event file."""
+
 import io
 import time
 
@@ -20,10 +21,19 @@ def read_scalars(log_dir):
 def info(step, loss, f, words, seconds):
     """An info dict as spaCy's training loop gives a logger at an evaluation step."""
     return {
-        "epoch": 1, "step": step, "score": f, "losses": {"ner": loss}, "checkpoints": [], "seconds": seconds,
+        "epoch": 1,
+        "step": step,
+        "score": f,
+        "losses": {"ner": loss},
+        "checkpoints": [],
+        "seconds": seconds,
         "words": words,
         "other_scores": {
-            "ents_f": f, "ents_p": 0.5, "ents_r": 0.4, "speed": 1000.0, "ents_per_type": {"PER": {"f": f}},
+            "ents_f": f,
+            "ents_p": 0.5,
+            "ents_r": 0.4,
+            "speed": 1000.0,
+            "ents_per_type": {"PER": {"f": f}},
         },
     }
 
@@ -35,7 +45,7 @@ def test_losses_scores_and_words_per_second_are_written(tmp_path, monkeypatch):
     chained = io.StringIO()
     console = registry.loggers.get("spacy.ConsoleLogger.v3")(progress_bar=None)
     logger = registry.loggers.get("spacy-hybridner.TensorBoardLogger.v1")(
-        log_dir=str(tmp_path / "tb"), console_logger=console,
+        log_dir=str(tmp_path / "tb"), console_logger=console
     )
     log_step, finalize = logger(nlp, stdout=chained, stderr=io.StringIO())
     clock[0] = 102.0
@@ -68,14 +78,18 @@ def test_losses_scores_and_words_per_second_are_written(tmp_path, monkeypatch):
 def test_spacy_train_writes_an_event_file(tmp_path):
     corpus = write_corpus(tmp_path / "train.spacy")
     config = Config().from_disk(ROOT_CONFIG, interpolate=False)
-    config["training"]["logger"] = {
-        "@loggers": "spacy-hybridner.TensorBoardLogger.v1", "log_dir": str(tmp_path / "tb"),
-    }
+    config["training"]["logger"] = {"@loggers": "spacy-hybridner.TensorBoardLogger.v1", "log_dir": str(tmp_path / "tb")}
     config.to_disk(tmp_path / "config.cfg")
-    train(tmp_path / "config.cfg", tmp_path / "out", overrides={
-        "paths.train": str(corpus), "paths.dev": str(corpus),
-        "training.max_steps": 10, "training.eval_frequency": 5,
-    })
+    train(
+        tmp_path / "config.cfg",
+        tmp_path / "out",
+        overrides={
+            "paths.train": str(corpus),
+            "paths.dev": str(corpus),
+            "training.max_steps": 10,
+            "training.eval_frequency": 5,
+        },
+    )
     scalars = read_scalars(tmp_path / "tb")
     assert [step for step, _ in scalars["loss/ner"]] == [0, 5, 10]
     assert {"score", "dev/ents_f", "dev/ents_p", "dev/ents_r", "words", "words_per_second"} <= set(scalars)

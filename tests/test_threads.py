@@ -1,5 +1,6 @@
 """Thread policy (spacy_hybridner/threads.py): the package changes no process-wide thread
 count that outlasts a call; applications set theirs with use_threads."""
+
 import json
 
 import pytest

@@ -2,6 +2,7 @@
 ordinary text, the same text always, and a cost, counted in characters that the
 tokenizer's rules search, that is linear in the text's length. No entity is only
 invisible characters."""
+
 import pickle
 
 import numpy
@@ -18,7 +19,9 @@ from spacy_hybridner.tokenizer import DEFAULT_MAX_RUN_CHARS, BoundedTokenizer, b
 
 BOUNDED = {"nlp": {"tokenizer": {"@tokenizers": "spacy-hybridner.BoundedTokenizer.v1", "max_run_chars": 8}}}
 # characters that exercise prefixes, suffixes, infixes, special cases, URLs and whitespace
-ALPHABET = st.sampled_from(list("aZ0,.;:!?'\"()-/@#$%&*+=<>[]{}~_😀") + [" ", "  ", "\n", "\t", "n't", "U.S.", "http://x.org/"])
+ALPHABET = st.sampled_from(
+    list("aZ0,.;:!?'\"()-/@#$%&*+=<>[]{}~_😀") + [" ", "  ", "\n", "\t", "n't", "U.S.", "http://x.org/"]
+)
 
 
 def bounded_nlp(max_run_chars=DEFAULT_MAX_RUN_CHARS):
@@ -46,6 +49,7 @@ def count_search(tokenizer):
         def counted(string):
             scanned[0] += len(string)
             return search(string)
+
         return counted
 
     for name in ("prefix_search", "suffix_search", "infix_finditer", "token_match", "url_match"):

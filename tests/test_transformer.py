@@ -1,5 +1,6 @@
 """HybridNER on a pretrained transformer through spacy-transformers, offline: the tests
 build a tiny random BERT with its WordPiece vocabulary in a temporary folder."""
+
 import os
 import subprocess
 import sys
@@ -37,8 +38,12 @@ def tiny_bert(tmp_path_factory):
     (path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
     BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
     config = BertConfig(
-        vocab_size=len(dict.fromkeys(vocab)), hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=64, max_position_embeddings=256,
+        vocab_size=len(dict.fromkeys(vocab)),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
     )
     torch.manual_seed(0)
     BertModel(config).save_pretrained(path)
@@ -79,12 +84,32 @@ def test_frozen_backbone_trains_only_the_head(tiny_bert, tmp_path):
     write_corpus(tmp_path / "train.spacy")
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     result = subprocess.run(
-        [sys.executable, "-m", "spacy", "train", str(CONFIG), "--output", str(tmp_path / "out"),
-         "--paths.train", str(tmp_path / "train.spacy"), "--paths.dev", str(tmp_path / "train.spacy"),
-         "--variables.transformer", str(tiny_bert), "--training.max_steps", "12",
-         "--training.eval_frequency", "6", "--training.frozen_components", '["transformer"]',
-         "--training.annotating_components", '["transformer"]'],
-        capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "train",
+            str(CONFIG),
+            "--output",
+            str(tmp_path / "out"),
+            "--paths.train",
+            str(tmp_path / "train.spacy"),
+            "--paths.dev",
+            str(tmp_path / "train.spacy"),
+            "--variables.transformer",
+            str(tiny_bert),
+            "--training.max_steps",
+            "12",
+            "--training.eval_frequency",
+            "6",
+            "--training.frozen_components",
+            '["transformer"]',
+            "--training.annotating_components",
+            '["transformer"]',
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     trained = spacy.load(tmp_path / "out" / "model-last")

@@ -1,4 +1,5 @@
 """Word dropout on embedding rows; CharMultiHashEmbed.v3, where it and the character CNN go."""
+
 import numpy
 import pytest
 import spacy
@@ -28,8 +29,9 @@ def test_word_dropout_rejects_a_rate_outside_zero_to_one():
 
 
 def build_v2(**kwargs):
-    settings = dict(width=16, attrs=["NORM", "PREFIX", "SHAPE"], rows=[100, 50, 50],
-                    include_static_vectors=False, nM=4, nC=4)
+    settings = dict(
+        width=16, attrs=["NORM", "PREFIX", "SHAPE"], rows=[100, 50, 50], include_static_vectors=False, nM=4, nC=4
+    )
     settings.update(kwargs)
     return registry.get("architectures", "spacy-hybridner.CharMultiHashEmbed.v3")(**settings)
 

@@ -1,5 +1,6 @@
 """The spaCy project workflow end to end on a slice of the shipped data, and the package
 it builds installed into a fresh virtual environment."""
+
 import json
 import os
 import shutil
@@ -21,7 +22,11 @@ SMOKE_TRAINING = {"SPACY_CONFIG_OVERRIDES": "--training.max_steps 30 --training.
 
 def run(cmd, cwd, timeout=900, env=None):
     result = subprocess.run(
-        [str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        [str(c) for c in cmd],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env=dict(os.environ, OMP_NUM_THREADS="1", **(env or {})),
     )
     assert result.returncode == 0, f"{cmd} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
@@ -66,8 +71,10 @@ def test_package_installs_into_a_fresh_venv_and_predicts_the_same(project, tmp_p
     sdist = next((path / "packages").glob("en_hybridner_gmb-0.1.0/dist/*.tar.gz"))
     meta = json.loads((path / "packages" / "en_hybridner_gmb-0.1.0" / "meta.json").read_text())
     assert any(req.startswith("spacy-hybridner") for req in meta["requirements"])
-    texts = ["Thousands of demonstrators have marched through London to protest the war in Iraq .",
-             "President Bush met Prime Minister Tony Blair in Washington on Tuesday ."]
+    texts = [
+        "Thousands of demonstrators have marched through London to protest the war in Iraq .",
+        "President Bush met Prime Minister Tony Blair in Washington on Tuesday .",
+    ]
     code = (
         "import json, sys, spacy\n"
         "nlp = spacy.load(sys.argv[1])\n"
@@ -98,8 +105,16 @@ def test_workflow_finetune_runs_end_to_end(tmp_path, tiny_bert):  # noqa: F811
     for folder in ("configs", "assets"):
         shutil.copytree(ROOT / folder, tmp_path / folder)
     shutil.copy(ROOT / "project.yml", tmp_path)
-    args = ["--vars.limit", "200", "--vars.showcase_docs", "2", "--vars.config", "hybrid_trf",
-            "--vars.transformer", str(tiny_bert)]
+    args = [
+        "--vars.limit",
+        "200",
+        "--vars.showcase_docs",
+        "2",
+        "--vars.config",
+        "hybrid_trf",
+        "--vars.transformer",
+        str(tiny_bert),
+    ]
     env = {**SMOKE_TRAINING, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     result = run([sys.executable, "-m", "spacy", "project", "run", "finetune", ".", *args], cwd=tmp_path, env=env)
     assert "temperature" in result.stdout
@@ -118,8 +133,9 @@ def test_workflow_distill_runs_end_to_end(project):
     path, _, args = project
     teacher = "training/gmb/hybrid_cpu/model-calibrated"
     distill = [*args, "--vars.config", "hybrid_cpu_distill", "--vars.teacher", teacher]
-    result = run([sys.executable, "-m", "spacy", "project", "run", "distill", ".", *distill], cwd=path,
-                 env=SMOKE_TRAINING)
+    result = run(
+        [sys.executable, "-m", "spacy", "project", "run", "distill", ".", *distill], cwd=path, env=SMOKE_TRAINING
+    )
     texts = [json.loads(line) for line in (path / "corpus" / "unlabeled" / "text.jsonl").read_text().splitlines()]
     assert len(texts) > 0 and all(set(r) == {"id", "text"} for r in texts)
     silver = path / "corpus" / "gmb" / "silver"

@@ -37,6 +37,7 @@ used by ``serve``), :mod:`.records`, :mod:`.inputs`, :mod:`.batch`, :mod:`.outpu
 :mod:`.lifetime` (helper processes that end with their parent), :mod:`.errors` and
 :mod:`.run` (``annotate`` itself).
 """
+
 from .annotator import Annotator, EntityRecord, doc_records, filter_records, surrogate_problem, text_problem
 from .batch import BatchAnnotator, BatchOutput, annotate_batch, annotate_rows, output_record
 from .errors import AnnotateInputError, AnnotateInterrupted, AnnotateRunError
@@ -49,10 +50,40 @@ from .records import DEFAULT_MAX_CHARS, RecordSettings, Row, id_from_columns, pa
 from .run import annotate
 
 __all__ = [
-    "DEFAULT_MAX_CHARS", "EXIT_REJECTS", "INPUT_FORMATS", "OUTPUT_FORMATS", "AnnotateInputError",
-    "AnnotateInterrupted", "AnnotateRunError", "AnnotateSummary", "Annotator", "BatchAnnotator", "BatchOutput",
-    "EntityRecord", "RayAnnotator", "RecordSettings", "Row", "annotate", "annotate_batch", "annotate_rows",
-    "default_rejects_path", "doc_records", "docbin_bytes", "encode_batch", "filter_records", "id_from_columns",
-    "manifest_path", "output_record", "parse_batch", "prepare_output", "read_output", "read_parquet_batches",
-    "records_table", "resolve_inputs", "surrogate_problem", "temporary_path", "text_problem", "write_rejects",
+    "DEFAULT_MAX_CHARS",
+    "EXIT_REJECTS",
+    "INPUT_FORMATS",
+    "OUTPUT_FORMATS",
+    "AnnotateInputError",
+    "AnnotateInterrupted",
+    "AnnotateRunError",
+    "AnnotateSummary",
+    "Annotator",
+    "BatchAnnotator",
+    "BatchOutput",
+    "EntityRecord",
+    "RayAnnotator",
+    "RecordSettings",
+    "Row",
+    "annotate",
+    "annotate_batch",
+    "annotate_rows",
+    "default_rejects_path",
+    "doc_records",
+    "docbin_bytes",
+    "encode_batch",
+    "filter_records",
+    "id_from_columns",
+    "manifest_path",
+    "output_record",
+    "parse_batch",
+    "prepare_output",
+    "read_output",
+    "read_parquet_batches",
+    "records_table",
+    "resolve_inputs",
+    "surrogate_problem",
+    "temporary_path",
+    "text_problem",
+    "write_rejects",
 ]

@@ -7,6 +7,7 @@ Ray actors, so every engine gives the same records.
 into an output record and :func:`annotate_batch` chains the three; a
 :class:`BatchAnnotator` then encodes the batch for its output format.
 """
+
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -48,11 +49,21 @@ def annotate_batch(annotator: Annotator, batch: Dict[str, list], settings: Recor
             try:
                 pairs.extend(annotate_rows(annotator, [row]))
             except Exception as e:
-                rejects.append({"id": row.id, "reason": f"the pipeline failed on this text: {type(e).__name__}: {e}",
-                                "source": row.source, "line": row.line})
+                rejects.append(
+                    {
+                        "id": row.id,
+                        "reason": f"the pipeline failed on this text: {type(e).__name__}: {e}",
+                        "source": row.source,
+                        "line": row.line,
+                    }
+                )
     records = [output_record(row, doc, settings) for row, doc in pairs]
-    return {"records": records, "docs": [doc for _, doc in pairs], "rejects": rejects,
-            "n_words": sum(len(doc) for _, doc in pairs)}
+    return {
+        "records": records,
+        "docs": [doc for _, doc in pairs],
+        "rejects": rejects,
+        "n_words": sum(len(doc) for _, doc in pairs),
+    }
 
 
 @dataclass
@@ -77,8 +88,15 @@ class BatchAnnotator:
     Fault injection in tests: subclass it, kill the process in ``__call__``, and pass the
     subclass as ``worker_class`` to :func:`~.run.annotate`."""
 
-    def __init__(self, model: str, batch_size: Optional[int], settings: RecordSettings, output_format: str,
-                 torch_threads: Optional[int] = None, marginals: bool = False) -> None:
+    def __init__(
+        self,
+        model: str,
+        batch_size: Optional[int],
+        settings: RecordSettings,
+        output_format: str,
+        torch_threads: Optional[int] = None,
+        marginals: bool = False,
+    ) -> None:
         self.annotator = Annotator(model, batch_size=batch_size, torch_threads=torch_threads, marginals=marginals)
         self.settings = settings
         self.output_format = output_format
@@ -86,5 +104,10 @@ class BatchAnnotator:
     def __call__(self, batch: Dict[str, list]) -> BatchOutput:
         result = annotate_batch(self.annotator, batch, self.settings)
         ids = [r["id"] for r in result["records"]]
-        return BatchOutput(encode_batch(result, self.output_format, self.settings.include_text), len(ids),
-                           result["n_words"], result["rejects"], id_digests(ids))
+        return BatchOutput(
+            encode_batch(result, self.output_format, self.settings.include_text),
+            len(ids),
+            result["n_words"],
+            result["rejects"],
+            id_digests(ids),
+        )

@@ -1,4 +1,5 @@
 """The errors of an ``annotate`` run, as the CLI tells them apart (exit status 2, 1, 128 + signal)."""
+
 import signal
 
 

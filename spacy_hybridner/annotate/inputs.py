@@ -7,6 +7,7 @@ a run and how it reads a file: as Python columns for the local engine
 (:meth:`InputFormat.tables`), the same columns either way. What a record holds is read from
 those columns by :func:`~.records.parse_batch`.
 """
+
 import glob
 import os
 from pathlib import Path
@@ -56,8 +57,13 @@ class LineInput(InputFormat):
         import pyarrow as pa
 
         for batch in read_line_batches(path, f, rows_per_batch):
-            yield pa.table({"line": pa.array(batch["line"], pa.int64()), "raw": pa.array(batch["raw"], pa.binary()),
-                            "path": pa.array(batch["path"], pa.string())})
+            yield pa.table(
+                {
+                    "line": pa.array(batch["line"], pa.int64()),
+                    "raw": pa.array(batch["raw"], pa.binary()),
+                    "path": pa.array(batch["path"], pa.string()),
+                }
+            )
 
 
 class ParquetInput(InputFormat):
@@ -78,8 +84,7 @@ class ParquetInput(InputFormat):
         for what, name in (("text", settings.text_field), ("id", settings.id_field)):
             if name not in names:
                 raise AnnotateInputError(
-                    f"{path} has no column {name!r} for the {what} (columns: {', '.join(names)}): "
-                    f"use --{what}-field."
+                    f"{path} has no column {name!r} for the {what} (columns: {', '.join(names)}): use --{what}-field."
                 )
 
     def columns(self, path: str, settings: RecordSettings, rows_per_batch: int) -> Iterator[Dict[str, list]]:
@@ -116,8 +121,9 @@ def is_within(key: str, folder_key: str) -> bool:
     return key == folder_key or key.startswith(folder_key.rstrip(os.sep) + os.sep)
 
 
-def resolve_inputs(input_path: str, input_format: Optional[str] = None,
-                   exclude: Sequence[Path] = ()) -> Tuple[str, List[Path]]:
+def resolve_inputs(
+    input_path: str, input_format: Optional[str] = None, exclude: Sequence[Path] = ()
+) -> Tuple[str, List[Path]]:
     """The input format and the files of INPUT (a file, a folder, searched recursively,
     or a glob), sorted. The format comes from ``input_format`` or the files' extensions.
     Files of a folder or a glob that are, or are inside, one of ``exclude`` (the run's own
@@ -138,7 +144,10 @@ def resolve_inputs(input_path: str, input_format: Optional[str] = None,
         if not files:
             raise AnnotateInputError(
                 f"{input_path!r} matches only the outputs of this run ({', '.join(map(str, skipped[:3]))}), "
-                "which are not read as input." if skipped else f"no files match {input_path!r}.")
+                "which are not read as input."
+                if skipped
+                else f"no files match {input_path!r}."
+            )
     elif Path(input_path).is_dir():
         found = sorted(p for p in Path(input_path).rglob("*") if p.is_file() and p.suffix.lower() in wanted)
         skipped = own(found)
@@ -243,8 +252,11 @@ def _string_column(values, integers_allowed: bool, kind=None):
     kind = kind or values.type
     if pa.types.is_dictionary(values.type):
         return _string_column(values.dictionary_decode(), integers_allowed, kind)
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or (
-            hasattr(pa.types, "is_string_view") and pa.types.is_string_view(values.type)):
+    if (
+        pa.types.is_string(values.type)
+        or pa.types.is_large_string(values.type)
+        or (hasattr(pa.types, "is_string_view") and pa.types.is_string_view(values.type))
+    ):
         return values.cast(pa.large_string()), "string"
     if integers_allowed and pa.types.is_integer(values.type):
         return values.cast(pa.large_string()), "integer"
@@ -262,16 +274,22 @@ def read_parquet_batches(path: str, settings: RecordSettings, rows_per_batch: in
     import pyarrow.parquet as pq
 
     row = 0
-    for rb in pq.ParquetFile(path).iter_batches(batch_size=rows_per_batch,
-                                               columns=[settings.id_field, settings.text_field]):
+    for rb in pq.ParquetFile(path).iter_batches(
+        batch_size=rows_per_batch, columns=[settings.id_field, settings.text_field]
+    ):
         n = rb.num_rows
         ids, id_type = _string_column(rb.column(settings.id_field), True)
         texts, text_type = _string_column(rb.column(settings.text_field), False)
-        yield pa.table({
-            "id": ids, "id_type": pa.array([id_type] * n, pa.string()),
-            "text": texts, "text_type": pa.array([text_type] * n, pa.string()),
-            "line": pa.array(range(row + 1, row + 1 + n), pa.int64()), "path": pa.array([path] * n, pa.string()),
-        })
+        yield pa.table(
+            {
+                "id": ids,
+                "id_type": pa.array([id_type] * n, pa.string()),
+                "text": texts,
+                "text_type": pa.array([text_type] * n, pa.string()),
+                "line": pa.array(range(row + 1, row + 1 + n), pa.int64()),
+                "path": pa.array([path] * n, pa.string()),
+            }
+        )
         row += n
 
 

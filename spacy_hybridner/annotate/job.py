@@ -1,5 +1,6 @@
 """What an engine is asked to do (:class:`Job`) and what it reports (:class:`AnnotateSummary`),
 the same for both engines."""
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,11 @@ class AnnotateSummary:
 
     def lines(self) -> List[str]:
         return [
-            (f"{self.engine} engine: {self.read:,} documents read, {self.annotated:,} annotated, "
-             f"{self.rejected:,} rejected, {self.duplicate_ids:,} duplicate ids in {self.seconds:.1f} s "
-             f"({self.docs_per_second:,.1f} docs/s, {self.words_per_second:,.0f} words/s)"),
+            (
+                f"{self.engine} engine: {self.read:,} documents read, {self.annotated:,} annotated, "
+                f"{self.rejected:,} rejected, {self.duplicate_ids:,} duplicate ids in {self.seconds:.1f} s "
+                f"({self.docs_per_second:,.1f} docs/s, {self.words_per_second:,.0f} words/s)"
+            ),
             f"annotations: {self.output}",
             f"rejects: {self.rejects}" + (" (none)" if not self.rejected else ""),
             f"manifest: {self.manifest}",
@@ -74,9 +77,25 @@ class Job:
     progress: bool
     marginals: bool = False
 
-    def finish(self, engine: str, start: float, n_annotated: int, n_words: int, rejects: List[Dict[str, Any]],
-               duplicate_ids: int) -> AnnotateSummary:
+    def finish(
+        self,
+        engine: str,
+        start: float,
+        n_annotated: int,
+        n_words: int,
+        rejects: List[Dict[str, Any]],
+        duplicate_ids: int,
+    ) -> AnnotateSummary:
         """Write the rejects file and sum the run up (``start``: its ``time.perf_counter()``)."""
         write_rejects(self.rejects_path, rejects)
-        return AnnotateSummary(engine, n_annotated + len(rejects), n_annotated, len(rejects), n_words,
-                               time.perf_counter() - start, str(self.output), str(self.rejects_path), duplicate_ids)
+        return AnnotateSummary(
+            engine,
+            n_annotated + len(rejects),
+            n_annotated,
+            len(rejects),
+            n_words,
+            time.perf_counter() - start,
+            str(self.output),
+            str(self.rejects_path),
+            duplicate_ids,
+        )

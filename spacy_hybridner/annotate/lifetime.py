@@ -6,6 +6,7 @@ them to stop, and a pool worker waiting for its next batch waits forever (it hol
 write end of its own task queue, so it never reads an end of file).
 :func:`die_with_parent` makes such a process end as soon as its parent is gone.
 """
+
 import ctypes
 import os
 import signal

@@ -1,5 +1,6 @@
 """The local engine: ``nlp.pipe`` in this process, or in a pool of worker processes
 (spawned, one torch and BLAS thread each), batches annotated and written in input order."""
+
 import concurrent.futures
 import contextlib
 import multiprocessing
@@ -62,17 +63,25 @@ def _pool_result(where: str, future: concurrent.futures.Future) -> BatchOutput:
         raise AnnotateRunError(f"a worker process failed while annotating {where}: {type(e).__name__}: {e}") from e
 
 
-def _pool_results(batches: Iterator[Dict[str, list]], settings: RecordSettings, workers: int,
-                  worker_class: type, kwargs: Dict[str, Any]) -> Iterator[BatchOutput]:
+def _pool_results(
+    batches: Iterator[Dict[str, list]],
+    settings: RecordSettings,
+    workers: int,
+    worker_class: type,
+    kwargs: Dict[str, Any],
+) -> Iterator[BatchOutput]:
     """The outputs of the batches, in order, from ``workers`` processes (spawned, each
     with one torch and BLAS thread and its own pipeline), at most two batches per worker in
     flight. A worker that dies or fails ends the run with :class:`AnnotateRunError`
     naming the batch, rather than a hang (the pool notices a dead worker); a worker whose
     main process was killed ends itself (:func:`~.lifetime.die_with_parent`)."""
     kwargs = {**kwargs, "torch_threads": 1}
-    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                  initializer=_init_worker,
-                                                  initargs=(worker_class, kwargs, os.getpid()))
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(worker_class, kwargs, os.getpid()),
+    )
     pending: deque = deque()
     completed = False
     try:
@@ -99,8 +108,13 @@ def run_local(job: Job, *, shard_size: int, worker_class: type) -> AnnotateSumma
 
     start = time.perf_counter()
     settings = job.settings
-    kwargs = {"model": job.model, "batch_size": job.pipe_batch_size, "settings": settings,
-              "output_format": job.output_format, "marginals": job.marginals}
+    kwargs = {
+        "model": job.model,
+        "batch_size": job.pipe_batch_size,
+        "settings": settings,
+        "output_format": job.output_format,
+        "marginals": job.marginals,
+    }
     batches = iter_input_batches(job.files, settings, job.batch_size)
     if job.workers == 1:
         worker = worker_class(**kwargs)

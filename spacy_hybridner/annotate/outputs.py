@@ -9,6 +9,7 @@ engines, :meth:`OutputFormat.encode`), how the local engine writes the encoded b
 read back (:meth:`OutputFormat.read`). One object per shape (:func:`shape_of`) owns what
 differs between one file and a folder of shards: its files, its format, its completion mark.
 """
+
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -159,8 +160,10 @@ class DocBinFormat(BytesFormat):
 
         install_extensions()
         vocab = spacy.blank("xx").vocab
-        return [{"id": id_from_columns(doc.user_data.get("id"), doc.user_data.get("id_type")),
-                 "ents": doc_records(doc)} for doc in DocBin().from_disk(file).get_docs(vocab)]
+        return [
+            {"id": id_from_columns(doc.user_data.get("id"), doc.user_data.get("id_type")), "ents": doc_records(doc)}
+            for doc in DocBin().from_disk(file).get_docs(vocab)
+        ]
 
     def write_shard(self, chunks: List[bytes], file) -> None:
         from spacy.tokens import DocBin
@@ -179,15 +182,13 @@ def output_format_of(output: Path, output_format: Optional[str]) -> str:
     """The output format: ``output_format``, else from OUTPUT's extension."""
     if output_format is not None:
         if output_format not in OUTPUTS:
-            raise AnnotateInputError(
-                f"unknown output format {output_format!r}: use one of {', '.join(OUTPUTS)}.")
+            raise AnnotateInputError(f"unknown output format {output_format!r}: use one of {', '.join(OUTPUTS)}.")
         return output_format
     for fmt in OUTPUTS.values():
         if output.suffix.lower() in fmt.extensions:
             return fmt.name
     raise AnnotateInputError(
-        f"cannot tell the output format of {output} from its extension: give --output-format "
-        f"({', '.join(OUTPUTS)})."
+        f"cannot tell the output format of {output} from its extension: give --output-format ({', '.join(OUTPUTS)})."
     )
 
 
@@ -204,11 +205,21 @@ def records_table(records: List[Dict[str, Any]], include_text: bool):
     empty ``ents`` list keeps its type, so every shard has the same schema."""
     import pyarrow as pa
 
-    ent = pa.struct([("start_char", pa.int64()), ("end_char", pa.int64()), ("label", pa.string()),
-                     ("text", pa.string()), ("confidence", pa.float64())])
+    ent = pa.struct(
+        [
+            ("start_char", pa.int64()),
+            ("end_char", pa.int64()),
+            ("label", pa.string()),
+            ("text", pa.string()),
+            ("confidence", pa.float64()),
+        ]
+    )
     ids, id_types = id_columns([r["id"] for r in records])
-    columns = {"id": pa.array(ids, pa.string()), "id_type": pa.array(id_types, pa.string()),
-               "ents": pa.array([r["ents"] for r in records], pa.list_(ent))}
+    columns = {
+        "id": pa.array(ids, pa.string()),
+        "id_type": pa.array(id_types, pa.string()),
+        "ents": pa.array([r["ents"] for r in records], pa.list_(ent)),
+    }
     if include_text:
         columns["text"] = pa.array([r["text"] for r in records], pa.string())
     return pa.table(columns)

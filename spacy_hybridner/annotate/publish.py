@@ -7,6 +7,7 @@ last; a folder gets a ``_SUCCESS`` file). An interrupted or failed run removes i
 temporaries; the temporaries a killed run left are refused without ``--overwrite``. Paths
 that are, or hold, an input are refused (:meth:`OutputPaths.refuse_inputs`).
 """
+
 import contextlib
 import errno
 import json
@@ -50,10 +51,9 @@ def lock_path(output: Path) -> Path:
 
 
 def os_error_text(e: OSError, path: Optional[Path] = None) -> str:
-    """"PATH: the system's reason" of an OSError (``path`` where the error names no file)."""
+    """ "PATH: the system's reason" of an OSError (``path`` where the error names no file)."""
     where = e.filename if e.filename is not None else path
-    why = e.strerror or (os.strerror(e.errno) if e.errno else None) or str(e).strip().split("\n")[0] \
-        or type(e).__name__
+    why = e.strerror or (os.strerror(e.errno) if e.errno else None) or str(e).strip().split("\n")[0] or type(e).__name__
     return f"{where}: {why}" if where is not None else why
 
 
@@ -82,7 +82,8 @@ class OutputLock:
                 os.close(fd)
                 raise AnnotateInputError(
                     f"another annotate run (PID {holder or 'unknown'}) is writing {self.output}: it holds "
-                    f"{self.path}. Wait until it ends, or choose another OUTPUT.") from None
+                    f"{self.path}. Wait until it ends, or choose another OUTPUT."
+                ) from None
             except BaseException:
                 os.close(fd)
                 raise
@@ -178,8 +179,9 @@ class OutputPaths:
                     problem = f"{what} {target} holds the input {kind} {source}"
                 else:
                     continue
-                raise AnnotateInputError(f"{problem}: the run would replace its own input. Choose {what} "
-                                         f"outside the input.")
+                raise AnnotateInputError(
+                    f"{problem}: the run would replace its own input. Choose {what} outside the input."
+                )
 
     def output_files(self) -> List[str]:
         """The files of OUTPUT as the manifest lists them (read from the temporary OUTPUT,
@@ -217,11 +219,13 @@ class OutputPaths:
         if temporaries and not overwrite:
             raise AnnotateInputError(
                 f"{_names(temporaries)} already {_exist(temporaries)}: the temporaries of a run that was killed. "
-                f"Pass --overwrite to remove {_them(temporaries)} and rerun, or choose another OUTPUT.")
+                f"Pass --overwrite to remove {_them(temporaries)} and rerun, or choose another OUTPUT."
+            )
         if existing and not overwrite:
             raise AnnotateInputError(
                 f"{_names(existing)} already {_exist(existing)}: remove {_them(existing)}, choose another OUTPUT "
-                f"(or --rejects), or pass --overwrite to replace {_them(existing)} when this run completes.")
+                f"(or --rejects), or pass --overwrite to replace {_them(existing)} when this run completes."
+            )
         self.make_folders()
         try:
             for path in temporaries:
@@ -248,24 +252,31 @@ class OutputPaths:
         tmp_output, tmp_rejects, tmp_manifest = self.temporaries()
         missing = [p for p in (tmp_output, tmp_rejects) if not p.exists()]
         if missing:
-            raise AnnotateRunError(f"{_names(missing)} vanished before the run could publish {_them(missing)} "
-                                   f"(removed by another program?): nothing was published. Rerun the command.")
+            raise AnnotateRunError(
+                f"{_names(missing)} vanished before the run could publish {_them(missing)} "
+                f"(removed by another program?): nothing was published. Rerun the command."
+            )
         shape_of(tmp_output).mark_complete(tmp_output)
         with open(tmp_manifest, "w", encoding="utf8") as f:
             json.dump(manifest, f, indent=2, ensure_ascii=False)
             f.write("\n")
         existing = [p for p in self.finals() if p.exists() or p.is_symlink()]
         if existing and not overwrite:
-            raise AnnotateRunError(f"{_names(existing)} appeared during this run (written by a program that does "
-                                   f"not take annotate's lock?): nothing was replaced. Rerun with --overwrite to "
-                                   f"replace {_them(existing)}.")
+            raise AnnotateRunError(
+                f"{_names(existing)} appeared during this run (written by a program that does "
+                f"not take annotate's lock?): nothing was replaced. Rerun with --overwrite to "
+                f"replace {_them(existing)}."
+            )
         # The old manifest first: no manifest ever describes a half-replaced OUTPUT.
         for path in sorted(existing, key=lambda p: p != self.manifest):
             _remove(path)
         published: List[Path] = []
         try:
-            for temporary, final in ((tmp_rejects, self.rejects), (tmp_output, self.output),
-                                     (tmp_manifest, self.manifest)):
+            for temporary, final in (
+                (tmp_rejects, self.rejects),
+                (tmp_output, self.output),
+                (tmp_manifest, self.manifest),
+            ):
                 os.replace(temporary, final)
                 published.append(final)
         except BaseException:

@@ -4,6 +4,7 @@ written by the workers, locally or on a Ray cluster.
 
 Importing this module does not import Ray; :func:`run_ray` does.
 """
+
 import hashlib
 import os
 import signal
@@ -36,8 +37,15 @@ class RayAnnotator(BatchAnnotator):
     ``actor_class`` to :func:`~.run.annotate`.
     """
 
-    def __init__(self, model: str, batch_size: Optional[int], settings: RecordSettings, output_format: str,
-                 tally, marginals: bool = False) -> None:
+    def __init__(
+        self,
+        model: str,
+        batch_size: Optional[int],
+        settings: RecordSettings,
+        output_format: str,
+        tally,
+        marginals: bool = False,
+    ) -> None:
         super().__init__(model, batch_size, settings, output_format, torch_threads=1, marginals=marginals)
         # The actor's parent is Ray's raylet: if it is gone (its driver killed outright),
         # the actor, which holds a pipeline, ends too (the watchdog only: Ray owns the process).
@@ -100,8 +108,15 @@ class _own_signal_handlers:
         return False
 
 
-def run_ray(job: Job, *, address: Optional[str], num_cpus: Optional[int], max_restarts: int,
-            max_task_retries: int, actor_class: type) -> AnnotateSummary:
+def run_ray(
+    job: Job,
+    *,
+    address: Optional[str],
+    num_cpus: Optional[int],
+    max_restarts: int,
+    max_task_retries: int,
+    actor_class: type,
+) -> AnnotateSummary:
     """The Ray engine: Ray Data read -> ``map_batches(actor_class)`` on a fixed pool of
     ``job.workers`` actors (one CPU each) -> JSON Lines / Parquet / DocBin shards into the
     folder OUTPUT, one file per write task, written by the workers in parallel.
@@ -143,9 +158,14 @@ def run_ray(job: Job, *, address: Optional[str], num_cpus: Optional[int], max_re
             warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
             ds = ds.map_batches(
                 actor_class,
-                fn_constructor_kwargs={"model": job.model, "batch_size": job.pipe_batch_size, "settings": settings,
-                                       "output_format": job.output_format, "tally": tally,
-                                       "marginals": job.marginals},
+                fn_constructor_kwargs={
+                    "model": job.model,
+                    "batch_size": job.pipe_batch_size,
+                    "settings": settings,
+                    "output_format": job.output_format,
+                    "tally": tally,
+                    "marginals": job.marginals,
+                },
                 batch_size=job.batch_size,
                 batch_format="pyarrow",
                 compute=ActorPoolStrategy(size=job.workers),

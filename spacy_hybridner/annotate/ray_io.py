@@ -3,6 +3,7 @@
 Imported only when the Ray engine runs (it needs the ``ray`` extra), which is why these
 classes live apart from :mod:`.ray_engine`, whose actor class the package exports.
 """
+
 from typing import Any, List
 
 from ray.data.datasource import BlockBasedFileDatasink, FileBasedDatasource, FilenameProvider

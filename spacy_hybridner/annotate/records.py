@@ -4,6 +4,7 @@ reads them) into valid :class:`Row` s and rejects, and the ids' checks, columns 
 :func:`parse_batch` is the one place where an input record becomes a Row or a reject, in
 both engines: the same checks, the same ids, the same reject reasons.
 """
+
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -79,8 +80,7 @@ def parse_batch(batch: Dict[str, list], settings: RecordSettings) -> Tuple[List[
             # The id as given if it is a string or an integer (one with a lone surrogate
             # included: the rejects file writes it as the input's \uXXXX escape).
             usable_id = isinstance(id_, (str, int)) and not isinstance(id_, bool)
-            rejects.append({"id": id_ if usable_id else None, "reason": problem,
-                            "source": source, "line": line})
+            rejects.append({"id": id_ if usable_id else None, "reason": problem, "source": source, "line": line})
         else:
             rows.append(Row(id_, text, source, line))
     return rows, rejects
@@ -149,13 +149,22 @@ def _parquet_row(batch: Dict[str, list], i: int, source: str, settings: RecordSe
 
 # How each input format's records are parsed (None: a blank line, not a record).
 _PARSERS: Dict[str, Callable[[Dict[str, list], int, str, RecordSettings], Optional[Parsed]]] = {
-    "jsonl": _json_line, "txt": _text_line, "parquet": _parquet_row,
+    "jsonl": _json_line,
+    "txt": _text_line,
+    "parquet": _parquet_row,
 }
 
 
 def _json_type(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number",
-             type(None): "null"}
+    names = {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 

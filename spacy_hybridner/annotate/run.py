@@ -1,5 +1,6 @@
 """One ``annotate`` run: check the input and the output paths, lock OUTPUT, run an engine
 under temporary names, and publish the outputs with their manifest (or nothing)."""
+
 import datetime
 import signal
 import threading
@@ -103,17 +104,21 @@ def annotate(
     if workers < 1 or batch_size < 1:
         raise AnnotateInputError("--workers and --batch-size must be at least 1.")
     output = Path(output)
-    paths = OutputPaths(output, Path(rejects_path) if rejects_path else default_rejects_path(output),
-                        manifest_path(output))
+    paths = OutputPaths(
+        output, Path(rejects_path) if rejects_path else default_rejects_path(output), manifest_path(output)
+    )
     paths.refuse_inputs(str(input_path), [])
     fmt, files = resolve_inputs(str(input_path), input_format, exclude=paths.owned())
     out_fmt = output_format_of(output, output_format) if output_format or output.suffix else "jsonl"
     if engine == "local" and not OUTPUTS[out_fmt].local_shards and not output.suffix:
-        raise AnnotateInputError(f"the local engine writes {out_fmt} to one file: give OUTPUT a file name "
-                                 f"such as {output}.{OUTPUTS[out_fmt].ext}.")
+        raise AnnotateInputError(
+            f"the local engine writes {out_fmt} to one file: give OUTPUT a file name "
+            f"such as {output}.{OUTPUTS[out_fmt].ext}."
+        )
     if marginals and out_fmt != "docbin":
-        raise AnnotateInputError(f"--marginals needs DocBin output (--output-format docbin), not {out_fmt}: "
-                                 "only a Doc can hold them.")
+        raise AnnotateInputError(
+            f"--marginals needs DocBin output (--output-format docbin), not {out_fmt}: only a Doc can hold them."
+        )
     settings = RecordSettings(fmt, id_field, text_field, max_chars, include_text, source_names(files), len(files) > 1)
     check_inputs(files, settings)
     paths.refuse_inputs(str(input_path), files)
@@ -126,23 +131,46 @@ def annotate(
     try:
         paths.prepare(overwrite)
         echo(f"{len(files)} {fmt} input file(s) -> {output} ({out_fmt}, {engine} engine, {workers} worker(s))")
-        job = Job(model, files, settings, paths.temporaries()[0], out_fmt, paths.temporaries()[1], workers,
-                  batch_size, pipe_batch_size, progress, marginals)
-        summary = _run_and_publish(job, paths, engine, overwrite, {
-            "output": str(output),
-            "output_format": out_fmt,
-            "rejects": str(paths.rejects),
-            "input": str(input_path),
-            "input_format": fmt,
-            "input_files": len(files),
-            "id_field": id_field,
-            "text_field": text_field,
-            "model": str(model),
-            "engine": engine,
-            "workers": workers,
-        }, dict(shard_size=shard_size, worker_class=worker_class or BatchAnnotator),
-            dict(address=address, num_cpus=num_cpus, max_restarts=max_restarts, max_task_retries=max_task_retries,
-                 actor_class=actor_class or RayAnnotator))
+        job = Job(
+            model,
+            files,
+            settings,
+            paths.temporaries()[0],
+            out_fmt,
+            paths.temporaries()[1],
+            workers,
+            batch_size,
+            pipe_batch_size,
+            progress,
+            marginals,
+        )
+        summary = _run_and_publish(
+            job,
+            paths,
+            engine,
+            overwrite,
+            {
+                "output": str(output),
+                "output_format": out_fmt,
+                "rejects": str(paths.rejects),
+                "input": str(input_path),
+                "input_format": fmt,
+                "input_files": len(files),
+                "id_field": id_field,
+                "text_field": text_field,
+                "model": str(model),
+                "engine": engine,
+                "workers": workers,
+            },
+            dict(shard_size=shard_size, worker_class=worker_class or BatchAnnotator),
+            dict(
+                address=address,
+                num_cpus=num_cpus,
+                max_restarts=max_restarts,
+                max_task_retries=max_task_retries,
+                actor_class=actor_class or RayAnnotator,
+            ),
+        )
     finally:
         lock.release()
     for line in summary.lines():
@@ -150,8 +178,15 @@ def annotate(
     return summary
 
 
-def _run_and_publish(job: Job, paths: OutputPaths, engine: str, overwrite: bool, described: Dict[str, Any],
-                     local_options: Dict[str, Any], ray_options: Dict[str, Any]) -> AnnotateSummary:
+def _run_and_publish(
+    job: Job,
+    paths: OutputPaths,
+    engine: str,
+    overwrite: bool,
+    described: Dict[str, Any],
+    local_options: Dict[str, Any],
+    ray_options: Dict[str, Any],
+) -> AnnotateSummary:
     """Run the engine on ``job`` (its outputs at the temporaries of ``paths``) and publish
     them with their manifest (``described``: what the manifest says of the run besides its
     counts); on any error remove the temporaries. An OSError (a full or read-only disk) is
@@ -163,30 +198,37 @@ def _run_and_publish(job: Job, paths: OutputPaths, engine: str, overwrite: bool,
                 summary = run_local(job, **local_options)
             else:
                 summary = run_ray(job, **ray_options)
-            summary.output, summary.rejects, summary.manifest = str(paths.output), str(paths.rejects), \
-                str(paths.manifest)
-            paths.publish({
-                "complete": True,
-                "output": described["output"],
-                "output_format": described["output_format"],
-                "files": paths.output_files(),
-                **{k: v for k, v in described.items() if k not in ("output", "output_format")},
-                "read": summary.read,
-                "annotated": summary.annotated,
-                "rejected": summary.rejected,
-                "duplicate_ids": summary.duplicate_ids,
-                "words": summary.words,
-                "seconds": round(summary.seconds, 3),
-                "started": started.isoformat(timespec="seconds"),
-                "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "spacy_hybridner_version": __version__,
-            }, overwrite)
+            summary.output, summary.rejects, summary.manifest = (
+                str(paths.output),
+                str(paths.rejects),
+                str(paths.manifest),
+            )
+            paths.publish(
+                {
+                    "complete": True,
+                    "output": described["output"],
+                    "output_format": described["output_format"],
+                    "files": paths.output_files(),
+                    **{k: v for k, v in described.items() if k not in ("output", "output_format")},
+                    "read": summary.read,
+                    "annotated": summary.annotated,
+                    "rejected": summary.rejected,
+                    "duplicate_ids": summary.duplicate_ids,
+                    "words": summary.words,
+                    "seconds": round(summary.seconds, 3),
+                    "started": started.isoformat(timespec="seconds"),
+                    "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    "spacy_hybridner_version": __version__,
+                },
+                overwrite,
+            )
     except OSError as e:
         paths.discard()
         where = {str(t): f for t, f in zip(paths.temporaries(), paths.finals())}.get(str(e.filename or job.output))
         written = f" (where {where} is written until the run completes)" if where else ""
-        raise AnnotateRunError(f"{os_error_text(e, job.output)}{written}: the run stopped and nothing was "
-                               f"published.") from e
+        raise AnnotateRunError(
+            f"{os_error_text(e, job.output)}{written}: the run stopped and nothing was published."
+        ) from e
     except BaseException:
         paths.discard()
         raise

@@ -1,4 +1,5 @@
 """A character CNN over every character of a word: a thinc layer, no PyTorch."""
+
 from typing import Callable, List, Tuple
 
 import numpy
@@ -26,10 +27,7 @@ def char_cnn(
     RETURNS (Model[List[Doc], Ragged]): One row per token, as ``list2ragged`` gives.
     """
     if width < 1 or char_width < 1 or rows < 1:
-        raise ValueError(
-            f"char_cnn needs positive sizes, got width={width}, char_width={char_width}, "
-            f"rows={rows}."
-        )
+        raise ValueError(f"char_cnn needs positive sizes, got width={width}, char_width={char_width}, rows={rows}.")
     if max_chars < 2:
         raise ValueError(f"max_chars must be at least 2, got {max_chars}.")
     conv = chain(
@@ -38,14 +36,7 @@ def char_cnn(
         with_array(Relu(width, char_width * 3)),
         reduce_max(),
     )
-    return Model(
-        "char_cnn",
-        _forward,
-        init=_init,
-        layers=[conv],
-        attrs={"max_chars": max_chars},
-        dims={"nO": width},
-    )
+    return Model("char_cnn", _forward, init=_init, layers=[conv], attrs={"max_chars": max_chars}, dims={"nO": width})
 
 
 def _forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[Ragged, Callable]:

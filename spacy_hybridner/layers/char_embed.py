@@ -6,6 +6,7 @@ and one parameter ``E`` of shape ``(nC, 256, nM)``), so pipelines saved with
 ``CharMultiHashEmbed.v2`` and ``.v3`` keep loading; written here because spaCy offers it only
 from a private module.
 """
+
 from typing import Callable, List, Tuple
 
 from spacy.tokens import Doc
@@ -23,11 +24,7 @@ def char_embed(nM: int, nC: int) -> Model[List[Doc], List[Floats2d]]:
     RETURNS (Model[List[Doc], List[Floats2d]]): ``(len(doc), nM * nC)`` per doc.
     """
     return Model(
-        "charembed",
-        _forward,
-        init=_init,
-        dims={"nM": nM, "nC": nC, "nO": nM * nC, "nV": 256},
-        params={"E": None},
+        "charembed", _forward, init=_init, dims={"nM": nM, "nC": nC, "nO": nM * nC, "nV": 256}, params={"E": None}
     )
 
 

@@ -7,6 +7,7 @@ scores and leaves the gradient of the transition scores in the PyTorch module, w
 ``finish_update`` applies it. ``crf_decode`` runs Viterbi and forward-backward for
 prediction, without autograd.
 """
+
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from thinc.api import ArgsKwargs, Model, torch2xp, xp2torch
@@ -18,12 +19,12 @@ from .shim import module_layer, torch_module
 CRFInput = Tuple[List[Floats2d], List[Ints1d]]
 
 
-
 def _crf(model: Model) -> CRF:
     """The ``CRF`` module behind a ``crf_layer``."""
     module = torch_module(model)
     assert isinstance(module, CRF), f"{model.name} holds a {type(module).__name__}, not a CRF"
     return module
+
 
 def crf_layer(nO: Optional[int] = None, *, max_batch_tokens: int = CRF_BATCH_TOKENS) -> Model[CRFInput, Floats1d]:
     """A CRF over ``nO`` tags: the PyTorch node from the start, its module made by
@@ -35,8 +36,13 @@ def crf_layer(nO: Optional[int] = None, *, max_batch_tokens: int = CRF_BATCH_TOK
     max_batch_tokens (int): Padded size of one bucket of sequences in the CRF's loops.
     """
     return module_layer(
-        "crf", _make_crf, init=_init, convert_inputs=_convert_inputs, convert_outputs=_convert_outputs,
-        dims={"nO": nO}, attrs={"constraints": {}, "max_batch_tokens": max_batch_tokens},
+        "crf",
+        _make_crf,
+        init=_init,
+        convert_inputs=_convert_inputs,
+        convert_outputs=_convert_outputs,
+        dims={"nO": nO},
+        attrs={"constraints": {}, "max_batch_tokens": max_batch_tokens},
     )
 
 
@@ -45,11 +51,13 @@ def _make_crf(shim, settings: dict) -> CRF:
 
 
 def _init(model: Model, X=None, Y=None) -> None:
-    model.shims[0].build({
-        "nO": model.get_dim("nO"),
-        "constraints": model.attrs["constraints"],
-        "max_batch_tokens": model.attrs["max_batch_tokens"],
-    })
+    model.shims[0].build(
+        {
+            "nO": model.get_dim("nO"),
+            "constraints": model.attrs["constraints"],
+            "max_batch_tokens": model.attrs["max_batch_tokens"],
+        }
+    )
 
 
 def _flat(model: Model, arrays: Sequence, width: Optional[int], dtype: str):
@@ -106,10 +114,7 @@ def crf_decode(
     flat = xp2torch(_flat(model, scores, K, "float32"))
     mask = None
     if tag_masks is not None and any(m is not None for m in tag_masks):
-        parts = [
-            m if m is not None else ops.xp.ones((n, K), dtype="bool")
-            for m, n in zip(tag_masks, lengths)
-        ]
+        parts = [m if m is not None else ops.xp.ones((n, K), dtype="bool") for m, n in zip(tag_masks, lengths)]
         mask = xp2torch(ops.xp.concatenate(parts), device=flat.device)
     tags, seg_logp = module.decode(flat, lengths, mask, temperature)
     lengths_xp = ops.asarray1i(lengths)

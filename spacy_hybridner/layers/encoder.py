@@ -9,6 +9,7 @@ prediction a sequence gets as few windows as that needs, of equal length, spread
 consecutive ones overlapping by at least ``window - stride`` tokens: the same least
 context on either side of every token (half the overlap), fewer tokens encoded twice.
 """
+
 from functools import lru_cache
 from typing import Any, Callable, List, Optional, Tuple
 
@@ -23,9 +24,16 @@ from .shim import module_layer
 
 
 def hybrid_encoder(
-    settings: Optional[EncoderSettings] = None, *, window: int, stride: int,
-    mixed_precision: bool = False, grad_scaler_config: Optional[dict] = None,
-    nI: Optional[int] = None, nO: Optional[int] = None, max_batch_tokens: int = ENCODER_BATCH_TOKENS, **hyper: Any,
+    settings: Optional[EncoderSettings] = None,
+    *,
+    window: int,
+    stride: int,
+    mixed_precision: bool = False,
+    grad_scaler_config: Optional[dict] = None,
+    nI: Optional[int] = None,
+    nO: Optional[int] = None,
+    max_batch_tokens: int = ENCODER_BATCH_TOKENS,
+    **hyper: Any,
 ) -> Model[List[Floats2d], List[Floats2d]]:
     """The encoder as a thinc layer: the PyTorch node from the start, its module made by
     ``initialize`` once ``nI`` (token vector width) and ``nO`` (number of tags) are
@@ -70,9 +78,9 @@ def _init(model: Model, X: Optional[List[Floats2d]] = None, Y=None) -> None:
     if X is not None and len(X):
         model.set_dim("nI", int(X[0].shape[1]), force=True)
     keys = ("hyper", "mixed_precision", "grad_scaler_config", "max_batch_tokens")
-    model.shims[0].build({
-        "nI": model.get_dim("nI"), "nO": model.get_dim("nO"), **{key: model.attrs[key] for key in keys}
-    })
+    model.shims[0].build(
+        {"nI": model.get_dim("nI"), "nO": model.get_dim("nO"), **{key: model.attrs[key] for key in keys}}
+    )
 
 
 def _make_encoder(shim, settings: dict) -> HybridEncoder:
@@ -91,7 +99,9 @@ def _make_encoder(shim, settings: dict) -> HybridEncoder:
     shim._grad_scaler = PyTorchGradScaler(**scaler_config)
     shim._grad_scaler.to_(shim.device)
     return HybridEncoder(
-        settings["nI"], settings["nO"], EncoderSettings(**settings["hyper"]),
+        settings["nI"],
+        settings["nO"],
+        EncoderSettings(**settings["hyper"]),
         autocast_dtype=torch.bfloat16 if dtype == torch.bfloat16 else None,
         max_batch_tokens=settings["max_batch_tokens"],
     )
@@ -165,9 +175,7 @@ def _window_indices(
     window_lengths = numpy.zeros((W,), dtype="int64")
     for w, (offset, start, end, own_start, own_end) in enumerate(spans):
         gather[w, : end - start] = numpy.arange(offset + start, offset + end)
-        select[offset + own_start : offset + own_end] = w * L + numpy.arange(
-            own_start - start, own_end - start
-        )
+        select[offset + own_start : offset + own_end] = w * L + numpy.arange(own_start - start, own_end - start)
         window_lengths[w] = end - start
     for array in (gather, select, window_lengths):
         array.flags.writeable = False

@@ -20,6 +20,7 @@ the same layer, with thinc's own ``forward``, around a ``ModuleShim`` (an
 ``tests/test_layers_public.py`` fails once thinc finds the optimizer's keys itself, the
 sign that this shim's ``use_params`` can go.
 """
+
 import contextlib
 from typing import Any, Callable, Dict, Optional
 
@@ -79,7 +80,7 @@ class ModuleShim(AveragingPyTorchShim):
         super().__init__(None, config={}, deserialize_model=self._rebuild, **kwargs)
 
     @property
-    def module(self) -> Optional[torch.nn.Module]:
+    def module(self) -> Optional[torch.nn.Module]:  # type: ignore[override]  # None before build
         """The wrapped PyTorch module; None until ``build`` (``initialize``) or loading."""
         return self._model
 
@@ -124,9 +125,14 @@ class ModuleShim(AveragingPyTorchShim):
 
 
 def module_layer(
-    name: str, make_module: Callable[[ModuleShim, dict], torch.nn.Module], *,
-    init: Callable, convert_inputs: Callable, convert_outputs: Callable,
-    dims: Optional[Dict[str, Optional[int]]] = None, attrs: Optional[Dict[str, Any]] = None,
+    name: str,
+    make_module: Callable[[ModuleShim, dict], torch.nn.Module],
+    *,
+    init: Callable,
+    convert_inputs: Callable,
+    convert_outputs: Callable,
+    dims: Optional[Dict[str, Optional[int]]] = None,
+    attrs: Optional[Dict[str, Any]] = None,
 ) -> Model:
     """A ``PyTorchWrapper_v2`` layer (thinc's own ``forward``) around a ``ModuleShim``:
     the PyTorch node exists from construction and its module is made by ``init``

@@ -1,4 +1,5 @@
 """Word dropout on embedding rows: a thinc layer, no PyTorch."""
+
 from typing import Callable, Tuple
 
 from thinc.api import Model

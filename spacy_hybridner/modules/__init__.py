@@ -1,4 +1,5 @@
 """PyTorch modules: padded tensors, masks and lengths only (no spaCy, no thinc)."""
+
 from .buckets import CRF_BATCH_TOKENS, ENCODER_BATCH_TOKENS, length_buckets
 from .crf import CRF
 from .encoder import EncoderSettings, HybridEncoder

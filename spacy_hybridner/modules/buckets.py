@@ -3,6 +3,7 @@
 Both the encoder and the CRF run on padded tensors; how sequences are grouped decides
 how many padded positions they compute. One function serves both.
 """
+
 from typing import List, Optional, Sequence
 
 import numpy
@@ -14,9 +15,7 @@ ENCODER_BATCH_TOKENS = 16384
 CRF_BATCH_TOKENS = 65536
 
 
-def length_buckets(
-    lengths: Sequence[int], max_tokens: int, cost_per_bucket: Optional[int] = None
-) -> List[List[int]]:
+def length_buckets(lengths: Sequence[int], max_tokens: int, cost_per_bucket: Optional[int] = None) -> List[List[int]]:
     """Group the indices of non-empty sequences, longest first, so that each group's
     padded size (``len(group) * longest``) stays within ``max_tokens``. A sequence
     longer than ``max_tokens`` gets a group of its own.
@@ -45,9 +44,12 @@ def length_buckets(
         if current:
             buckets.append(current)
         return buckets
-    return [[order[k] for k in range(start, end)] for start, end in _cheapest_runs(
-        numpy.asarray([lengths[i] for i in order], dtype="int64"), max_tokens, cost_per_bucket
-    )]
+    return [
+        [order[k] for k in range(start, end)]
+        for start, end in _cheapest_runs(
+            numpy.asarray([lengths[i] for i in order], dtype="int64"), max_tokens, cost_per_bucket
+        )
+    ]
 
 
 def _cheapest_runs(sorted_lengths: numpy.ndarray, max_tokens: int, cost_per_bucket: int) -> List[tuple]:

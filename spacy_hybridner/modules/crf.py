@@ -11,6 +11,7 @@ and the tags; the only Python loop is over time steps), kept here as staticmetho
 (``crf_numpy.numpy_decode``), whose calls on small arrays cost a fraction of PyTorch's;
 both paths share ``crf_numpy.segment_log_probs``. No spaCy, no thinc.
 """
+
 from typing import List, Optional, Sequence, Tuple
 
 import numpy
@@ -77,14 +78,10 @@ class CRF(nn.Module):
         self.segment_starts: Tensor
         self.register_buffer("allowed_start", as_mask(allowed_start, (K,)), persistent=False)
         self.register_buffer("allowed_end", as_mask(allowed_end, (K,)), persistent=False)
-        self.register_buffer(
-            "allowed_transitions", as_mask(allowed_transitions, (K, K)), persistent=False
-        )
+        self.register_buffer("allowed_transitions", as_mask(allowed_transitions, (K, K)), persistent=False)
         starts = as_mask(segment_starts, (K,)) if segment_starts is not None else None
         self.register_buffer(
-            "segment_starts",
-            starts if starts is not None else torch.ones(K, dtype=torch.bool),
-            persistent=False,
+            "segment_starts", starts if starts is not None else torch.ones(K, dtype=torch.bool), persistent=False
         )
 
     # --- scores ----------------------------------------------------------------
@@ -104,8 +101,7 @@ class CRF(nn.Module):
     viterbi = staticmethod(crf_torch.viterbi)
 
     def log_partition(
-        self, emissions: Tensor, mask: Tensor, tag_mask: Optional[Tensor] = None,
-        penalty: float = TRAIN_PENALTY,
+        self, emissions: Tensor, mask: Tensor, tag_mask: Optional[Tensor] = None, penalty: float = TRAIN_PENALTY
     ) -> Tensor:
         """log Z ``(B,)`` over all allowed paths, or over the paths whose tag at each
         position is allowed by ``tag_mask`` ``(B, T, K)``."""
@@ -127,17 +123,14 @@ class CRF(nn.Module):
         one_hot = nn.functional.one_hot(tags.clamp(min=0), self.num_tags).bool()
         gold = torch.where(known.unsqueeze(2), one_hot, gold)
         both = self.log_partition(
-            torch.cat([emissions, emissions]),
-            torch.cat([mask, mask]),
-            torch.cat([torch.ones_like(gold), gold]),
+            torch.cat([emissions, emissions]), torch.cat([mask, mask]), torch.cat([torch.ones_like(gold), gold])
         )
         log_z, log_gold = both.chunk(2)
         return log_z - log_gold
 
     @torch.no_grad()
     def padded_decode(
-        self, emissions: Tensor, mask: Tensor, tag_mask: Optional[Tensor] = None,
-        temperature: float = 1.0,
+        self, emissions: Tensor, mask: Tensor, tag_mask: Optional[Tensor] = None, temperature: float = 1.0
     ) -> Tuple[Tensor, Tensor, Tensor]:
         """Viterbi path ``(B, T)``, marginals ``(B, T, K)`` and, at each token, the log
         probability of the decoded segment ending there ``(B, T)``.
@@ -251,9 +244,8 @@ class CRF(nn.Module):
         start, trans, end = self.potentials(TRAIN_PENALTY)
         zero = torch.zeros((), device=device)
         start0, trans0, end0 = (
-            torch.where(allowed, x, zero) for x, allowed in (
-                (start, self.allowed_start), (trans, self.allowed_transitions), (end, self.allowed_end)
-            )
+            torch.where(allowed, x, zero)
+            for x, allowed in ((start, self.allowed_start), (trans, self.allowed_transitions), (end, self.allowed_end))
         )
         padded_em = torch.cat([emissions, emissions.new_zeros(1, K)])
         padded_q = torch.cat([targets, targets.new_zeros(1, K)])
@@ -273,8 +265,7 @@ class CRF(nn.Module):
 
     @torch.no_grad()
     def decode(
-        self, emissions: Tensor, lengths: Sequence[int], tag_mask: Optional[Tensor] = None,
-        temperature: float = 1.0,
+        self, emissions: Tensor, lengths: Sequence[int], tag_mask: Optional[Tensor] = None, temperature: float = 1.0
     ) -> Tuple[Tensor, Tensor]:
         """Best tags and segment log probabilities of each sequence. On the CPU the
         loops run in NumPy (``numpy_decode_buckets``); on a GPU, or where NumPy's
@@ -315,7 +306,10 @@ class CRF(nn.Module):
 
     @torch.no_grad()
     def numpy_decode_buckets(
-        self, emissions: Tensor, tag_mask: Optional[Tensor], temperature: float,
+        self,
+        emissions: Tensor,
+        tag_mask: Optional[Tensor],
+        temperature: float,
         buckets: Sequence[Tuple[Tensor, Tensor, Tensor]],
     ) -> List[Optional[Tuple[Tensor, Tensor]]]:
         """``decode``'s buckets on the CPU, with the loops in NumPy float64

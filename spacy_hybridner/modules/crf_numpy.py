@@ -7,6 +7,7 @@ fraction of PyTorch's. A GPU, or probabilities that underflow here, use the PyTo
 loops in ``crf.py``. Both paths end in ``segment_log_probs``, written once against
 ``ArrayOps``: NumPy's operations here, PyTorch's in ``crf.py``. No torch, spaCy or thinc.
 """
+
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import numpy
@@ -42,8 +43,14 @@ NUMPY_OPS = ArrayOps(
 
 
 def segment_log_probs(
-    ops: ArrayOps, path: Array, alpha_path: Array, beta_path: Array, emissions: Array,
-    trans: Array, segment_starts: Array, log_z: Array,
+    ops: ArrayOps,
+    path: Array,
+    alpha_path: Array,
+    beta_path: Array,
+    emissions: Array,
+    trans: Array,
+    segment_starts: Array,
+    log_z: Array,
 ) -> Array:
     """At each token, the log probability of the decoded segment that ends there:
     ``P(y_i..y_j = path_i..path_j) = alpha_i(path_i) * prod_{t=i+1..j} trans(path_{t-1},
@@ -75,8 +82,12 @@ def segment_log_probs(
 
 
 def numpy_decode(
-    emissions: numpy.ndarray, lengths: numpy.ndarray, start: numpy.ndarray,
-    trans: numpy.ndarray, end: numpy.ndarray, segment_starts: numpy.ndarray,
+    emissions: numpy.ndarray,
+    lengths: numpy.ndarray,
+    start: numpy.ndarray,
+    trans: numpy.ndarray,
+    end: numpy.ndarray,
+    segment_starts: numpy.ndarray,
     temperature: float = 1.0,
 ) -> Optional[Tuple[numpy.ndarray, numpy.ndarray]]:
     """Viterbi path and segment log probabilities of a padded bucket, in NumPy float64:
@@ -118,8 +129,7 @@ def numpy_decode(
 
 
 def _numpy_viterbi(
-    emissions: numpy.ndarray, running: numpy.ndarray, start: numpy.ndarray,
-    trans: numpy.ndarray, end: numpy.ndarray,
+    emissions: numpy.ndarray, running: numpy.ndarray, start: numpy.ndarray, trans: numpy.ndarray, end: numpy.ndarray
 ) -> numpy.ndarray:
     """The best path ``(B, T)`` of each sequence (see ``numpy_decode``); ``running[t]``
     sequences are still running at step t."""
@@ -143,8 +153,7 @@ def _numpy_viterbi(
 
 
 def _numpy_forward_backward(
-    emissions: numpy.ndarray, running: numpy.ndarray, start: numpy.ndarray,
-    trans: numpy.ndarray, end: numpy.ndarray,
+    emissions: numpy.ndarray, running: numpy.ndarray, start: numpy.ndarray, trans: numpy.ndarray, end: numpy.ndarray
 ) -> Optional[Tuple[numpy.ndarray, numpy.ndarray, numpy.ndarray, numpy.ndarray]]:
     """Forward-backward in probability space with one normalising scale per step, as
     ``CRF.scaled_forward_backward``: alphas ``(T, B, K)`` and the log of their scale

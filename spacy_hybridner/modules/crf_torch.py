@@ -11,6 +11,7 @@ batch and the tags; the only Python loop is over time steps (over log2(T) rounds
 ``tree_log_partition``). ``TORCH_OPS`` is PyTorch's spelling of the operations of
 ``crf_numpy.segment_log_probs``. Pure PyTorch: no spaCy, no thinc.
 """
+
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -123,15 +124,10 @@ def scaled_forward_backward(
     alpha_scales_t, beta_scales_t = torch.stack(alpha_scales), torch.stack(beta_scales)
     if not (torch.isfinite(alpha_scales_t).all() and torch.isfinite(beta_scales_t).all()):
         return None
-    return (
-        torch.stack(alphas).log() + alpha_scales_t,
-        torch.stack(betas).log() + beta_scales_t,
-    )
+    return (torch.stack(alphas).log() + alpha_scales_t, torch.stack(betas).log() + beta_scales_t)
 
 
-def tree_log_partition(
-    emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
-) -> Optional[Tensor]:
+def tree_log_partition(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor) -> Optional[Tensor]:
     """log Z ``(B,)`` as a product of the per-step transfer matrices
     ``exp(trans) * exp(emissions[t])``, multiplied pairwise in a balanced tree: log2(T)
     rounds of batched matrix products instead of T - 1 sequential logsumexp steps, so
@@ -177,9 +173,7 @@ def tree_log_partition(
     return total.log() + first_max + last_max + log_scale
 
 
-def viterbi(
-    emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor
-) -> Tensor:
+def viterbi(emissions: Tensor, mask: Tensor, start: Tensor, trans: Tensor, end: Tensor) -> Tensor:
     """The best path ``(B, T)`` under the given potentials. Past a sequence's end
     the path repeats its last tag."""
     B, T, K = emissions.shape

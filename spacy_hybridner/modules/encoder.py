@@ -2,6 +2,7 @@
 
 Works on padded tensors and lengths only (no spaCy, no thinc).
 """
+
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Optional
@@ -76,8 +77,7 @@ class EncoderSettings:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}.")
         if self.attention_dropout is not None and not 0.0 <= self.attention_dropout < 1.0:
             raise ValueError(
-                f"attention_dropout must be in [0, 1) (or null: the same as dropout), got "
-                f"{self.attention_dropout}."
+                f"attention_dropout must be in [0, 1) (or null: the same as dropout), got {self.attention_dropout}."
             )
 
     def to_dict(self) -> Dict[str, Any]:
@@ -105,9 +105,7 @@ class SinusoidalPositions(nn.Module):
 
     def _make(self, length: int) -> Tensor:
         position = torch.arange(length, dtype=torch.float32)[:, None]
-        rate = torch.exp(
-            torch.arange(0, self.width, 2, dtype=torch.float32) * (-math.log(10000.0) / self.width)
-        )
+        rate = torch.exp(torch.arange(0, self.width, 2, dtype=torch.float32) * (-math.log(10000.0) / self.width))
         table = torch.zeros(length, self.width)
         table[:, 0::2] = torch.sin(position * rate)
         table[:, 1::2] = torch.cos(position * rate)[:, : self.width // 2]
@@ -139,9 +137,15 @@ class HybridEncoder(nn.Module):
     """
 
     def __init__(
-        self, nI: int, nO: int, settings: Optional[EncoderSettings] = None, *,
-        autocast_dtype: Optional[torch.dtype] = None, max_batch_tokens: int = ENCODER_BATCH_TOKENS,
-        cost_per_bucket: int = 256, **hyper: Any,
+        self,
+        nI: int,
+        nO: int,
+        settings: Optional[EncoderSettings] = None,
+        *,
+        autocast_dtype: Optional[torch.dtype] = None,
+        max_batch_tokens: int = ENCODER_BATCH_TOKENS,
+        cost_per_bucket: int = 256,
+        **hyper: Any,
     ):
         super().__init__()
         if settings is None:
@@ -164,26 +168,36 @@ class HybridEncoder(nn.Module):
         self.transformer: Optional[nn.TransformerEncoder] = None
         if depth > 0:
             layer = nn.TransformerEncoderLayer(
-                width, n_heads, dim_feedforward=ffn_width, dropout=dropout,
-                activation="gelu", batch_first=True, norm_first=True,
+                width,
+                n_heads,
+                dim_feedforward=ffn_width,
+                dropout=dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
             )
             if attention_dropout is not None:
                 # MultiheadAttention reads this at every call; a new module instead
                 # would draw its initial weights from the RNG again.
                 layer.self_attn.dropout = attention_dropout
-            self.transformer = nn.TransformerEncoder(
-                layer, depth, norm=nn.LayerNorm(width), enable_nested_tensor=False
-            )
+            self.transformer = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(width), enable_nested_tensor=False)
         self.lstm: Optional[nn.LSTM] = None
         if lstm_depth > 0:
             self.lstm = nn.LSTM(
-                width, width // 2, num_layers=lstm_depth, bidirectional=True,
-                batch_first=True, dropout=dropout if lstm_depth > 1 else 0.0,
+                width,
+                width // 2,
+                num_layers=lstm_depth,
+                bidirectional=True,
+                batch_first=True,
+                dropout=dropout if lstm_depth > 1 else 0.0,
             )
         self.uni_lstm: Optional[nn.LSTM] = None
         if uni_lstm_depth > 0:
             self.uni_lstm = nn.LSTM(
-                width, width, num_layers=uni_lstm_depth, batch_first=True,
+                width,
+                width,
+                num_layers=uni_lstm_depth,
+                batch_first=True,
                 dropout=dropout if uni_lstm_depth > 1 else 0.0,
             )
         self.output = nn.Linear(width, nO)
@@ -273,9 +287,7 @@ def run_lstm(lstm: nn.LSTM, X: Tensor, lengths: Tensor) -> Tensor:
     LSTM variants this path does not cover (no biases, projections, not batch_first,
     subclasses such as quantized LSTMs) take the packed call everywhere.
     """
-    plain = (
-        type(lstm) is nn.LSTM and lstm.bias and lstm.proj_size == 0 and lstm.batch_first
-    )
+    plain = type(lstm) is nn.LSTM and lstm.bias and lstm.proj_size == 0 and lstm.batch_first
     if X.device.type != "cpu" or not plain:
         packed = pack_padded_sequence(X, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = lstm(packed)
@@ -287,8 +299,7 @@ def run_lstm(lstm: nn.LSTM, X: Tensor, lengths: Tensor) -> Tensor:
         outputs = []
         for suffix, backwards in directions:
             weights = [
-                getattr(lstm, f"{name}_l{layer}{suffix}")
-                for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+                getattr(lstm, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
             ]
             inputs = reverse_within(X, index) if backwards and index is not None else X
             # input, (h0, c0), weights, has_biases, num_layers, dropout, train,

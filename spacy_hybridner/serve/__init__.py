@@ -2,6 +2,7 @@
 
 Needs the ``serve`` extra (``pip install spacy-hybridner[serve]``: FastAPI and uvicorn).
 """
+
 from .settings import API_KEY_ENV, ServeSettings
 
 __all__ = ["API_KEY_ENV", "ServeSettings", "create_app", "serve"]

@@ -13,6 +13,7 @@ The parts: :mod:`~spacy_hybridner.serve.schemas` (the request and response model
 :mod:`~spacy_hybridner.serve.middleware` (the API key, the body size, errors as JSON) and
 :mod:`~spacy_hybridner.serve.runner` (uvicorn, the socket, the signals).
 """
+
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Callable, Dict, Optional
 
@@ -40,7 +41,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app(
-    annotator: Any, settings: ServeSettings, on_load_error: Optional[Callable[[BaseException], None]] = None,
+    annotator: Any, settings: ServeSettings, on_load_error: Optional[Callable[[BaseException], None]] = None
 ) -> FastAPI:
     """Build the server around an annotator, or several copies of one.
 
@@ -61,8 +62,11 @@ def create_app(
     )
     # What the endpoints of routes.py serve.
     app.state.batcher = Batcher(
-        annotator, queue_size=settings.queue_size, max_batch_texts=settings.max_batch_texts,
-        batch_wait_ms=settings.batch_wait_ms, on_load_error=on_load_error,
+        annotator,
+        queue_size=settings.queue_size,
+        max_batch_texts=settings.max_batch_texts,
+        batch_wait_ms=settings.batch_wait_ms,
+        on_load_error=on_load_error,
     )
     app.state.settings = settings
     app.state.request_model = build_request_model(settings)

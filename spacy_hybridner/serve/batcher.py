@@ -12,6 +12,7 @@ model's working memory; with several (each a
 child process while its thread only waits), the workers take batches from the same queue
 in turn, so one batch is annotated while the next one gathers and another is answered.
 """
+
 import asyncio
 import logging
 import queue
@@ -180,9 +181,7 @@ class Batcher:
             if close is not None:
                 close()
 
-    async def annotate(
-        self, texts: Sequence[str], gone: Optional[Awaitable[Any]] = None,
-    ) -> List[List[EntityRecord]]:
+    async def annotate(self, texts: Sequence[str], gone: Optional[Awaitable[Any]] = None) -> List[List[EntityRecord]]:
         """Queue the texts of one request and wait for their records (one list per text).
 
         gone: an awaitable that completes when the client has left (its connection
@@ -290,7 +289,9 @@ class Batcher:
                 # doing: each request runs again, alone, in the new process.
                 logger.warning(
                     "The model process died on a batch of %d request(s) (%d text(s)); running each request again "
-                    "on its own in a new process", len(live), sum(len(r.texts) for r in live),
+                    "on its own in a new process",
+                    len(live),
+                    sum(len(r.texts) for r in live),
                 )
             elif len(live) == 1:
                 self._fail(live[0], len(live[0].texts))
@@ -298,7 +299,9 @@ class Batcher:
             else:
                 logger.warning(
                     "The model failed on a batch of %d requests (%d texts): %s; running each request again on its own",
-                    len(live), sum(len(r.texts) for r in live), _last_line(error),
+                    len(live),
+                    sum(len(r.texts) for r in live),
+                    _last_line(error),
                 )
             for request in self._live(live):
                 try:
@@ -327,7 +330,8 @@ class Batcher:
             dropped = [r for r in batch if r.future.done()]
             logger.info(
                 "Dropped %d request(s) (%d text(s)) whose client left before they reached the model",
-                len(dropped), sum(len(r.texts) for r in dropped),
+                len(dropped),
+                sum(len(r.texts) for r in dropped),
             )
         return live
 

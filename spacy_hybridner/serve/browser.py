@@ -1,5 +1,6 @@
 """Headless Chromium (Debian's ``chromium`` and ``chromium-driver``) driven by Selenium:
 for the end-to-end test of the page and the screenshot script."""
+
 import shutil
 from pathlib import Path
 from typing import Tuple
@@ -41,9 +42,16 @@ def headless_chromium(user_data_dir: Path, window_size: Tuple[int, int] = (1200,
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--window-size={window_size[0]},{window_size[1]}",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--window-size={window_size[0]},{window_size[1]}",
         f"--user-data-dir={user_data_dir}",
     ):
         options.add_argument(flag)

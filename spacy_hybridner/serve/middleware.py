@@ -1,6 +1,7 @@
 """What the server answers before, around and instead of the endpoints: the ASGI middlewares
 (errors as JSON, the API key, the body size: each before any parsing) and the rewriting of
 validation errors into FastAPI's 422 format, without the echo of the input."""
+
 import hmac
 import json
 import logging
@@ -30,6 +31,7 @@ class AsciiJSONResponse(JSONResponse):
 
 # --- the 422 body: FastAPI's format, without the input ------------------------------------
 
+
 def is_json(content_type: Optional[str]) -> bool:
     """A body is read as JSON with Content-Type application/json or application/*+json (as
     FastAPI does; not without a Content-Type)."""
@@ -41,8 +43,13 @@ def is_json(content_type: Optional[str]) -> bool:
 
 def json_type(value: Any) -> str:
     """The JSON name of a decoded value's type: null, boolean, number, string or array."""
-    for kind, name in ((bool, "boolean"), ((int, float), "number"), (str, "string"), (list, "array"),
-                       (type(None), "null")):
+    for kind, name in (
+        (bool, "boolean"),
+        ((int, float), "number"),
+        (str, "string"),
+        (list, "array"),
+        (type(None), "null"),
+    ):
         if isinstance(value, kind):
             return name
     return type(value).__name__
@@ -82,8 +89,13 @@ async def validation_error_handler(request: Request, exc: RequestValidationError
 
 # --- ASGI middleware: errors as JSON, API key and body size, before any parsing -----------
 
+
 async def _send_json(
-    scope: Dict, receive: Callable, send: Callable, status: int, content: Dict[str, Any],
+    scope: Dict,
+    receive: Callable,
+    send: Callable,
+    status: int,
+    content: Dict[str, Any],
     headers: Optional[Dict[str, str]] = None,
 ) -> None:
     await JSONResponse(content, status_code=status, headers=headers)(scope, receive, send)
@@ -114,13 +126,20 @@ class JsonErrorMiddleware:
         except Exception:  # noqa: BLE001 - answered as JSON and logged under an id
             error_id = uuid.uuid4().hex
             logger.exception(
-                "The server failed on %s %s; error id %s", scope.get("method"), scope.get("path"), error_id,
+                "The server failed on %s %s; error id %s", scope.get("method"), scope.get("path"), error_id
             )
             if not started:
-                await _send_json(scope, receive, send, 500, {
-                    "detail": f"the server failed on this request; its log has the traceback under error id {error_id}",
-                    "error_id": error_id,
-                })
+                await _send_json(
+                    scope,
+                    receive,
+                    send,
+                    500,
+                    {
+                        "detail": "the server failed on this request; its log has the traceback under "
+                        f"error id {error_id}",
+                        "error_id": error_id,
+                    },
+                )
 
 
 class ApiKeyMiddleware:
@@ -143,10 +162,17 @@ class ApiKeyMiddleware:
                 given = auth[7:].strip()
         if given is None or not hmac.compare_digest(given, self.key):
             what = "a wrong API key" if given is not None else "no API key"
-            await _send_json(scope, receive, send, 401, {
-                "detail": f"{what}: send the server's key as the header 'X-API-Key: KEY' or "
-                          "'Authorization: Bearer KEY'",
-            }, {"WWW-Authenticate": "Bearer"})
+            await _send_json(
+                scope,
+                receive,
+                send,
+                401,
+                {
+                    "detail": f"{what}: send the server's key as the header 'X-API-Key: KEY' or "
+                    "'Authorization: Bearer KEY'"
+                },
+                {"WWW-Authenticate": "Bearer"},
+            )
             return
         await self.app(scope, receive, send)
 

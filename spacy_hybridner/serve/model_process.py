@@ -7,6 +7,7 @@ model has its own interpreter and GIL; the server's worker thread only sends it 
 waits (without the GIL) for the records. The Annotator is picklable without its pipeline,
 so the child loads its own copy once.
 """
+
 import logging
 import multiprocessing
 import signal
@@ -97,7 +98,7 @@ class ProcessAnnotator:
     def _start(self) -> None:
         parent, child = self._context.Pipe()
         self._proc = self._context.Process(
-            target=_model_loop, args=(self.annotator, child), name="spacy-hybridner-model", daemon=True,
+            target=_model_loop, args=(self.annotator, child), name="spacy-hybridner-model", daemon=True
         )
         self._proc.start()
         child.close()
@@ -115,7 +116,7 @@ class ProcessAnnotator:
             pid, how = self._proc.pid, describe_exit(self._proc.exitcode)
             doing = f"annotating a batch of {len(payload)} text(s)" if op == "annotate" else "loading the model"
             logger.error(
-                "The model process %d died (%s) while %s; a new process is started for the next call", pid, how, doing,
+                "The model process %d died (%s) while %s; a new process is started for the next call", pid, how, doing
             )
             self._death = f"process {pid} ({how})"
             self._conn.close()

@@ -1,5 +1,6 @@
 """Run ``python -m spacy_hybridner serve`` as a child process on a free loopback port:
 for the end-to-end tests, the load test, the benchmark and the screenshot script."""
+
 import os
 import signal
 import socket
@@ -56,8 +57,16 @@ class ServerProcess:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         handler = "signal.SIG_IGN" if sigint_ignored else "signal.default_int_handler"
-        self.command = [sys.executable, "-c", _BOOT.format(handler=handler),
-                        "serve", str(model), "--port", str(self.port), *args]
+        self.command = [
+            sys.executable,
+            "-c",
+            _BOOT.format(handler=handler),
+            "serve",
+            str(model),
+            "--port",
+            str(self.port),
+            *args,
+        ]
         self.env = env
         self.api_key = api_key
         self.proc: Optional[subprocess.Popen] = None

@@ -32,6 +32,7 @@ It relies on internals of uvicorn's ``HttpToolsProtocol`` (its parser callbacks,
 ``pipeline``, ``on_response_complete``), hence the bounds on uvicorn in ``setup.py``;
 ``tests/test_serve_uvicorn.py`` checks each of them on the installed uvicorn.
 """
+
 import json
 import logging
 from asyncio import TimerHandle
@@ -50,13 +51,15 @@ def json_error(status: int, detail: str) -> bytes:
     """A whole HTTP/1.1 response: ``status``, a JSON body ``{"detail": detail}``, and
     ``Connection: close``."""
     body = json.dumps({"detail": detail}).encode("utf8")
-    return b"".join([
-        STATUS_LINE[status],
-        b"content-type: application/json\r\n",
-        b"content-length: %d\r\n" % len(body),
-        b"connection: close\r\n\r\n",
-        body,
-    ])
+    return b"".join(
+        [
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        ]
+    )
 
 
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
@@ -117,8 +120,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if any(cycle is not current for cycle, _ in self.pipeline):
             return True
         running = self._running
-        return (running is not None and running is not current and not running.response_complete
-                and not running.disconnected)
+        return (
+            running is not None
+            and running is not current
+            and not running.response_complete
+            and not running.disconnected
+        )
 
     def _refuse(self, response: bytes) -> None:
         """Answer an error that ends the connection (400, 431): at once, or, if earlier
@@ -160,17 +167,23 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             return
         logger.warning(
             "408: %s did not send a whole request within %g s (--receive-timeout); connection closed",
-            self._peer(), self.receive_timeout_s,
+            self._peer(),
+            self.receive_timeout_s,
         )
         if current is not None:
             # The application waiting for the rest of the body sees the client as gone; the
             # request never reaches the model, and whatever it answers goes nowhere.
             current.disconnected = True
             current.message_event.set()
-        self._answer_and_close(json_error(408, (
-            f"request timeout: the whole request (headers and body) must arrive within {self.receive_timeout_s:g} s "
-            "of its first byte (--receive-timeout)"
-        )))
+        self._answer_and_close(
+            json_error(
+                408,
+                (
+                    "request timeout: the whole request (headers and body) must arrive within "
+                    f"{self.receive_timeout_s:g} s of its first byte (--receive-timeout)"
+                ),
+            )
+        )
 
     # --- asyncio.Protocol ---------------------------------------------------------------------
 
@@ -185,14 +198,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def _stopped(self) -> bool:
-        return (self.transport.is_closing() or self._lingering is not None or self._deferred is not None
-                or self._no_more)
+        return self.transport.is_closing() or self._lingering is not None or self._deferred is not None or self._no_more
 
     def _next_empty_line(self, data: bytes, pos: int, limit: int) -> int:
         """Where the first empty line (CRLF CRLF) that ends after ``data[pos]`` ends, one
         that began in the last bytes fed counted too; ``limit`` if none ends before it."""
         before = self._tail  # the (up to 3) bytes fed just before data[pos]
-        found = (before + data[pos:pos + 3]).find(EMPTY_LINE)
+        found = (before + data[pos : pos + 3]).find(EMPTY_LINE)
         if found >= 0:
             return min(limit, pos + found + 4 - len(before))
         found = data.find(EMPTY_LINE, pos, limit)
@@ -232,12 +244,18 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse_headers(self) -> None:
         logger.warning(
             "431: the request line and headers from %s exceed %d bytes (--max-header-bytes); connection closed",
-            self._peer(), self.max_header_bytes,
+            self._peer(),
+            self.max_header_bytes,
         )
-        self._refuse(json_error(431, (
-            f"request headers too large: the request line and headers may hold at most {self.max_header_bytes} "
-            "bytes (--max-header-bytes)"
-        )))
+        self._refuse(
+            json_error(
+                431,
+                (
+                    f"request headers too large: the request line and headers may hold at most {self.max_header_bytes} "
+                    "bytes (--max-header-bytes)"
+                ),
+            )
+        )
 
     def send_400_response(self, msg: str) -> None:
         # uvicorn's own answer is text/plain; every error of this server is JSON.
@@ -297,6 +315,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 def bounded_protocol(max_header_bytes: int, receive_timeout_s: float) -> type:
     """A :class:`BoundedHttpToolsProtocol` class with these bounds, for ``uvicorn.Config(http=...)``."""
-    return type("BoundedHttpToolsProtocol", (BoundedHttpToolsProtocol,), {
-        "max_header_bytes": int(max_header_bytes), "receive_timeout_s": float(receive_timeout_s),
-    })
+    return type(
+        "BoundedHttpToolsProtocol",
+        (BoundedHttpToolsProtocol,),
+        {"max_header_bytes": int(max_header_bytes), "receive_timeout_s": float(receive_timeout_s)},
+    )

@@ -5,6 +5,7 @@ The markup is ``spacy.displacy.render(style="ent", manual=True)`` of the records
 ``data-doc``, ``data-ent`` and ``data-confidence`` attributes and the confidence after the
 label: the page's slider hides marks by those attributes.
 """
+
 from typing import Any, Dict, List, Sequence
 
 from spacy import displacy
@@ -26,8 +27,22 @@ vertical-align: middle; margin-left: 0.5rem">{label}{kb_link}{confidence_html}</
 
 # Colours for labels displaCy has none for (GMB's geo, per, org, ...), in label order.
 PALETTE = [
-    "#aa9cfc", "#7aecec", "#feca74", "#ff9561", "#bfeeb7", "#c887fb", "#9cc9cc", "#ffeb80",
-    "#ff8197", "#f0d0ff", "#bfe1d9", "#e4e7d2", "#f4b6c2", "#b5d99c", "#ffd8a8", "#a0c4ff",
+    "#aa9cfc",
+    "#7aecec",
+    "#feca74",
+    "#ff9561",
+    "#bfeeb7",
+    "#c887fb",
+    "#9cc9cc",
+    "#ffeb80",
+    "#ff8197",
+    "#f0d0ff",
+    "#bfe1d9",
+    "#e4e7d2",
+    "#f4b6c2",
+    "#b5d99c",
+    "#ffd8a8",
+    "#a0c4ff",
 ]
 
 
@@ -55,16 +70,21 @@ def render_html(docs: List[Dict[str, Any]], labels: Sequence[str] = ()) -> str:
         spans = []
         for i, ent in enumerate(doc["ents"]):
             confidence = ent["confidence"]
-            spans.append({
-                "start": ent["start_char"], "end": ent["end_char"], "label": ent["label"],
-                "params": {
-                    "doc": j, "ent": i,
-                    "confidence": "" if confidence is None else f"{confidence:.6f}",
-                    "confidence_html": (
-                        "" if confidence is None else f' <span class="confidence">{confidence:.2f}</span>'
-                    ),
-                },
-            })
+            spans.append(
+                {
+                    "start": ent["start_char"],
+                    "end": ent["end_char"],
+                    "label": ent["label"],
+                    "params": {
+                        "doc": j,
+                        "ent": i,
+                        "confidence": "" if confidence is None else f"{confidence:.6f}",
+                        "confidence_html": (
+                            "" if confidence is None else f' <span class="confidence">{confidence:.2f}</span>'
+                        ),
+                    },
+                }
+            )
         manual.append({"text": doc["text"], "ents": spans, "title": None})
     options = {"template": ENT_TEMPLATE, "colors": label_colors(labels)}
     return displacy.render(manual, style="ent", manual=True, options=options, jupyter=False, page=False)

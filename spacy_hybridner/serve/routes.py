@@ -7,6 +7,7 @@ requests meanwhile. The endpoints find what they serve in ``request.app.state``:
 ``batcher``, the ``settings``, the ``request_model`` and ``model_info`` (the pipeline's
 :meth:`~spacy_hybridner.annotate.annotator.Annotator.info`, read once it is loaded).
 """
+
 import json
 import logging
 from pathlib import Path
@@ -33,6 +34,7 @@ MAX_LISTED_ERRORS = 20  # errors listed in a 422 (the rest are counted)
 
 # --- reading a request body: bounded work, off the event loop -------------------------------
 
+
 class BodyRefused(Exception):
     """A request body refused before it reaches the model: ``status`` and the JSON
     ``content`` of the answer (``{"detail": ...}``)."""
@@ -44,8 +46,9 @@ class BodyRefused(Exception):
 
 
 def _not_utf8(detail: str) -> BodyRefused:
-    return BodyRefused(400, {"detail": f"the body is not UTF-8 text: {detail}; send JSON encoded as UTF-8 "
-                                       "(without a byte order mark)"})
+    return BodyRefused(
+        400, {"detail": f"the body is not UTF-8 text: {detail}; send JSON encoded as UTF-8 (without a byte order mark)"}
+    )
 
 
 def _decode_utf8(raw: bytes) -> str:
@@ -94,15 +97,21 @@ def _unknown_field_errors(data: Dict[str, Any], max_texts: int) -> List[Dict[str
         allowed = DOC_FIELDS if len(loc) > 1 else REQUEST_FIELDS
         shown = key if len(key) <= MAX_FIELD_CHARS else key[:MAX_FIELD_CHARS] + "..."
         cut = f" (its name cut at {MAX_FIELD_CHARS} characters)" if shown != key else ""
-        errors.append({
-            "type": "extra_forbidden", "loc": [*loc, shown],
-            "msg": f"unknown field{cut}: the fields are {', '.join(repr(f) for f in sorted(allowed))}",
-        })
+        errors.append(
+            {
+                "type": "extra_forbidden",
+                "loc": [*loc, shown],
+                "msg": f"unknown field{cut}: the fields are {', '.join(repr(f) for f in sorted(allowed))}",
+            }
+        )
     if count > len(errors):
-        errors.append({
-            "type": "extra_forbidden", "loc": ["body"],
-            "msg": f"{count} unknown fields in all; the first {len(errors)} are listed",
-        })
+        errors.append(
+            {
+                "type": "extra_forbidden",
+                "loc": ["body"],
+                "msg": f"{count} unknown fields in all; the first {len(errors)} are listed",
+            }
+        )
     return errors
 
 
@@ -110,17 +119,22 @@ def _bounded(errors: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """At most MAX_LISTED_ERRORS errors, and one that counts the others."""
     if len(errors) <= MAX_LISTED_ERRORS:
         return errors
-    return errors[:MAX_LISTED_ERRORS] + [{
-        "type": "too_many_errors", "loc": ["body"],
-        "msg": f"{len(errors)} errors in all; the first {MAX_LISTED_ERRORS} are listed",
-    }]
+    return errors[:MAX_LISTED_ERRORS] + [
+        {
+            "type": "too_many_errors",
+            "loc": ["body"],
+            "msg": f"{len(errors)} errors in all; the first {MAX_LISTED_ERRORS} are listed",
+        }
+    ]
 
 
 def _not_an_object_msg(content_type: Optional[str], value: Any) -> str:
     if not is_json(content_type):
         sent = f"is {content_type!r}" if content_type else "is missing"
-        return (f"the body must be a JSON object sent with 'Content-Type: application/json' (this request's "
-                f"Content-Type {sent}; with curl, add -H 'Content-Type: application/json')")
+        return (
+            f"the body must be a JSON object sent with 'Content-Type: application/json' (this request's "
+            f"Content-Type {sent}; with curl, add -H 'Content-Type: application/json')"
+        )
     return f'the body must be a JSON object such as {{"text": "..."}}, got a JSON {json_type(value)}'
 
 
@@ -129,19 +143,47 @@ def _decode_json(text: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise BodyRefused(422, {"detail": [{
-            "type": "json_invalid", "loc": ["body", error.pos], "msg": "JSON decode error", "ctx": {"error": error.msg},
-        }]}) from None
+        raise BodyRefused(
+            422,
+            {
+                "detail": [
+                    {
+                        "type": "json_invalid",
+                        "loc": ["body", error.pos],
+                        "msg": "JSON decode error",
+                        "ctx": {"error": error.msg},
+                    }
+                ]
+            },
+        ) from None
     except RecursionError:
-        raise BodyRefused(422, {"detail": [{
-            "type": "json_invalid", "loc": ["body"], "msg": "JSON decode error",
-            "ctx": {"error": "arrays or objects nested too deeply"},
-        }]}) from None
+        raise BodyRefused(
+            422,
+            {
+                "detail": [
+                    {
+                        "type": "json_invalid",
+                        "loc": ["body"],
+                        "msg": "JSON decode error",
+                        "ctx": {"error": "arrays or objects nested too deeply"},
+                    }
+                ]
+            },
+        ) from None
     except ValueError as error:  # e.g. an integer of more digits than Python converts
-        raise BodyRefused(422, {"detail": [{
-            "type": "json_invalid", "loc": ["body"], "msg": "JSON decode error",
-            "ctx": {"error": str(error).split(":")[0][:200]},
-        }]}) from None
+        raise BodyRefused(
+            422,
+            {
+                "detail": [
+                    {
+                        "type": "json_invalid",
+                        "loc": ["body"],
+                        "msg": "JSON decode error",
+                        "ctx": {"error": str(error).split(":")[0][:200]},
+                    }
+                ]
+            },
+        ) from None
 
 
 def read_request(raw: bytes, content_type: Optional[str], model: type, max_texts: int) -> Any:
@@ -158,18 +200,37 @@ def read_request(raw: bytes, content_type: Optional[str], model: type, max_texts
         at most MAX_LISTED_ERRORS errors listed.
     """
     if not raw:
-        raise BodyRefused(422, {"detail": [{
-            "type": "missing", "loc": ["body"], "msg": 'the body is empty: send a JSON object such as {"text": "..."}',
-        }]})
+        raise BodyRefused(
+            422,
+            {
+                "detail": [
+                    {
+                        "type": "missing",
+                        "loc": ["body"],
+                        "msg": 'the body is empty: send a JSON object such as {"text": "..."}',
+                    }
+                ]
+            },
+        )
     if not is_json(content_type):
-        raise BodyRefused(422, {"detail": [{
-            "type": "model_attributes_type", "loc": ["body"], "msg": _not_an_object_msg(content_type, raw),
-        }]})
+        raise BodyRefused(
+            422,
+            {
+                "detail": [
+                    {"type": "model_attributes_type", "loc": ["body"], "msg": _not_an_object_msg(content_type, raw)}
+                ]
+            },
+        )
     data = _decode_json(_decode_utf8(raw))
     if not isinstance(data, dict):
-        raise BodyRefused(422, {"detail": [{
-            "type": "model_attributes_type", "loc": ["body"], "msg": _not_an_object_msg(content_type, data),
-        }]})
+        raise BodyRefused(
+            422,
+            {
+                "detail": [
+                    {"type": "model_attributes_type", "loc": ["body"], "msg": _not_an_object_msg(content_type, data)}
+                ]
+            },
+        )
     unknown = _unknown_field_errors(data, max_texts)
     if unknown:
         raise BodyRefused(422, {"detail": unknown})
@@ -186,8 +247,12 @@ router = APIRouter()
 GONE = "the client closed the connection before its answer"
 # The body is read by read_request (in a worker thread), not by FastAPI (on the event
 # loop); the schema is documented as FastAPI would.
-REQUEST_BODY = {"requestBody": {"required": True, "content": {"application/json": {
-    "schema": {"$ref": "#/components/schemas/AnnotateRequest"}}}}}
+REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AnnotateRequest"}}},
+    }
+}
 
 
 def _unavailable(request: Request, error: NotReady) -> JSONResponse:
@@ -222,7 +287,7 @@ async def _annotate(request: Request) -> Union[JSONResponse, List[Dict[str, Any]
         # JSON parsing and validation of up to --max-body-bytes in a worker thread: the
         # event loop goes on answering other requests meanwhile.
         body = await run_in_threadpool(
-            read_request, raw, request.headers.get("content-type"), state.request_model, settings.max_texts,
+            read_request, raw, request.headers.get("content-type"), state.request_model, settings.max_texts
         )
     except BodyRefused as refused:
         return AsciiJSONResponse(refused.content, status_code=refused.status)
@@ -240,14 +305,20 @@ async def _annotate(request: Request) -> Union[JSONResponse, List[Dict[str, Any]
         return _unavailable(request, error)
     except QueueFull:
         return JSONResponse(
-            {"detail": f"the server is busy: {settings.queue_size} requests are already waiting for the model; "
-                       f"retry after {settings.retry_after_s} s"},
-            status_code=503, headers={"Retry-After": str(settings.retry_after_s)},
+            {
+                "detail": f"the server is busy: {settings.queue_size} requests are already waiting for the model; "
+                f"retry after {settings.retry_after_s} s"
+            },
+            status_code=503,
+            headers={"Retry-After": str(settings.retry_after_s)},
         )
     except ModelError as error:
         return JSONResponse(
-            {"detail": f"the model failed on this request; the server log has the traceback under error id "
-                       f"{error.error_id}", "error_id": error.error_id},
+            {
+                "detail": f"the model failed on this request; the server log has the traceback under error id "
+                f"{error.error_id}",
+                "error_id": error.error_id,
+            },
             status_code=500,
         )
     return [
@@ -260,8 +331,9 @@ def _public(docs: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return [{"id": d["id"], "ents": d["ents"]} for d in docs]
 
 
-@router.post("/v1/ents", response_model=EntsResponse, responses=ERROR_RESPONSES, tags=["v1"],
-             openapi_extra=REQUEST_BODY)
+@router.post(
+    "/v1/ents", response_model=EntsResponse, responses=ERROR_RESPONSES, tags=["v1"], openapi_extra=REQUEST_BODY
+)
 async def ents(request: Request) -> Any:
     """The entities of each text: ``start_char``, ``end_char``, ``label``, ``text``,
     ``confidence``."""
@@ -273,8 +345,9 @@ async def ents(request: Request) -> Any:
     return JSONResponse({"docs": _public(docs)})
 
 
-@router.post("/v1/render", response_model=RenderResponse, responses=ERROR_RESPONSES, tags=["v1"],
-             openapi_extra=REQUEST_BODY)
+@router.post(
+    "/v1/render", response_model=RenderResponse, responses=ERROR_RESPONSES, tags=["v1"], openapi_extra=REQUEST_BODY
+)
 async def render(request: Request) -> Any:
     """displaCy's entity markup (``displacy.render(style="ent")``) of the texts, with the
     entities as in ``/v1/ents``."""

@@ -1,6 +1,7 @@
 """Run the app with uvicorn: the socket (bound before the models load), uvicorn's
 configuration (the bounded HTTP protocol, logging, the graceful stop) and :func:`serve`,
 which runs until SIGTERM or SIGINT (:class:`~spacy_hybridner.serve.server.GracefulServer`)."""
+
 import copy
 import errno
 import logging
@@ -41,8 +42,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as error:
-        raise SystemExit(f"Cannot listen on {host}:{port}: {host!r} is not an address of this machine ({error}); "
-                         "give --host an IP address such as 127.0.0.1") from None
+        raise SystemExit(
+            f"Cannot listen on {host}:{port}: {host!r} is not an address of this machine ({error}); "
+            "give --host an IP address such as 127.0.0.1"
+        ) from None
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
@@ -74,10 +77,15 @@ def server_config(app: Any, settings: ServeSettings, configure_logging: bool = T
     ``shutdown_timeout_s``, and uvicorn's log handlers for the server's logger too
     (``configure_logging=False``: leave the process's logging as it is)."""
     return uvicorn.Config(
-        app, host=settings.host, port=settings.port,
+        app,
+        host=settings.host,
+        port=settings.port,
         log_config=_log_config(settings.log_level) if configure_logging else None,
-        log_level=settings.log_level, access_log=settings.access_log, lifespan="on",
-        http=bounded_protocol(settings.max_header_bytes, settings.receive_timeout_s), ws="none",
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        lifespan="on",
+        http=bounded_protocol(settings.max_header_bytes, settings.receive_timeout_s),
+        ws="none",
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
 
@@ -109,13 +117,17 @@ def _annotators(model: str, model_workers: int, *, model_process: bool, **settin
 def _log_listening(sock: socket.socket, settings: ServeSettings) -> None:
     """Log where the server listens and how it stops; warn when it is open to others without a key."""
     host, port = sock.getsockname()[:2]
-    how = "Ctrl-C or SIGTERM to stop" if signal.SIGINT in stop_signals() else (
-        "SIGTERM to stop; SIGINT is ignored, as it was when the process started")
+    how = (
+        "Ctrl-C or SIGTERM to stop"
+        if signal.SIGINT in stop_signals()
+        else ("SIGTERM to stop; SIGINT is ignored, as it was when the process started")
+    )
     logger.info("Listening on http://%s:%d (%s)", f"[{host}]" if ":" in host else host, port, how)
     if settings.host not in LOCAL_HOSTS and settings.api_key is None:
         logger.warning(
             "Listening on %s without an API key: anyone who can reach this host can use the model "
-            "(set --api-key or SPACY_HYBRIDNER_API_KEY)", settings.host,
+            "(set --api-key or SPACY_HYBRIDNER_API_KEY)",
+            settings.host,
         )
 
 
@@ -154,8 +166,14 @@ def serve(
         torch_threads = default_torch_threads(model_workers)
     # Bind before the models load: a taken port fails at once, not after minutes of loading.
     sock = bind_socket(settings.host, settings.port)
-    annotator = _annotators(model, model_workers, model_process=model_process, batch_size=batch_size,
-                            torch_threads=torch_threads, gpu_id=gpu_id)
+    annotator = _annotators(
+        model,
+        model_workers,
+        model_process=model_process,
+        batch_size=batch_size,
+        torch_threads=torch_threads,
+        gpu_id=gpu_id,
+    )
     failed: List[BaseException] = []
     server: Optional[GracefulServer] = None
 

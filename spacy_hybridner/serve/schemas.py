@@ -1,6 +1,7 @@
 """The API's pydantic models: the fixed response models, the request model (built with the
 configured limits, so that they are in the OpenAPI schema) and the error answers each
 endpoint documents."""
+
 from typing import Any, Dict, List, Optional, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, model_validator
@@ -44,14 +45,18 @@ class RenderResponse(BaseModel):
 
 
 ERROR_RESPONSES: Dict[Union[int, str], Dict[str, Any]] = {
-    400: {"description": "A body that is not UTF-8 (UTF-16 or UTF-32, a byte order mark, bytes that do not "
-                         "decode), bytes that are not HTTP, or a bad Content-Length"},
+    400: {
+        "description": "A body that is not UTF-8 (UTF-16 or UTF-32, a byte order mark, bytes that do not "
+        "decode), bytes that are not HTTP, or a bad Content-Length"
+    },
     401: {"description": "No or a wrong API key (when the server has one)"},
     408: {"description": "The whole request did not arrive within --receive-timeout seconds"},
     413: {"description": "Request body larger than --max-body-bytes"},
-    422: {"description": "Malformed JSON, not a JSON object (or not sent as application/json), wrong types, unknown "
-                         "fields, text that is not Unicode, too many texts or too long a text; `detail` lists each "
-                         "problem with the `loc` of its field"},
+    422: {
+        "description": "Malformed JSON, not a JSON object (or not sent as application/json), wrong types, unknown "
+        "fields, text that is not Unicode, too many texts or too long a text; `detail` lists each "
+        "problem with the `loc` of its field"
+    },
     431: {"description": "Request line and headers larger than --max-header-bytes"},
     500: {"description": "The model (or the server) failed on this request: `error_id` names the logged traceback"},
     503: {"description": "Queue full or model still loading; see Retry-After"},
@@ -107,9 +112,7 @@ def build_request_model(settings: ServeSettings) -> type:
         def _exactly_one_input(self) -> "AnnotateRequest":
             given = [name for name in ("text", "texts", "docs") if getattr(self, name) is not None]
             if len(given) != 1:
-                raise ValueError(
-                    f"give exactly one of 'text', 'texts' or 'docs' (got {', '.join(given) or 'none'})"
-                )
+                raise ValueError(f"give exactly one of 'text', 'texts' or 'docs' (got {', '.join(given) or 'none'})")
             return self
 
         def items(self) -> List[Dict[str, Any]]:

@@ -9,6 +9,7 @@ started in the background by a non-interactive shell (``serve ... &``, which sta
 SIGINT ignored) stops on a Ctrl-C meant for the shell's foreground job; and it raises the
 signal again once it stopped, so the process dies of it.
 """
+
 import contextlib
 import logging
 import signal
@@ -59,5 +60,6 @@ class GracefulServer(uvicorn.Server):
         timeout = self.config.timeout_graceful_shutdown
         logger.info(
             "%s: stopping; the requests in flight have %s to be answered (a second SIGINT or SIGTERM stops at once)",
-            name, "as long as they take" if timeout is None else f"{timeout:g} s",
+            name,
+            "as long as they take" if timeout is None else f"{timeout:g} s",
         )

@@ -1,4 +1,5 @@
 """Settings of the server: where it listens, its limits, and how requests are batched."""
+
 import os
 from dataclasses import dataclass
 from typing import Optional

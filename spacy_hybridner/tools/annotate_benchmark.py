@@ -7,6 +7,7 @@ the same texts repeated K times, shuffled, with fresh ids). Every configuration 
 its own (``ray.init``, and a one-document run: actor start, pipeline load, first batch)
 and subtracted to give the steady rate from which the cluster estimate is computed.
 """
+
 import datetime
 import json
 import random
@@ -59,7 +60,13 @@ def _corpora(texts: List[str], synthetic_factor: int) -> Dict[str, List[str]]:
 
 
 def _time_corpus(
-    name: str, corpus: List[str], model: str, annotator: Annotator, tmp: Path, repeat: int, batch_size: int,
+    name: str,
+    corpus: List[str],
+    model: str,
+    annotator: Annotator,
+    tmp: Path,
+    repeat: int,
+    batch_size: int,
     echo: Callable[[str], None],
 ) -> Dict:
     """Every configuration ``repeat`` times on one corpus. RETURNS: docs, words, seconds per configuration."""
@@ -127,12 +134,22 @@ def run_annotate_benchmark(
 
 def _annotate(model: str, path: Path, tmp: Path, engine: str, workers: int, batch_size: int) -> None:
     output = tmp / ("out.jsonl" if engine == "local" else "out")
-    annotate(model, str(path), output, engine=engine, workers=workers, batch_size=batch_size, overwrite=True,
-             progress=False, echo=lambda _: None)
+    annotate(
+        model,
+        str(path),
+        output,
+        engine=engine,
+        workers=workers,
+        batch_size=batch_size,
+        overwrite=True,
+        progress=False,
+        echo=lambda _: None,
+    )
 
 
-def cluster_estimate(per_actor_docs_s: float, efficiency: float, docs: int = DOCS_PER_DAY_TARGET,
-                     seconds: float = DAY_S) -> Dict[str, float]:
+def cluster_estimate(
+    per_actor_docs_s: float, efficiency: float, docs: int = DOCS_PER_DAY_TARGET, seconds: float = DAY_S
+) -> Dict[str, float]:
     """Cores (one actor each) needed to annotate ``docs`` in ``seconds`` at
     ``per_actor_docs_s`` per actor, scaled by the measured parallel ``efficiency``."""
     cores = docs / seconds / (per_actor_docs_s * max(efficiency, 1e-9))
@@ -145,25 +162,32 @@ def benchmark_markdown(results: Dict, *, command: str, machine: str, title: str)
     lines = [
         f"## {title}",
         "",
-        (f"Run on {datetime.datetime.now():%Y-%m-%d %H:%M} on {machine}; Ray in local mode with 2 CPUs. "
-         f"Model `{results['model']}`, texts of `{results['data']}`. Each configuration ran "
-         f"{len(next(iter(results['corpora'].values()))['seconds']['ray, 1 actor'])} times (interleaved); "
-         "medians of the wall time of a whole run (reading, annotating, writing; for the engines also "
-         "loading the pipeline, and for Ray starting the actors). Words are spaCy tokens. nlp.pipe and "
-         "every worker run torch and BLAS on one thread, so each configuration uses as many cores as it has "
-         "workers."),
+        (
+            f"Run on {datetime.datetime.now():%Y-%m-%d %H:%M} on {machine}; Ray in local mode with 2 CPUs. "
+            f"Model `{results['model']}`, texts of `{results['data']}`. Each configuration ran "
+            f"{len(next(iter(results['corpora'].values()))['seconds']['ray, 1 actor'])} times (interleaved); "
+            "medians of the wall time of a whole run (reading, annotating, writing; for the engines also "
+            "loading the pipeline, and for Ray starting the actors). Words are spaCy tokens. nlp.pipe and "
+            "every worker run torch and BLAS on one thread, so each configuration uses as many cores as it has "
+            "workers."
+        ),
         "",
         *command_block(command),
     ]
     first = results["ray_first_batch_s"]
     for name, corpus in results["corpora"].items():
         base = median(corpus["seconds"]["nlp.pipe (this process)"])
-        lines += [f"**{name}**: {corpus['docs']:,} documents, {corpus['words']:,} words.", "",
-                  "| configuration | seconds | docs/s | words/s | × nlp.pipe |", "|---|---:|---:|---:|---:|"]
+        lines += [
+            f"**{name}**: {corpus['docs']:,} documents, {corpus['words']:,} words.",
+            "",
+            "| configuration | seconds | docs/s | words/s | × nlp.pipe |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for config, seconds in corpus["seconds"].items():
             s = median(seconds)
-            lines.append(f"| {config} | {s:.1f} | {corpus['docs'] / s:,.1f} | {corpus['words'] / s:,.0f} | "
-                         f"{base / s:.2f} |")
+            lines.append(
+                f"| {config} | {s:.1f} | {corpus['docs'] / s:,.1f} | {corpus['words'] / s:,.0f} | {base / s:.2f} |"
+            )
         lines.append("")
     name, corpus = list(results["corpora"].items())[-1]
     one, two = (median(corpus["seconds"][c]) for c in ("ray, 1 actor", "ray, 2 actors"))
@@ -174,28 +198,38 @@ def benchmark_markdown(results: Dict, *, command: str, machine: str, title: str)
     estimate = cluster_estimate(per_actor, efficiency)
     long_cores = estimate["cores"] * ARTICLE_WORDS / (corpus["words"] / corpus["docs"])
     lines += [
-        (f"Ray start-up: `ray.init` {results['ray_init_s']:.1f} s, once per run of the command; a one-document "
-         f"run (actor start, pipeline load, first batch, write) {first:.1f} s, paid by every run."),
+        (
+            f"Ray start-up: `ray.init` {results['ray_init_s']:.1f} s, once per run of the command; a one-document "
+            f"run (actor start, pipeline load, first batch, write) {first:.1f} s, paid by every run."
+        ),
         "",
-        (f"Scaling 1 → 2 actors on the {name} corpus: {one / two:.2f}× in wall time, "
-         + (f"{steady_one / steady_two:.2f}× after subtracting the one-document run" if steady else
-            "(too short a corpus to subtract the one-document run: start-up dominates)")
-         + " (the aim is ≥ 1.7× on 2 cores)."),
+        (
+            f"Scaling 1 → 2 actors on the {name} corpus: {one / two:.2f}× in wall time, "
+            + (
+                f"{steady_one / steady_two:.2f}× after subtracting the one-document run"
+                if steady
+                else "(too short a corpus to subtract the one-document run: start-up dominates)"
+            )
+            + " (the aim is ≥ 1.7× on 2 cores)."
+        ),
         "",
-        (f"Estimate for 100 million documents in one day (1,157 docs/s), from the steady rate of one actor here "
-         f"({per_actor:,.1f} docs/s of these texts, {corpus['words'] / corpus['docs']:.0f} words each) and the "
-         f"measured 2-actor efficiency ({100 * efficiency:.0f}%): about {estimate['cores']:,.0f} cores, i.e. "
-         f"{estimate['nodes_16']:,.1f} nodes of 16 cores, {estimate['nodes_32']:,.1f} of 32 or "
-         f"{estimate['nodes_64']:,.1f} of 64. Throughput scales with words, not documents: for documents of "
-         f"{ARTICLE_WORDS} words (a news article) instead, about {long_cores:,.0f} cores "
-         f"({long_cores / 32:,.1f} nodes of 32). Not measured: more than one node (network, object "
-         f"store spilling, reading from shared storage), which the estimate assumes costs nothing."),
+        (
+            f"Estimate for 100 million documents in one day (1,157 docs/s), from the steady rate of one actor here "
+            f"({per_actor:,.1f} docs/s of these texts, {corpus['words'] / corpus['docs']:.0f} words each) and the "
+            f"measured 2-actor efficiency ({100 * efficiency:.0f}%): about {estimate['cores']:,.0f} cores, i.e. "
+            f"{estimate['nodes_16']:,.1f} nodes of 16 cores, {estimate['nodes_32']:,.1f} of 32 or "
+            f"{estimate['nodes_64']:,.1f} of 64. Throughput scales with words, not documents: for documents of "
+            f"{ARTICLE_WORDS} words (a news article) instead, about {long_cores:,.0f} cores "
+            f"({long_cores / 32:,.1f} nodes of 32). Not measured: more than one node (network, object "
+            f"store spilling, reading from shared storage), which the estimate assumes costs nothing."
+        ),
     ]
     return "\n".join(lines) + "\n"
 
 
-def write_benchmark(results: Dict, doc_path: Path, command: str, title: str = TITLE,
-                    machine: Optional[str] = None) -> str:
+def write_benchmark(
+    results: Dict, doc_path: Path, command: str, title: str = TITLE, machine: Optional[str] = None
+) -> str:
     """Write (or replace) the section in the benchmark document; returns it."""
     from .benchmark import machine_description, update_benchmark_doc
 

@@ -8,6 +8,7 @@ spreadsheet's row limit), WNUT-17's tab-only separator lines, and the CoNLL-2003
 file's different ``-DOCSTART-`` line. Every malformed line is reported with its file,
 line number and what was expected.
 """
+
 import csv
 import random
 import re
@@ -47,7 +48,9 @@ def _decoded_lines(data: bytes, path, encoding: str) -> Iterator[Tuple[int, str]
             text = raw.decode(encoding)
         except UnicodeDecodeError as err:
             raise CorpusFormatError(
-                path, number, f"bytes that are not valid {encoding} ({err.reason} at column {err.start + 1})",
+                path,
+                number,
+                f"bytes that are not valid {encoding} ({err.reason} at column {err.start + 1})",
                 f"a {encoding}-encoded file",
             ) from None
         yield number, text.rstrip("\r")
@@ -93,9 +96,7 @@ def read_gmb(path, limit: int = 0) -> List[Sentence]:
                 raise CorpusFormatError(path, 1, f"header {row}", f"the header {GMB_HEADER}")
             continue
         if len(row) != 4:
-            raise CorpusFormatError(
-                path, number, f"{len(row)} columns", "4 columns: Sentence #,Word,POS,Tag"
-            )
+            raise CorpusFormatError(path, number, f"{len(row)} columns", "4 columns: Sentence #,Word,POS,Tag")
         sentence_id, word, _, tag = row
         _check_tag(tag, path, number)
         if sentence_id:
@@ -106,7 +107,9 @@ def read_gmb(path, limit: int = 0) -> List[Sentence]:
             words, tags = [], []
         elif not words:
             raise CorpusFormatError(
-                path, number, "a word before any sentence id",
+                path,
+                number,
+                "a word before any sentence id",
                 "'Sentence: N' in the first column of a sentence's first row",
             )
         words.append(word)
@@ -124,7 +127,7 @@ def _csv_rows(lines: Iterable[Tuple[int, str]], path) -> Iterator[Tuple[int, Lis
             (row,) = csv.reader([text])
         except (csv.Error, ValueError) as err:
             raise CorpusFormatError(
-                path, number, f"unreadable CSV ({err})", "comma-separated fields, quoted where they hold commas",
+                path, number, f"unreadable CSV ({err})", "comma-separated fields, quoted where they hold commas"
             ) from None
         yield number, row
 
@@ -146,7 +149,7 @@ def read_token_tag_file(path, encoding: str = "utf8") -> List[Sentence]:
         cols = text.split("\t")
         if len(cols) != 2 or not cols[0].strip():
             raise CorpusFormatError(
-                path, number, f"{len(cols)} tab-separated columns in {text!r}", "2 columns: token<TAB>tag",
+                path, number, f"{len(cols)} tab-separated columns in {text!r}", "2 columns: token<TAB>tag"
             )
         _check_tag(cols[1].strip(), path, number)
         words.append(cols[0].strip())
@@ -182,7 +185,9 @@ def read_conll03(path) -> List[Doc]:
             n_columns = len(cols)
         if len(cols) != n_columns or len(cols) < 2:
             raise CorpusFormatError(
-                path, number, f"{len(cols)} columns in {text!r}",
+                path,
+                number,
+                f"{len(cols)} columns in {text!r}",
                 f"{n_columns or 4} space-separated columns: token POS chunk NER",
             )
         _check_tag(cols[-1], path, number)
@@ -236,8 +241,14 @@ def _input_file(folder: Path, name: str) -> Path:
 
 
 def convert_corpus(
-    corpus: str, input_path: Path, output_dir: Path, *, limit: int = 0, dev: float = 0.1,
-    test: float = 0.1, seed: int = 0,
+    corpus: str,
+    input_path: Path,
+    output_dir: Path,
+    *,
+    limit: int = 0,
+    dev: float = 0.1,
+    test: float = 0.1,
+    seed: int = 0,
 ) -> Dict[str, Dict]:
     """Convert a corpus to spaCy's binary format: ``train.spacy``, ``dev.spacy`` and
     ``test.spacy`` in ``output_dir``. gmb is split by sentence (shuffled with ``seed``);
@@ -283,7 +294,9 @@ def convert_corpus(
         path = output_dir / f"{name}.spacy"
         DocBin(docs=docs, store_user_data=False).to_disk(path)
         stats[name] = {
-            "path": path, "docs": len(docs), "tokens": sum(len(doc) for doc in docs),
+            "path": path,
+            "docs": len(docs),
+            "tokens": sum(len(doc) for doc in docs),
             "entities": entity_counts(docs),
         }
     return stats

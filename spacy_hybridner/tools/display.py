@@ -1,5 +1,6 @@
 """Entities for people to read: one line per entity, displaCy HTML, and the showcase
 of a model on held-out documents. Used by the ``showcase`` and ``visualize`` commands."""
+
 from pathlib import Path
 from typing import Iterable, List
 

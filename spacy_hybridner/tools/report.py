@@ -5,6 +5,7 @@ the worst documents in displaCy, and training curves from the training log.
 Scores come from spaCy's own scorer; plots need matplotlib (``pip install
 spacy-hybridner[report]``).
 """
+
 import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -108,8 +109,7 @@ def _pyplot():
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError(
-            "The report's plots need matplotlib: pip install 'spacy-hybridner[report]' "
-            "(or pip install matplotlib)."
+            "The report's plots need matplotlib: pip install 'spacy-hybridner[report]' (or pip install matplotlib)."
         ) from None
     return plt
 
@@ -129,8 +129,9 @@ def plot_confusion(labels: List[str], counts: Dict[str, Dict[str, int]], path: P
     top = max(max(r) for r in matrix) or 1
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
-            ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
-                    color="white" if value > top / 2 else "black")
+            ax.text(
+                j, i, str(value), ha="center", va="center", fontsize=8, color="white" if value > top / 2 else "black"
+            )
     fig.colorbar(image, ax=ax, fraction=0.046)
     ax.set_title("Entity types (exact spans)")
     fig.tight_layout()
@@ -143,10 +144,17 @@ def plot_reliability(calib: Dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
     bins = calib["bins"]
-    ax.bar([(b["low"] + b["high"]) / 2 for b in bins], [b["accuracy"] for b in bins],
-           width=[b["high"] - b["low"] for b in bins], alpha=0.6, edgecolor="black", label="share correct")
-    ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color="C1",
-            label="mean confidence")
+    ax.bar(
+        [(b["low"] + b["high"]) / 2 for b in bins],
+        [b["accuracy"] for b in bins],
+        width=[b["high"] - b["low"] for b in bins],
+        alpha=0.6,
+        edgecolor="black",
+        label="share correct",
+    )
+    ax.plot(
+        [b["confidence"] for b in bins], [b["accuracy"] for b in bins], marker="o", color="C1", label="mean confidence"
+    )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("ent._.confidence")
@@ -184,8 +192,14 @@ def plot_training_curves(records: List[Dict], path: Path) -> None:
 
 
 # --- the report ------------------------------------------------------------------------------
-def _scores_text(scores: Dict, support: Dict[str, int], calib: Dict, check: Dict, breakdown: Optional[Dict],
-                 train_path: Optional[Path]) -> str:
+def _scores_text(
+    scores: Dict,
+    support: Dict[str, int],
+    calib: Dict,
+    check: Dict,
+    breakdown: Optional[Dict],
+    train_path: Optional[Path],
+) -> str:
     """What ``scores.md`` holds: the scores, the seqeval cross-check and the recall breakdown."""
     markdown = scores_markdown(scores, support, calib["ece"]) + "\n" + crosscheck_line(check) + "\n"
     if breakdown is not None:
@@ -222,8 +236,13 @@ def _training_records(training_dir: Optional[Path]) -> List[Dict]:
 
 
 def write_report(
-    nlp: Language, data_path: Path, output_dir: Path, training_dir: Optional[Path] = None,
-    n_worst: int = 10, plots: bool = True, train_path: Optional[Path] = None,
+    nlp: Language,
+    data_path: Path,
+    output_dir: Path,
+    training_dir: Optional[Path] = None,
+    n_worst: int = 10,
+    plots: bool = True,
+    train_path: Optional[Path] = None,
 ) -> Dict:
     """Write ``scores.md``, ``report.json``, ``worst.html`` and, with ``plots``,
     ``confusion.png``, ``reliability.png`` (and ``training.png`` given a training

@@ -4,6 +4,7 @@ per type and on names that contain words never seen in training.
 
 ``seqeval`` comes with ``pip install spacy-hybridner[report]``.
 """
+
 import math
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Set
@@ -85,14 +86,17 @@ def seqeval_scores(examples: Iterable[Example]) -> Dict:
             continue
         y_true.append(gold_iob2(eg.reference))
         y_pred.append(predicted_iob2(eg.predicted, eg.reference))
-    p, r, f, _ = sequence_labeling.precision_recall_fscore_support(
-        y_true, y_pred, average="micro", zero_division=0,
-    )
+    p, r, f, _ = sequence_labeling.precision_recall_fscore_support(y_true, y_pred, average="micro", zero_division=0)
     report = sequence_labeling.classification_report(y_true, y_pred, output_dict=True, zero_division=0)
     per_type = {
-        label: {"p": float(v["precision"]), "r": float(v["recall"]), "f": float(v["f1-score"]),
-                "support": int(v["support"])}
-        for label, v in sorted(report.items()) if not label.endswith(" avg")
+        label: {
+            "p": float(v["precision"]),
+            "r": float(v["recall"]),
+            "f": float(v["f1-score"]),
+            "support": int(v["support"]),
+        }
+        for label, v in sorted(report.items())
+        if not label.endswith(" avg")
     }
     return {"ents_p": float(p), "ents_r": float(r), "ents_f": float(f), "ents_per_type": per_type}
 
@@ -239,7 +243,8 @@ def analyse(nlp: Language, data_path: Path, train_path: Optional[Path] = None) -
     examples = predict_examples(nlp, data_path)
     calib = reliability(confidence_pairs(examples))
     result = {
-        "data": str(data_path), "crosscheck": crosscheck_scores(examples),
+        "data": str(data_path),
+        "crosscheck": crosscheck_scores(examples),
         "calibration": {"n_entities": calib["n_entities"], "ece": calib["ece"]},
     }
     if seen is not None:

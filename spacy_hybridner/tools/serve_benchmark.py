@@ -5,6 +5,7 @@ same texts sent to the real server (a child process on a free loopback port) by 
 concurrent clients, one text per request as applications send them; alternately, a few
 times, medians reported. Latency: one short text sent sequentially, next to ``nlp(text)``.
 """
+
 import contextlib
 import datetime
 import http.client
@@ -39,7 +40,7 @@ def _spans(records: Sequence[Dict[str, Any]]) -> List[Tuple[int, int, str]]:
 
 
 def time_pipe(
-    nlp: Any, texts: Sequence[str], batch_size: Optional[int] = None,
+    nlp: Any, texts: Sequence[str], batch_size: Optional[int] = None
 ) -> Tuple[float, List[List[Tuple[int, int, str]]]]:
     """Seconds for ``list(nlp.pipe(texts, batch_size=batch_size))`` (None: the pipeline's
     batch size) and the entity spans of each text."""
@@ -142,20 +143,38 @@ def _server_plans(model_workers: Sequence[int], server_args: Sequence[str], torc
 
 
 def _start_servers(
-    stack: contextlib.ExitStack, model: str, servers: List[Dict], clients: int, server_args: Sequence[str],
+    stack: contextlib.ExitStack,
+    model: str,
+    servers: List[Dict],
+    clients: int,
+    server_args: Sequence[str],
     texts: Sequence[str],
 ) -> None:
     """Start every server (``server["process"]``, stopped with ``stack``) and warm it up."""
     for server in servers:
-        args = ["--torch-threads", str(server["threads"]), "--model-workers", str(server["workers"]),
-                "--no-access-log", "--log-level", "warning", "--queue-size", str(max(64, 2 * clients)),
-                *server_args]
+        args = [
+            "--torch-threads",
+            str(server["threads"]),
+            "--model-workers",
+            str(server["workers"]),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            "--queue-size",
+            str(max(64, 2 * clients)),
+            *server_args,
+        ]
         server["process"] = stack.enter_context(ServerProcess(model, args))
         time_server(server["process"].port, texts[:200], clients)  # warm-up
 
 
 def _one_round(
-    nlp: Any, texts: Sequence[str], n_words: int, clients: int, servers: List[Dict], server_threads: int,
+    nlp: Any,
+    texts: Sequence[str],
+    n_words: int,
+    clients: int,
+    servers: List[Dict],
+    server_threads: int,
     timings: _Timings,
 ) -> None:
     """``nlp.pipe`` with each thread count, with a batch size of ``clients``, then every server."""
@@ -174,15 +193,19 @@ def _one_round(
 def _round_line(round_: int, timings: _Timings, servers: List[Dict], clients: int, server_threads: int) -> str:
     pipes = ", ".join(f"{wps[-1]:,.0f} ({t} threads)" for t, wps in timings.pipe_wps.items())
     served = ", ".join(f"{s['words_per_second'][-1]:,.0f} ({s['workers']} workers)" for s in servers)
-    return (f"round {round_ + 1}: nlp.pipe {pipes}, batch size {clients} "
-            f"{timings.small_batch_wps[-1]:,.0f} ({server_threads} threads); server {served} words/s; "
-            f"texts with other entities: {timings.mismatched}")
+    return (
+        f"round {round_ + 1}: nlp.pipe {pipes}, batch size {clients} "
+        f"{timings.small_batch_wps[-1]:,.0f} ({server_threads} threads); server {served} words/s; "
+        f"texts with other entities: {timings.mismatched}"
+    )
 
 
 def _intro_line(n_texts: int, n_words: int, clients: int, servers: List[Dict], timings: _Timings) -> str:
     described = "; ".join(f"{s['workers']} model worker(s) x {s['threads']} torch thread(s)" for s in servers)
-    return (f"{n_texts} texts, {n_words} words; {clients} clients; servers: {described}; "
-            f"nlp.pipe torch threads {' and '.join(map(str, timings.pipe_wps))}")
+    return (
+        f"{n_texts} texts, {n_words} words; {clients} clients; servers: {described}; "
+        f"nlp.pipe torch threads {' and '.join(map(str, timings.pipe_wps))}"
+    )
 
 
 def _rank_servers(servers: List[Dict], timings: _Timings) -> Tuple[Dict[int, float], int]:
@@ -211,15 +234,25 @@ def _summary_line(result: Dict[str, Any]) -> str:
     served = ", ".join(
         f"{s['median']:,.0f} words/s with {s['workers']} workers ({s['ratio']:.2f}x)" for s in result["servers"]
     )
-    return (f"median: nlp.pipe {result['pipe_median']:,.0f} words/s ({result['pipe_best_threads']} threads), "
-            f"server {served}; latency p50 {result['latency_p50_ms']:.1f} ms, p99 {result['latency_p99_ms']:.1f} ms "
-            f"(nlp(text) p50 {result['nlp_p50_ms']:.1f} ms)")
+    return (
+        f"median: nlp.pipe {result['pipe_median']:,.0f} words/s ({result['pipe_best_threads']} threads), "
+        f"server {served}; latency p50 {result['latency_p50_ms']:.1f} ms, p99 {result['latency_p99_ms']:.1f} ms "
+        f"(nlp(text) p50 {result['nlp_p50_ms']:.1f} ms)"
+    )
 
 
 def serve_benchmark(
-    model: str, data_path: Path, *, clients: int = 16, repeats: int = 3, limit: int = 0,
-    latency_requests: int = 200, torch_threads: Optional[int] = None, model_workers: Sequence[int] = (),
-    server_args: Sequence[str] = (), echo: Callable[[str], None] = print,
+    model: str,
+    data_path: Path,
+    *,
+    clients: int = 16,
+    repeats: int = 3,
+    limit: int = 0,
+    latency_requests: int = 200,
+    torch_threads: Optional[int] = None,
+    model_workers: Sequence[int] = (),
+    server_args: Sequence[str] = (),
+    echo: Callable[[str], None] = print,
 ) -> Dict[str, Any]:
     """Measure the server against ``nlp.pipe`` on the texts of ``data_path``.
 
@@ -263,16 +296,32 @@ def serve_benchmark(
     use_threads(best_threads)
     local = _local_latencies(nlp, short, latency_requests)
     result = {
-        "model": model, "data": str(data_path), "server_args": list(server_args), "n_texts": len(texts),
-        "n_words": n_words, "clients": clients, "servers": servers,
-        "server_torch_threads": server_threads, "pipe_words_per_second": timings.pipe_wps,
-        "pipe_medians": pipe_medians, "pipe_best_threads": best_threads, "pipe_median": pipe_medians[best_threads],
-        "small_batch_words_per_second": timings.small_batch_wps, "small_batch_median": median(timings.small_batch_wps),
-        "server_median": servers[0]["median"], "ratio": servers[0]["ratio"], "mismatched_texts": timings.mismatched,
-        "latency_text": short, "latency_words": len(nlp.make_doc(short)), "latency_requests": latency_requests,
-        "latency_p50_ms": 1000 * percentile(latencies, 50), "latency_p99_ms": 1000 * percentile(latencies, 99),
-        "nlp_p50_ms": 1000 * percentile(local, 50), "nlp_p99_ms": 1000 * percentile(local, 99),
-        "machine": machine_description(), "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        "model": model,
+        "data": str(data_path),
+        "server_args": list(server_args),
+        "n_texts": len(texts),
+        "n_words": n_words,
+        "clients": clients,
+        "servers": servers,
+        "server_torch_threads": server_threads,
+        "pipe_words_per_second": timings.pipe_wps,
+        "pipe_medians": pipe_medians,
+        "pipe_best_threads": best_threads,
+        "pipe_median": pipe_medians[best_threads],
+        "small_batch_words_per_second": timings.small_batch_wps,
+        "small_batch_median": median(timings.small_batch_wps),
+        "server_median": servers[0]["median"],
+        "ratio": servers[0]["ratio"],
+        "mismatched_texts": timings.mismatched,
+        "latency_text": short,
+        "latency_words": len(nlp.make_doc(short)),
+        "latency_requests": latency_requests,
+        "latency_p50_ms": 1000 * percentile(latencies, 50),
+        "latency_p99_ms": 1000 * percentile(latencies, 99),
+        "nlp_p50_ms": 1000 * percentile(local, 50),
+        "nlp_p99_ms": 1000 * percentile(local, 99),
+        "machine": machine_description(),
+        "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
     echo(_summary_line(result))
     return result
@@ -306,31 +355,33 @@ def serve_benchmark_markdown(result: Dict[str, Any], *, title: str, command: str
         f"{', '.join(f'{v:,.0f}' for v in s['words_per_second'])} |"
         for s in result["servers"]
     )
-    return "\n".join([
-        f"## {title}",
-        "",
-        f"Run on {result['date']} on {result['machine']}, CPU. `python -m spacy_hybridner serve` in a child "
-        "process on loopback (defaults but the access log, off; the model "
-        f"{'in its worker thread' if '--model-thread' in result['server_args'] else 'in processes of its own'}); "
-        "its clients run in the benchmark's process, on the same cores.",
-        "",
-        *command_block(command),
-        f"Throughput on {result['n_texts']:,} texts ({result['n_words']:,} words) of `{result['data']}`: "
-        f"one text per request from {result['clients']} concurrent clients, against plain `nlp.pipe` on the "
-        f"same texts in the same run, alternating, median of {n_rounds} rounds; the ratio is to the faster "
-        "`nlp.pipe` setting. The row with batch size "
-        f"{result['clients']} is `nlp.pipe` held to the batches that {result['clients']} clients sending one "
-        "text at a time can form at most: what one model process of the server can do under this load.",
-        "",
-        "| | words/s | × nlp.pipe | rounds |",
-        "| --- | ---: | ---: | --- |",
-        *rows,
-        "",
-        f"Texts whose entities from a server differ from `nlp.pipe`'s (last round): {result['mismatched_texts']}.",
-        "",
-        f"Latency of one short text ({result['latency_words']} words) sent {result['latency_requests']} times "
-        f"in a row to the server with {result['servers'][0]['workers']} model worker(s): "
-        f"p50 **{result['latency_p50_ms']:.1f} ms**, p99 **{result['latency_p99_ms']:.1f} ms** "
-        f"(`nlp(text)` in process: p50 {result['nlp_p50_ms']:.1f} ms, p99 {result['nlp_p99_ms']:.1f} ms).",
-        "",
-    ])
+    return "\n".join(
+        [
+            f"## {title}",
+            "",
+            f"Run on {result['date']} on {result['machine']}, CPU. `python -m spacy_hybridner serve` in a child "
+            "process on loopback (defaults but the access log, off; the model "
+            f"{'in its worker thread' if '--model-thread' in result['server_args'] else 'in processes of its own'}); "
+            "its clients run in the benchmark's process, on the same cores.",
+            "",
+            *command_block(command),
+            f"Throughput on {result['n_texts']:,} texts ({result['n_words']:,} words) of `{result['data']}`: "
+            f"one text per request from {result['clients']} concurrent clients, against plain `nlp.pipe` on the "
+            f"same texts in the same run, alternating, median of {n_rounds} rounds; the ratio is to the faster "
+            "`nlp.pipe` setting. The row with batch size "
+            f"{result['clients']} is `nlp.pipe` held to the batches that {result['clients']} clients sending one "
+            "text at a time can form at most: what one model process of the server can do under this load.",
+            "",
+            "| | words/s | × nlp.pipe | rounds |",
+            "| --- | ---: | ---: | --- |",
+            *rows,
+            "",
+            f"Texts whose entities from a server differ from `nlp.pipe`'s (last round): {result['mismatched_texts']}.",
+            "",
+            f"Latency of one short text ({result['latency_words']} words) sent {result['latency_requests']} times "
+            f"in a row to the server with {result['servers'][0]['workers']} model worker(s): "
+            f"p50 **{result['latency_p50_ms']:.1f} ms**, p99 **{result['latency_p99_ms']:.1f} ms** "
+            f"(`nlp(text)` in process: p50 {result['nlp_p50_ms']:.1f} ms, p99 {result['nlp_p99_ms']:.1f} ms).",
+            "",
+        ]
+    )

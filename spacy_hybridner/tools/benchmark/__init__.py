@@ -13,6 +13,7 @@ Everything runs through spaCy's own command line (``train``, ``evaluate``,
 - ``render``: the Markdown section, the editing of the benchmark document and the rows' JSON;
 - ``speed``: ``spacy benchmark speed`` and the side-by-side speed comparison.
 """
+
 from .render import benchmark_markdown, command_block, curve_table, update_benchmark_doc, write_results
 from .runner import STOP_GRACE_S, benchmark_command, machine_description, run_streaming, with_config_overrides
 from .runs import BenchmarkSettings, benchmark_config, has_hybrid_ner, training_curve
@@ -21,9 +22,30 @@ from .stats import mean_sd, summarize_runs
 from .suite import check_seed_follows_system, merge_rows, run_benchmark, section_from_rows
 
 __all__ = [
-    "STOP_GRACE_S", "SPEED_LINE", "BenchmarkSettings", "benchmark_command", "benchmark_config", "benchmark_markdown",
-    "benchmark_speed", "check_seed_follows_system", "command_block", "compare_speed", "curve_table", "has_hybrid_ner",
-    "machine_description", "mean_sd", "merge_rows", "parse_named_models", "run_benchmark", "run_streaming",
-    "section_from_rows", "speed_baseline", "speed_markdown", "summarize_runs", "training_curve",
-    "update_benchmark_doc", "with_config_overrides", "write_results",
+    "STOP_GRACE_S",
+    "SPEED_LINE",
+    "BenchmarkSettings",
+    "benchmark_command",
+    "benchmark_config",
+    "benchmark_markdown",
+    "benchmark_speed",
+    "check_seed_follows_system",
+    "command_block",
+    "compare_speed",
+    "curve_table",
+    "has_hybrid_ner",
+    "machine_description",
+    "mean_sd",
+    "merge_rows",
+    "parse_named_models",
+    "run_benchmark",
+    "run_streaming",
+    "section_from_rows",
+    "speed_baseline",
+    "speed_markdown",
+    "summarize_runs",
+    "training_curve",
+    "update_benchmark_doc",
+    "with_config_overrides",
+    "write_results",
 ]

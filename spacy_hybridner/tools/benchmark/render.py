@@ -1,5 +1,6 @@
 """The benchmark document: the Markdown of a benchmark's section (its tables of results,
 recall, training curves) and the editing of the document's sections."""
+
 import datetime
 import json
 import re
@@ -28,7 +29,7 @@ def _table(head: List[str], rows: List[List[str]]) -> List[str]:
 
 
 def _results_table(
-    items: List[Dict], first_columns: List[str], baseline: str, cells_of: Callable[[Dict, List[str]], List[str]],
+    items: List[Dict], first_columns: List[str], baseline: str, cells_of: Callable[[Dict, List[str]], List[str]]
 ) -> List[str]:
     """A Markdown table with one row per config: ``first_columns`` then F per entity type,
     words/s and the ratio to the baseline, dev F and time to it, memory and model size (and
@@ -36,9 +37,20 @@ def _results_table(
     the GPU one."""
     labels = sorted({label for item in items for label in item["per_type_f"]})
     gpu_memory = any(item.get("peak_gpu_mb") is not None for item in items)
-    head = first_columns + [f"F {label}" for label in labels] + [
-        "words/s", f"× {baseline}", "best dev F", "min to best dev F", "steps to best", "peak RSS (MB)", "model (MB)",
-    ] + (["peak GPU memory (MiB)"] if gpu_memory else [])
+    head = (
+        first_columns
+        + [f"F {label}" for label in labels]
+        + [
+            "words/s",
+            f"× {baseline}",
+            "best dev F",
+            "min to best dev F",
+            "steps to best",
+            "peak RSS (MB)",
+            "model (MB)",
+        ]
+        + (["peak GPU memory (MiB)"] if gpu_memory else [])
+    )
     rows = []
     for item in items:
         cells = cells_of(item, labels)
@@ -54,7 +66,10 @@ def _single_run_table(rows: List[Dict], baseline: str) -> List[str]:
 
     def cells(r: Dict, labels: List[str]) -> List[str]:
         return [
-            r["name"], f"{100 * r['p']:.2f}", f"{100 * r['r']:.2f}", f"**{100 * r['f']:.2f}**",
+            r["name"],
+            f"{100 * r['p']:.2f}",
+            f"{100 * r['r']:.2f}",
+            f"**{100 * r['f']:.2f}**",
             *[f"{100 * r['per_type_f'][label]:.2f}" if label in r["per_type_f"] else "-" for label in labels],
             f"{r['words_per_second']:,.0f}",
             f"{r['words_per_second'] / base['words_per_second']:.2f}" if base else "-",
@@ -94,7 +109,11 @@ def _multi_seed_tables(summaries: List[Dict], baseline: str) -> List[str]:
     def cells(s: Dict, labels: List[str]) -> List[str]:
         wps = s["words_per_second"]
         return [
-            s["name"], str(len(s["runs"])), f"**{_with_sd(s['f'])}**", _pct(s["p"]), _pct(s["r"]),
+            s["name"],
+            str(len(s["runs"])),
+            f"**{_with_sd(s['f'])}**",
+            _pct(s["p"]),
+            _pct(s["r"]),
             *[_pct(s["per_type_f"].get(label)) for label in labels],
             _with_sd(wps, scale=1.0, digits=0, comma=True),
             f"{wps['mean'] / base['words_per_second']['mean']:.2f}" if base else "-",
@@ -117,7 +136,7 @@ BREAKDOWN_NOTE = (
     "(IOB2 tags, conlleval's rules) from the same predictions{multi}. Scorers agree: runs in which every P, R and "
     "F (overall and per type) of spaCy's scorer and of seqeval differ by at most 1e-9. Test ECE: expected "
     "calibration error of `ent._.confidence` on the test split (10 equal bins), after `calibrate` on the dev "
-    "split; \"-\" for a pipeline without confidences."
+    'split; "-" for a pipeline without confidences.'
 )
 
 
@@ -129,8 +148,10 @@ def _breakdown_cells(s: Dict, labels: List[str]) -> List[str]:
         s["name"],
         *[_with_sd(mean_sd([r.get(key) for r in s["runs"]])) for key in ("recall_unseen", "recall_seen")],
         *[_pct(s["recall_per_type"].get(label)) for label in labels],
-        _pct(s["seqeval_f"]), f"{s['scorers_agree']} of {len(s['runs'])}",
-        "-" if ece["mean"] is None
+        _pct(s["seqeval_f"]),
+        f"{s['scorers_agree']} of {len(s['runs'])}",
+        "-"
+        if ece["mean"] is None
         else _with_sd(ece, scale=1.0, digits=4) + ("" if calibrated else " (not calibrated)"),
     ]
 
@@ -140,12 +161,15 @@ def _breakdown_table(summaries: List[Dict]) -> List[str]:
     if not any(s.get("recall_unseen") is not None or s.get("recall_seen") is not None for s in summaries):
         return []
     labels = sorted({label for s in summaries for label in s["recall_per_type"]})
-    head = ["model", "recall: a word unseen in training", "recall: all words seen"] + [
-        f"recall {label}" for label in labels
-    ] + ["seqeval F", "scorers agree", "test ECE"]
+    head = (
+        ["model", "recall: a word unseen in training", "recall: all words seen"]
+        + [f"recall {label}" for label in labels]
+        + ["seqeval F", "scorers agree", "test ECE"]
+    )
     multi = any(len(s["runs"]) > 1 for s in summaries)
     note = BREAKDOWN_NOTE.format(
-        n_unseen=summaries[0]["n_unseen"], n_seen=summaries[0]["n_seen"],
+        n_unseen=summaries[0]["n_unseen"],
+        n_seen=summaries[0]["n_seen"],
         multi=" (mean ± sd, or the mean, over the runs)" if multi else "",
     )
     return [note, "", *_table(head, [_breakdown_cells(s, labels) for s in summaries])]
@@ -185,26 +209,35 @@ def _method_note(rows: List[Dict], summaries: List[Dict], budget_s: float, gpu_i
         f" Each config was trained {max(len(s['runs']) for s in summaries)} times, with `[system] seed` "
         f"{', '.join(seeds)} (`--system.seed`; `[training] seed` follows it); the table gives the mean ± the "
         f"sample standard deviation (n − 1) over the runs, other columns the mean (peak RSS: the largest), "
-        f"and the ratio of words/s is that of the means." if multi else ""
+        f"and the ratio of words/s is that of the means."
+        if multi
+        else ""
     )
     finished = sorted(r["finished"] for r in rows if r.get("finished"))
     machines = list(dict.fromkeys(r["machine"] for r in rows if r.get("machine"))) or [machine_description(gpu_id)]
-    when = (f"Runs finished {finished[0]}" + (f" to {finished[-1]}" if finished[-1] != finished[0] else "")
-            if finished else f"Run on {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}")
+    when = (
+        f"Runs finished {finished[0]}" + (f" to {finished[-1]}" if finished[-1] != finished[0] else "")
+        if finished
+        else f"Run on {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}"
+    )
     return (
         f"{when} on {' / '.join(machines)}, {'GPU ' + str(gpu_id) if gpu_id >= 0 else 'CPU'}.\n"
         f"Each model trained for at most {budget_s / 60:.1f} minutes of wall time (or until its "
         f"config's patience / max_steps / max_epochs), one after the other, then evaluated on the test split "
         f"(`spacy evaluate`, model-best by dev F). Words/s: median of repeated "
         f"`spacy benchmark speed` runs on the test split."
-        + (" Peak GPU memory: the most that PyTorch's allocator had handed out during training "
-           "(`torch.cuda.max_memory_allocated`, read at each evaluation)." if gpu_memory else "")
+        + (
+            " Peak GPU memory: the most that PyTorch's allocator had handed out during training "
+            "(`torch.cuda.max_memory_allocated`, read at each evaluation)."
+            if gpu_memory
+            else ""
+        )
         + seeds_note
     )
 
 
 def benchmark_markdown(
-    rows: List[Dict], *, corpus: str, command: str, budget_s: float, baseline: str, gpu_id: int,
+    rows: List[Dict], *, corpus: str, command: str, budget_s: float, baseline: str, gpu_id: int
 ) -> str:
     """The ``## corpus`` section of the benchmark document: with one run per config, one
     row per config; with several (seeds), mean ± sample standard deviation per config and
@@ -227,12 +260,7 @@ def benchmark_markdown(
     for table in (_breakdown_table(summaries), curve_table(summaries)):
         if table:
             notes += [*table, ""]
-    notes += [
-        "Training commands:",
-        "",
-        *[f"- `{r['name']}`: `{r['train_command']}`" for r in rows],
-        "",
-    ]
+    notes += ["Training commands:", "", *[f"- `{r['name']}`: `{r['train_command']}`" for r in rows], ""]
     return "\n".join(notes)
 
 

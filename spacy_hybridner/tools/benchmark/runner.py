@@ -1,5 +1,6 @@
 """The benchmark's child processes: one run with its output echoed and a wall-time budget,
 and what makes a measurement repeatable (the machine, the exact command)."""
+
 import os
 import platform
 import shlex
@@ -40,7 +41,7 @@ def _echo_lines(proc: subprocess.Popen, prefix: str, echo: Callable[[str], None]
 
 
 def _watch(
-    proc: subprocess.Popen, prefix: str, echo: Callable[[str], None], budget_s: Optional[float], start: float,
+    proc: subprocess.Popen, prefix: str, echo: Callable[[str], None], budget_s: Optional[float], start: float
 ) -> Tuple[Optional[float], bool]:
     """Wait for the child, reading its peak memory; SIGINT when the budget runs out, terminate
     it ``STOP_GRACE_S`` later. RETURNS: peak RSS (MB) and whether the budget stopped it."""
@@ -69,15 +70,22 @@ def run_streaming(cmd: List[str], prefix: str, echo: Callable[[str], None], budg
     # A shell's background job inherits SIGINT as ignored (nohup ... &); restore the
     # default so that the budget's SIGINT reaches spaCy as a KeyboardInterrupt.
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     reader, lines = _echo_lines(proc, prefix, echo)
     peak, stopped = _watch(proc, prefix, echo, budget_s, start)
     reader.join(timeout=10)
     return {
-        "returncode": proc.returncode, "seconds": time.time() - start, "peak_rss_mb": peak,
-        "stopped": stopped, "output": "".join(lines),
+        "returncode": proc.returncode,
+        "seconds": time.time() - start,
+        "peak_rss_mb": peak,
+        "stopped": stopped,
+        "output": "".join(lines),
     }
 
 

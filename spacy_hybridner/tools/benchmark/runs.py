@@ -1,6 +1,7 @@
 """One run of a benchmark: train a config through ``spacy train`` in a child process,
 evaluate model-best on the test split, measure its speed, calibrate and cross-check it,
 and gather what was measured into the run's row."""
+
 import json
 import sys
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ def training_curve(records: List[Dict]) -> List[Dict]:
     ``dev_f`` (the score) of each."""
     return [
         {"minutes": r["seconds"] / 60, "step": r["step"], "epoch": r["epoch"], "dev_f": r["score"]}
-        for r in records if r.get("seconds") is not None
+        for r in records
+        if r.get("seconds") is not None
     ]
 
 
@@ -65,8 +67,21 @@ def _train(config: Path, out: Path, s: BenchmarkSettings, seed: Optional[int], e
     command and ``run_streaming``'s result. Raises RuntimeError when it saved no model-best."""
     name = config.stem
     train_cmd = [
-        sys.executable, "-m", "spacy", "train", str(config), "--output", str(out), "--paths.train", str(s.train),
-        "--paths.dev", str(s.dev), "--paths.log", str(out / "log.jsonl"), "--gpu-id", str(s.gpu_id),
+        sys.executable,
+        "-m",
+        "spacy",
+        "train",
+        str(config),
+        "--output",
+        str(out),
+        "--paths.train",
+        str(s.train),
+        "--paths.dev",
+        str(s.dev),
+        "--paths.log",
+        str(out / "log.jsonl"),
+        "--gpu-id",
+        str(s.gpu_id),
         *(["--system.seed", str(seed)] if seed is not None else []),
     ]
     echo(f"== {name}: training (budget {s.budget_s / 60:.1f} min{'' if seed is None else f', seed {seed}'})")
@@ -83,9 +98,20 @@ def _evaluate(best_dir: Path, out: Path, s: BenchmarkSettings, name: str, echo: 
     echo(f"== {name}: evaluating on {s.test}")
     metrics_path = out / "test_scores.json"
     evaluated = run_streaming(
-        [sys.executable, "-m", "spacy", "evaluate", str(best_dir), str(s.test), "--output", str(metrics_path),
-         "--gpu-id", str(s.gpu_id)],
-        name, echo,
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "evaluate",
+            str(best_dir),
+            str(s.test),
+            "--output",
+            str(metrics_path),
+            "--gpu-id",
+            str(s.gpu_id),
+        ],
+        name,
+        echo,
     )
     if evaluated["returncode"] != 0:
         raise RuntimeError(f"{name}: spacy evaluate failed; see the output above.")
@@ -97,10 +123,17 @@ def _speeds(best_dir: Path, s: BenchmarkSettings, name: str, echo: Echo) -> List
     speeds = []
     for i in range(s.speed_repeats):
         echo(f"== {name}: spacy benchmark speed ({i + 1}/{s.speed_repeats})")
-        speeds.append(benchmark_speed(
-            best_dir, s.test, name=name, echo=echo, batches=s.speed_batches, batch_size=s.speed_batch_size,
-            gpu_id=s.gpu_id,
-        ))
+        speeds.append(
+            benchmark_speed(
+                best_dir,
+                s.test,
+                name=name,
+                echo=echo,
+                batches=s.speed_batches,
+                batch_size=s.speed_batch_size,
+                gpu_id=s.gpu_id,
+            )
+        )
     return speeds
 
 
@@ -109,9 +142,19 @@ def _calibrate(best_dir: Path, out: Path, s: BenchmarkSettings, name: str, echo:
     calibrated_dir = out / "model-calibrated"
     echo(f"== {name}: calibrating ent._.confidence on {s.dev}")
     result = run_streaming(
-        [sys.executable, "-m", "spacy_hybridner", "calibrate", str(best_dir), str(s.dev), str(calibrated_dir),
-         "--gpu-id", str(s.gpu_id)],
-        name, echo,
+        [
+            sys.executable,
+            "-m",
+            "spacy_hybridner",
+            "calibrate",
+            str(best_dir),
+            str(s.dev),
+            str(calibrated_dir),
+            "--gpu-id",
+            str(s.gpu_id),
+        ],
+        name,
+        echo,
     )
     if result["returncode"] != 0:
         raise RuntimeError(f"{name}: the calibrate command failed; see the output above.")
@@ -126,9 +169,22 @@ def _crosscheck_run(model_dir: Path, check_path: Path, s: BenchmarkSettings, nam
     ``n_confident_entities``."""
     echo(f"== {name}: seqeval cross-check and recall on unseen names")
     checked = run_streaming(
-        [sys.executable, "-m", "spacy_hybridner", "crosscheck", str(model_dir), str(s.test), "--train-data",
-         str(s.train), "--output", str(check_path), "--gpu-id", str(s.gpu_id)],
-        name, echo,
+        [
+            sys.executable,
+            "-m",
+            "spacy_hybridner",
+            "crosscheck",
+            str(model_dir),
+            str(s.test),
+            "--train-data",
+            str(s.train),
+            "--output",
+            str(check_path),
+            "--gpu-id",
+            str(s.gpu_id),
+        ],
+        name,
+        echo,
     )
     if checked["returncode"] not in (0, 1) or not check_path.exists():  # 1: the scorers disagree, recorded
         raise RuntimeError(f"{name}: the crosscheck command failed; see the output above.")
@@ -193,7 +249,9 @@ def benchmark_config(config: Path, settings: BenchmarkSettings, echo: Echo, seed
         "run_dir": str(out),
         "config": str(config),
         "train_command": with_config_overrides("python " + " ".join(train_cmd[1:])),
-        "p": scores["ents_p"], "r": scores["ents_r"], "f": scores["ents_f"],
+        "p": scores["ents_p"],
+        "r": scores["ents_r"],
+        "f": scores["ents_f"],
         "per_type_f": {k: v["f"] for k, v in sorted((scores.get("ents_per_type") or {}).items())},
         "words_per_second": median(speeds),
         "speed_runs": speeds,

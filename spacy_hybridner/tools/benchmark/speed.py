@@ -1,5 +1,6 @@
 """``spacy benchmark speed``: one runner and its parsing, for the benchmark's rows and for
 the side-by-side comparison of trained pipelines (``speed``), and that comparison's section."""
+
 import datetime
 import re
 import sys
@@ -14,17 +15,37 @@ SPEED_LINE = re.compile(r"Mean:\s*([\d.]+)\s*words/s")
 
 
 def benchmark_speed(
-    model: Path, data: Path, *, name: str, echo: Callable[[str], None], batches: int = 30,
-    batch_size: Optional[int] = None, gpu_id: int = -1,
+    model: Path,
+    data: Path,
+    *,
+    name: str,
+    echo: Callable[[str], None],
+    batches: int = 30,
+    batch_size: Optional[int] = None,
+    gpu_id: int = -1,
 ) -> float:
     """Words per second of one ``spacy benchmark speed`` run of a trained pipeline on a
     ``.spacy`` file, in a child process (its output echoed after ``[name]``), with one
     warm-up batch. RETURNS (float): The mean it reports. Raises RuntimeError when it fails."""
     result = run_streaming(
-        [sys.executable, "-m", "spacy", "benchmark", "speed", str(model), str(data), "--gpu-id", str(gpu_id),
-         "--batches", str(batches), "--warmup", "1",
-         *(["--batch-size", str(batch_size)] if batch_size else [])],
-        name, echo,
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "benchmark",
+            "speed",
+            str(model),
+            str(data),
+            "--gpu-id",
+            str(gpu_id),
+            "--batches",
+            str(batches),
+            "--warmup",
+            "1",
+            *(["--batch-size", str(batch_size)] if batch_size else []),
+        ],
+        name,
+        echo,
     )
     match = SPEED_LINE.search(result["output"])
     if result["returncode"] != 0 or not match:
@@ -60,8 +81,14 @@ def speed_baseline(models: List[Tuple[str, Path]], baseline: Optional[str] = Non
 
 
 def compare_speed(
-    models: List[Tuple[str, Path]], data: Path, *, echo: Callable[[str], None], batch_size: Optional[int] = None,
-    batches: int = 30, rounds: int = 3, gpu_id: int = -1,
+    models: List[Tuple[str, Path]],
+    data: Path,
+    *,
+    echo: Callable[[str], None],
+    batch_size: Optional[int] = None,
+    batches: int = 30,
+    rounds: int = 3,
+    gpu_id: int = -1,
 ) -> List[Dict]:
     """Words per second of trained pipelines side by side: ``rounds`` rounds, each running
     ``spacy benchmark speed`` once per pipeline in turn (so that a change of the machine's
@@ -76,12 +103,18 @@ def compare_speed(
     for i in range(rounds):
         for name, path in models:
             echo(f"== {name}: spacy benchmark speed (round {i + 1}/{rounds})")
-            runs[name].append(benchmark_speed(
-                path, data, name=name, echo=echo, batches=batches, batch_size=batch_size, gpu_id=gpu_id,
-            ))
+            runs[name].append(
+                benchmark_speed(path, data, name=name, echo=echo, batches=batches, batch_size=batch_size, gpu_id=gpu_id)
+            )
     return [
-        {"name": name, "model": str(path), "runs": runs[name], "median": median(runs[name]),
-         "min": min(runs[name]), "max": max(runs[name])}
+        {
+            "name": name,
+            "model": str(path),
+            "runs": runs[name],
+            "median": median(runs[name]),
+            "min": min(runs[name]),
+            "max": max(runs[name]),
+        }
         for name, path in models
     ]
 

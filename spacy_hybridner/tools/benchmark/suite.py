@@ -1,6 +1,7 @@
 """A benchmark of several configs on one corpus: check the inputs before any training,
 run every (config, seed) one after the other, keep the rows as they come, and write the
 section of the benchmark document."""
+
 import datetime
 import json
 from pathlib import Path
@@ -73,10 +74,26 @@ def _benchmark_run(config: Path, settings: BenchmarkSettings, seed: Optional[int
 
 
 def run_benchmark(
-    train: Path, dev: Path, test: Path, configs: List[Path], *, corpus: str, budget_s: float,
-    output_dir: Path, doc_path: Optional[Path], baseline: str, command: str, echo: Echo,
-    speed_batches: int = 30, speed_repeats: int = 3, speed_batch_size: Optional[int] = None, gpu_id: int = -1,
-    seeds: int = 1, seed_start: Optional[int] = None, crosscheck: bool = True, calibrate: bool = True,
+    train: Path,
+    dev: Path,
+    test: Path,
+    configs: List[Path],
+    *,
+    corpus: str,
+    budget_s: float,
+    output_dir: Path,
+    doc_path: Optional[Path],
+    baseline: str,
+    command: str,
+    echo: Echo,
+    speed_batches: int = 30,
+    speed_repeats: int = 3,
+    speed_batch_size: Optional[int] = None,
+    gpu_id: int = -1,
+    seeds: int = 1,
+    seed_start: Optional[int] = None,
+    crosscheck: bool = True,
+    calibrate: bool = True,
     append: bool = False,
 ) -> Dict:
     """Train each config on the same data with the same wall-time budget, one after the
@@ -106,9 +123,17 @@ def run_benchmark(
         config) and ``section`` (the markdown written).
     """
     settings = BenchmarkSettings(
-        train=train, dev=dev, test=test, output_dir=output_dir / corpus, budget_s=budget_s, gpu_id=gpu_id,
-        speed_batches=speed_batches, speed_repeats=speed_repeats, speed_batch_size=speed_batch_size,
-        crosscheck=crosscheck, calibrate=calibrate,
+        train=train,
+        dev=dev,
+        test=test,
+        output_dir=output_dir / corpus,
+        budget_s=budget_s,
+        gpu_id=gpu_id,
+        speed_batches=speed_batches,
+        speed_repeats=speed_repeats,
+        speed_batch_size=speed_batch_size,
+        crosscheck=crosscheck,
+        calibrate=calibrate,
     )
     _check_inputs(settings, configs, seeds)
     run_seeds = _run_seeds(configs, seeds, seed_start)
@@ -122,8 +147,9 @@ def run_benchmark(
             rows_path.parent.mkdir(parents=True, exist_ok=True)
             rows_path.write_text(json.dumps(merge_rows(earlier, rows), indent=2), encoding="utf8")
     rows = merge_rows(earlier, rows)
-    section = benchmark_markdown(rows, corpus=corpus, command=command, budget_s=budget_s, baseline=baseline,
-                                 gpu_id=gpu_id)
+    section = benchmark_markdown(
+        rows, corpus=corpus, command=command, budget_s=budget_s, baseline=baseline, gpu_id=gpu_id
+    )
     if doc_path is not None:
         update_benchmark_doc(doc_path, corpus, section)
     return {"rows": rows, "summary": summarize_runs(rows), "section": section}
@@ -145,7 +171,11 @@ def section_from_rows(rows_path: Path, *, corpus: str, baseline: str, gpu_id: in
     budgets = [r["budget_minutes"] for r in rows if r.get("budget_minutes") is not None]
     command = "\n".join(dict.fromkeys(r.get("benchmark_command") or "(not recorded)" for r in rows))
     section = benchmark_markdown(
-        rows, corpus=corpus, command=command,
-        budget_s=60 * max(budgets) if budgets else 0.0, baseline=baseline, gpu_id=gpu_id,
+        rows,
+        corpus=corpus,
+        command=command,
+        budget_s=60 * max(budgets) if budgets else 0.0,
+        baseline=baseline,
+        gpu_id=gpu_id,
     )
     return {"rows": rows, "command": command, "section": section}
