@@ -22,6 +22,7 @@ from .distill import store_marginals, weighted_loss
 from .errors import Errors
 from .extensions import install_extensions
 from .layers import crf_decode, crf_marginals, module_is_built
+from .modules import consecutive_parts
 from .tag_scheme import biluo_constraints, biluo_tag_names, entities_from_tags, gold_tag_ids, tag_mask
 from .threads import one_blas_thread, track_for_fork
 
@@ -59,20 +60,6 @@ def make_hybrid_ner(
         the memory of prediction and of the evaluations during training.
     """
     return HybridEntityRecognizer(nlp.vocab, model, name, scorer=scorer, max_predict_words=max_predict_words)
-
-
-def _parts_by_words(docs: List[Doc], max_words: int) -> List[List[Doc]]:
-    """Consecutive runs of ``docs`` of at most ``max_words`` words each (a longer doc
-    alone), in order."""
-    parts: List[List[Doc]] = [[]]
-    words = 0
-    for doc in docs:
-        if parts[-1] and words + len(doc) > max_words:
-            parts.append([])
-            words = 0
-        parts[-1].append(doc)
-        words += len(doc)
-    return parts
 
 
 class HybridEntityRecognizer(TrainablePipe):
@@ -269,7 +256,7 @@ class HybridEntityRecognizer(TrainablePipe):
         """The model's tag scores of each doc, computed in parts of at most
         ``max_predict_words`` words whatever the number of docs (bounded memory)."""
         scores: List[Floats2d] = []
-        for part in _parts_by_words(docs, self.max_predict_words):
+        for part in consecutive_parts(docs, self.max_predict_words):
             scores.extend(self.model.predict(part))
         return scores
 
@@ -292,7 +279,7 @@ class HybridEntityRecognizer(TrainablePipe):
     def _parts(self, docs: List[Doc], scores: List[Floats2d]) -> Iterator[Tuple[List[Doc], List[Floats2d]]]:
         """The docs and their scores in parts of at most ``max_predict_words`` words."""
         start = 0
-        for part in _parts_by_words(docs, self.max_predict_words):
+        for part in consecutive_parts(docs, self.max_predict_words):
             yield part, scores[start : start + len(part)]
             start += len(part)
 

@@ -4,7 +4,7 @@ Both the encoder and the CRF run on padded tensors; how sequences are grouped de
 how many padded positions they compute. One function serves both.
 """
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Sized, TypeVar
 
 import numpy
 
@@ -73,3 +73,20 @@ def _cheapest_runs(sorted_lengths: numpy.ndarray, max_tokens: int, cost_per_buck
         runs.append((int(start_of[end]), end))
         end = int(start_of[end])
     return runs[::-1]
+
+
+SizedT = TypeVar("SizedT", bound=Sized)
+
+
+def consecutive_parts(items: Sequence[SizedT], max_total: int) -> List[List[SizedT]]:
+    """Consecutive runs of ``items`` whose lengths add up to at most ``max_total`` each (a
+    longer item alone), in order: ``[[]]`` for no items."""
+    parts: List[List[SizedT]] = [[]]
+    total = 0
+    for item in items:
+        if parts[-1] and total + len(item) > max_total:
+            parts.append([])
+            total = 0
+        parts[-1].append(item)
+        total += len(item)
+    return parts

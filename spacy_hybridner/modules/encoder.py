@@ -117,6 +117,36 @@ class SinusoidalPositions(nn.Module):
         return self.table[:length]
 
 
+def _transformer(settings: EncoderSettings) -> nn.TransformerEncoder:
+    """``settings.depth`` pre-norm Transformer encoder layers (GELU, batch first)."""
+    layer = nn.TransformerEncoderLayer(
+        settings.width,
+        settings.n_heads,
+        dim_feedforward=settings.ffn_width,
+        dropout=settings.dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
+    if settings.attention_dropout is not None:
+        # MultiheadAttention reads this at every call; a new module instead
+        # would draw its initial weights from the RNG again.
+        layer.self_attn.dropout = settings.attention_dropout
+    return nn.TransformerEncoder(layer, settings.depth, norm=nn.LayerNorm(settings.width), enable_nested_tensor=False)
+
+
+def _lstm(width: int, hidden: int, depth: int, dropout: float, *, bidirectional: bool) -> nn.LSTM:
+    """``depth`` LSTM layers, batch first, dropout between them only."""
+    return nn.LSTM(
+        width,
+        hidden,
+        num_layers=depth,
+        bidirectional=bidirectional,
+        batch_first=True,
+        dropout=dropout if depth > 1 else 0.0,
+    )
+
+
 class HybridEncoder(nn.Module):
     """Token vectors ``(B, T, nI)`` to per-tag emission scores ``(B, T, nO)``.
 
@@ -154,7 +184,6 @@ class HybridEncoder(nn.Module):
             raise TypeError(f"HybridEncoder got both settings and the keywords {sorted(hyper)}: give one.")
         self.settings = settings
         width, depth, dropout = settings.width, settings.depth, settings.dropout
-        n_heads, ffn_width, attention_dropout = settings.n_heads, settings.ffn_width, settings.attention_dropout
         lstm_depth, uni_lstm_depth, token_dropout = settings.lstm_depth, settings.uni_lstm_depth, settings.token_dropout
         self.nI, self.nO, self.width = nI, nO, width
         self.token_dropout = token_dropout
@@ -165,41 +194,14 @@ class HybridEncoder(nn.Module):
         self.positions = SinusoidalPositions(width)
         self.input_norm = nn.LayerNorm(width)
         self.dropout = nn.Dropout(dropout)
-        self.transformer: Optional[nn.TransformerEncoder] = None
-        if depth > 0:
-            layer = nn.TransformerEncoderLayer(
-                width,
-                n_heads,
-                dim_feedforward=ffn_width,
-                dropout=dropout,
-                activation="gelu",
-                batch_first=True,
-                norm_first=True,
-            )
-            if attention_dropout is not None:
-                # MultiheadAttention reads this at every call; a new module instead
-                # would draw its initial weights from the RNG again.
-                layer.self_attn.dropout = attention_dropout
-            self.transformer = nn.TransformerEncoder(layer, depth, norm=nn.LayerNorm(width), enable_nested_tensor=False)
+        # Built in this order (the initial weights are drawn from the RNG in it).
+        self.transformer: Optional[nn.TransformerEncoder] = _transformer(settings) if depth > 0 else None
         self.lstm: Optional[nn.LSTM] = None
         if lstm_depth > 0:
-            self.lstm = nn.LSTM(
-                width,
-                width // 2,
-                num_layers=lstm_depth,
-                bidirectional=True,
-                batch_first=True,
-                dropout=dropout if lstm_depth > 1 else 0.0,
-            )
+            self.lstm = _lstm(width, width // 2, lstm_depth, dropout, bidirectional=True)
         self.uni_lstm: Optional[nn.LSTM] = None
         if uni_lstm_depth > 0:
-            self.uni_lstm = nn.LSTM(
-                width,
-                width,
-                num_layers=uni_lstm_depth,
-                batch_first=True,
-                dropout=dropout if uni_lstm_depth > 1 else 0.0,
-            )
+            self.uni_lstm = _lstm(width, width, uni_lstm_depth, dropout, bidirectional=False)
         self.output = nn.Linear(width, nO)
 
     def forward(self, X: Tensor, lengths: Tensor) -> Tensor:
