@@ -128,53 +128,13 @@ def run_ray(
     each valid input record exactly once.
     """
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
-
-    from .ray_io import InputDatasource
 
     start = time.perf_counter()
     started_here = not ray.is_initialized()
     if started_here:
-        with _own_signal_handlers():
-            if address:
-                ray.init(address=address)
-            else:
-                ray.init(num_cpus=num_cpus or job.workers, include_dashboard=False)
+        _start_ray(address, num_cpus or job.workers)
     try:
-        context = DataContext.get_current()
-        context.enable_progress_bars = job.progress
-        # Start work only once every actor has loaded the pipeline: otherwise the first
-        # ready actor takes the queued batches while the others are still loading, and a
-        # short corpus runs on one actor. A pool the cluster cannot host fails after this.
-        context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
-        tally = ray.remote(num_cpus=0)(_Tally).remote()
-        paths = [str(f.resolve()) for f in job.files]
-        names = {str(f.resolve()): job.settings.source_name(str(f)) for f in job.files}
-        settings = RecordSettings(**{**job.settings.__dict__, "source_names": names})
-        ds = ray.data.read_datasource(InputDatasource(paths, settings, job.batch_size), num_cpus=0)
-        with warnings.catch_warnings():
-            # Ray 2.60 takes max_restarts / max_task_retries only as extra keyword arguments
-            # of map_batches, which it flags as deprecated; there is no named parameter yet.
-            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
-            ds = ds.map_batches(
-                actor_class,
-                fn_constructor_kwargs={
-                    "model": job.model,
-                    "batch_size": job.pipe_batch_size,
-                    "settings": settings,
-                    "output_format": job.output_format,
-                    "tally": tally,
-                    "marginals": job.marginals,
-                },
-                batch_size=job.batch_size,
-                batch_format="pyarrow",
-                compute=ActorPoolStrategy(size=job.workers),
-                num_cpus=1,
-                # Set explicitly: Ray Data's defaults are -1 (forever), so a document that
-                # kills its worker every time would loop; bounded, the run fails instead.
-                max_restarts=max_restarts,
-                max_task_retries=max_task_retries,
-            )
+        ds, tally = _annotated_dataset(job, actor_class, max_restarts, max_task_retries)
         # Reading lines and writing shards is light next to the model: those tasks take no
         # CPU slot, so `workers` actors may hold every CPU without starving them (with a
         # slot each, a pool as large as the cluster would wait forever for its input).
@@ -185,3 +145,61 @@ def run_ray(
         if started_here:
             ray.shutdown()
     return job.finish("ray", start, n_annotated, n_words, rejects, duplicates)
+
+
+def _start_ray(address: Optional[str], num_cpus: int) -> None:
+    """Join the cluster at ``address``, or start Ray here with ``num_cpus`` (no dashboard),
+    keeping this process's signal handlers (:class:`_own_signal_handlers`)."""
+    import ray
+
+    with _own_signal_handlers():
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False)
+
+
+def _annotated_dataset(job: Job, actor_class: type, max_restarts: int, max_task_retries: int) -> Tuple[Any, Any]:
+    """The Ray dataset of the run, the inputs read (:class:`~.ray_io.InputDatasource`) and
+    annotated by a pool of ``job.workers`` actors of ``actor_class``, and the handle of the
+    :class:`_Tally` actor they report to."""
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    from .ray_io import InputDatasource
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = job.progress
+    # Start work only once every actor has loaded the pipeline: otherwise the first
+    # ready actor takes the queued batches while the others are still loading, and a
+    # short corpus runs on one actor. A pool the cluster cannot host fails after this.
+    context.wait_for_min_actors_s = ACTOR_START_TIMEOUT_S
+    tally = ray.remote(num_cpus=0)(_Tally).remote()
+    paths = [str(f.resolve()) for f in job.files]
+    names = {str(f.resolve()): job.settings.source_name(str(f)) for f in job.files}
+    settings = RecordSettings(**{**job.settings.__dict__, "source_names": names})
+    ds = ray.data.read_datasource(InputDatasource(paths, settings, job.batch_size), num_cpus=0)
+    with warnings.catch_warnings():
+        # Ray 2.60 takes max_restarts / max_task_retries only as extra keyword arguments
+        # of map_batches, which it flags as deprecated; there is no named parameter yet.
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        ds = ds.map_batches(
+            actor_class,
+            fn_constructor_kwargs={
+                "model": job.model,
+                "batch_size": job.pipe_batch_size,
+                "settings": settings,
+                "output_format": job.output_format,
+                "tally": tally,
+                "marginals": job.marginals,
+            },
+            batch_size=job.batch_size,
+            batch_format="pyarrow",
+            compute=ActorPoolStrategy(size=job.workers),
+            num_cpus=1,
+            # Set explicitly: Ray Data's defaults are -1 (forever), so a document that
+            # kills its worker every time would loop; bounded, the run fails instead.
+            max_restarts=max_restarts,
+            max_task_retries=max_task_retries,
+        )
+    return ds, tally
