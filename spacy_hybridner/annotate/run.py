@@ -4,8 +4,9 @@ under temporary names, and publish the outputs with their manifest (or nothing).
 import datetime
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from ..about import __version__
 from .batch import BatchAnnotator
@@ -40,6 +41,55 @@ def _interrupt(signum, frame):
     raise AnnotateInterrupted(signum)
 
 
+@dataclass(frozen=True)
+class AnnotateOptions:
+    """The arguments of one :func:`annotate` run (its defaults are ``annotate``'s).
+
+    model (str): pipeline name or path (on a cluster: installed, or on a path every node sees).
+    input_path (str): a file, a folder (searched recursively) or a glob.
+    output (Path): local engine: a file (JSON Lines / Parquet) or a folder of DocBin shards;
+        ray engine: a folder of shards.
+    engine (str): "local" or "ray". workers (int): local: worker processes; ray: actors.
+    batch_size (int): records per batch (the Ray actors' ``map_batches`` batch, the local
+        engine's batch). pipe_batch_size: ``nlp.pipe``'s (None: the pipeline's).
+    max_chars (Optional[int]): longer texts are rejected. rejects_path: default
+        ``OUTPUT.rejects.jsonl`` next to OUTPUT (``out.jsonl.rejects.jsonl``; a folder
+        ``out``: ``out.rejects.jsonl``). The manifest is ``OUTPUT.manifest.json``.
+    overwrite (bool): replace an existing OUTPUT, rejects file or manifest (when the run
+        completes), and remove the temporaries a killed run left.
+    marginals (bool): DocBin output only: each Doc also holds the ``hybrid_ner`` components'
+        tag marginals (``readers.MARGINALS_KEY``), soft targets for distillation.
+    actor_class / worker_class: subclasses of RayAnnotator / BatchAnnotator (fault injection).
+    The other arguments: see the CLI's help.
+    """
+
+    model: str
+    input_path: str
+    output: Path
+    engine: str
+    input_format: Optional[str]
+    output_format: Optional[str]
+    rejects_path: Optional[Path]
+    id_field: str
+    text_field: str
+    max_chars: Optional[int]
+    include_text: bool
+    workers: int
+    batch_size: int
+    pipe_batch_size: Optional[int]
+    address: Optional[str]
+    num_cpus: Optional[int]
+    max_restarts: int
+    max_task_retries: int
+    shard_size: int
+    overwrite: bool
+    progress: bool
+    marginals: bool
+    actor_class: Optional[type]
+    worker_class: Optional[type]
+    echo: Callable[[str], None]
+
+
 def annotate(
     model: str,
     input_path: str,
@@ -68,24 +118,8 @@ def annotate(
     worker_class: Optional[type] = None,
     echo: Callable[[str], None] = print,
 ) -> AnnotateSummary:
-    """Annotate INPUT with MODEL and write OUTPUT, its rejects file and its manifest.
-
-    model (str): pipeline name or path (on a cluster: installed, or on a path every node sees).
-    input_path (str): a file, a folder (searched recursively) or a glob.
-    output (Path): local engine: a file (JSON Lines / Parquet) or a folder of DocBin shards;
-        ray engine: a folder of shards.
-    engine (str): "local" or "ray". workers (int): local: worker processes; ray: actors.
-    batch_size (int): records per batch (the Ray actors' ``map_batches`` batch, the local
-        engine's batch). pipe_batch_size: ``nlp.pipe``'s (None: the pipeline's).
-    max_chars (Optional[int]): longer texts are rejected. rejects_path: default
-        ``OUTPUT.rejects.jsonl`` next to OUTPUT (``out.jsonl.rejects.jsonl``; a folder
-        ``out``: ``out.rejects.jsonl``). The manifest is ``OUTPUT.manifest.json``.
-    overwrite (bool): replace an existing OUTPUT, rejects file or manifest (when the run
-        completes), and remove the temporaries a killed run left.
-    marginals (bool): DocBin output only: each Doc also holds the ``hybrid_ner`` components'
-        tag marginals (``readers.MARGINALS_KEY``), soft targets for distillation.
-    actor_class / worker_class: subclasses of RayAnnotator / BatchAnnotator (fault injection).
-    The other arguments: see the CLI's help. Returns the AnnotateSummary.
+    """Annotate INPUT with MODEL and write OUTPUT, its rejects file and its manifest. The
+    arguments: see :class:`AnnotateOptions`. Returns the AnnotateSummary.
 
     Everything is written under temporary names and published only when the run
     completes (see :class:`~.publish.OutputPaths`): an interrupted (KeyboardInterrupt,
@@ -99,29 +133,57 @@ def annotate(
     that cannot be written; AnnotateRunError for a run that could not complete (an OSError
     while writing or publishing among them: a full or read-only disk).
     """
-    if engine not in ("local", "ray"):
-        raise AnnotateInputError(f"unknown engine {engine!r}: use local or ray.")
-    if workers < 1 or batch_size < 1:
+    # The first statement, so that locals() holds the arguments and nothing else.
+    return _annotate(AnnotateOptions(**locals()))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the checks of a run found: its output and paths, input format and files, output
+    format and record settings."""
+
+    output: Path
+    paths: OutputPaths
+    input_format: str
+    files: List[Path]
+    output_format: str
+    settings: RecordSettings
+
+
+def _plan(o: AnnotateOptions) -> _Plan:
+    """Check the options, the inputs and the output paths before anything is written."""
+    if o.engine not in ("local", "ray"):
+        raise AnnotateInputError(f"unknown engine {o.engine!r}: use local or ray.")
+    if o.workers < 1 or o.batch_size < 1:
         raise AnnotateInputError("--workers and --batch-size must be at least 1.")
-    output = Path(output)
+    output = Path(o.output)
     paths = OutputPaths(
-        output, Path(rejects_path) if rejects_path else default_rejects_path(output), manifest_path(output)
+        output, Path(o.rejects_path) if o.rejects_path else default_rejects_path(output), manifest_path(output)
     )
-    paths.refuse_inputs(str(input_path), [])
-    fmt, files = resolve_inputs(str(input_path), input_format, exclude=paths.owned())
-    out_fmt = output_format_of(output, output_format) if output_format or output.suffix else "jsonl"
-    if engine == "local" and not OUTPUTS[out_fmt].local_shards and not output.suffix:
+    paths.refuse_inputs(str(o.input_path), [])
+    fmt, files = resolve_inputs(str(o.input_path), o.input_format, exclude=paths.owned())
+    out_fmt = output_format_of(output, o.output_format) if o.output_format or output.suffix else "jsonl"
+    if o.engine == "local" and not OUTPUTS[out_fmt].local_shards and not output.suffix:
         raise AnnotateInputError(
             f"the local engine writes {out_fmt} to one file: give OUTPUT a file name "
             f"such as {output}.{OUTPUTS[out_fmt].ext}."
         )
-    if marginals and out_fmt != "docbin":
+    if o.marginals and out_fmt != "docbin":
         raise AnnotateInputError(
             f"--marginals needs DocBin output (--output-format docbin), not {out_fmt}: only a Doc can hold them."
         )
-    settings = RecordSettings(fmt, id_field, text_field, max_chars, include_text, source_names(files), len(files) > 1)
+    settings = RecordSettings(
+        fmt, o.id_field, o.text_field, o.max_chars, o.include_text, source_names(files), len(files) > 1
+    )
     check_inputs(files, settings)
-    paths.refuse_inputs(str(input_path), files)
+    paths.refuse_inputs(str(o.input_path), files)
+    return _Plan(output, paths, fmt, files, out_fmt, settings)
+
+
+def _annotate(o: AnnotateOptions) -> AnnotateSummary:
+    """:func:`annotate`: check, lock OUTPUT, run and publish, unlock, report."""
+    plan = _plan(o)
+    output, paths = plan.output, plan.paths
     paths.make_folders()
     lock = OutputLock(output)
     try:
@@ -129,53 +191,61 @@ def annotate(
     except OSError as e:
         raise AnnotateInputError(f"cannot write {output}: {os_error_text(e)}.") from e
     try:
-        paths.prepare(overwrite)
-        echo(f"{len(files)} {fmt} input file(s) -> {output} ({out_fmt}, {engine} engine, {workers} worker(s))")
+        paths.prepare(o.overwrite)
+        o.echo(
+            f"{len(plan.files)} {plan.input_format} input file(s) -> {output} "
+            f"({plan.output_format}, {o.engine} engine, {o.workers} worker(s))"
+        )
         job = Job(
-            model,
-            files,
-            settings,
+            o.model,
+            plan.files,
+            plan.settings,
             paths.temporaries()[0],
-            out_fmt,
+            plan.output_format,
             paths.temporaries()[1],
-            workers,
-            batch_size,
-            pipe_batch_size,
-            progress,
-            marginals,
+            o.workers,
+            o.batch_size,
+            o.pipe_batch_size,
+            o.progress,
+            o.marginals,
         )
         summary = _run_and_publish(
             job,
             paths,
-            engine,
-            overwrite,
-            {
-                "output": str(output),
-                "output_format": out_fmt,
-                "rejects": str(paths.rejects),
-                "input": str(input_path),
-                "input_format": fmt,
-                "input_files": len(files),
-                "id_field": id_field,
-                "text_field": text_field,
-                "model": str(model),
-                "engine": engine,
-                "workers": workers,
-            },
-            dict(shard_size=shard_size, worker_class=worker_class or BatchAnnotator),
+            o.engine,
+            o.overwrite,
+            _described(o, plan),
+            dict(shard_size=o.shard_size, worker_class=o.worker_class or BatchAnnotator),
             dict(
-                address=address,
-                num_cpus=num_cpus,
-                max_restarts=max_restarts,
-                max_task_retries=max_task_retries,
-                actor_class=actor_class or RayAnnotator,
+                address=o.address,
+                num_cpus=o.num_cpus,
+                max_restarts=o.max_restarts,
+                max_task_retries=o.max_task_retries,
+                actor_class=o.actor_class or RayAnnotator,
             ),
         )
     finally:
         lock.release()
     for line in summary.lines():
-        echo(line)
+        o.echo(line)
     return summary
+
+
+def _described(o: AnnotateOptions, plan: _Plan) -> Dict[str, Any]:
+    """What the manifest says of the run besides its counts."""
+    return {
+        "output": str(plan.output),
+        "output_format": plan.output_format,
+        "rejects": str(plan.paths.rejects),
+        "input": str(o.input_path),
+        "input_format": plan.input_format,
+        "input_files": len(plan.files),
+        "id_field": o.id_field,
+        "text_field": o.text_field,
+        "model": str(o.model),
+        "engine": o.engine,
+        "workers": o.workers,
+    }
 
 
 def _run_and_publish(
