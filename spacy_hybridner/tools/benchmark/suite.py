@@ -2,10 +2,11 @@
 run every (config, seed) one after the other, keep the rows as they come, and write the
 section of the benchmark document."""
 
+import dataclasses
 import datetime
 import json
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .render import benchmark_markdown, update_benchmark_doc
 from .runner import machine_description
@@ -122,21 +123,35 @@ def run_benchmark(
     RETURNS (Dict): ``rows`` (one per run), ``summary`` (``summarize_runs``, one per
         config) and ``section`` (the markdown written).
     """
-    settings = BenchmarkSettings(
-        train=train,
-        dev=dev,
-        test=test,
-        output_dir=output_dir / corpus,
-        budget_s=budget_s,
-        gpu_id=gpu_id,
-        speed_batches=speed_batches,
-        speed_repeats=speed_repeats,
-        speed_batch_size=speed_batch_size,
-        crosscheck=crosscheck,
-        calibrate=calibrate,
-    )
+    # The first statement, so that locals() holds the arguments and nothing else.
+    settings = _settings_of(locals())
     _check_inputs(settings, configs, seeds)
-    run_seeds = _run_seeds(configs, seeds, seed_start)
+    rows = _run_suite(settings, configs, _run_seeds(configs, seeds, seed_start), command, echo, append)
+    section = benchmark_markdown(
+        rows, corpus=corpus, command=command, budget_s=budget_s, baseline=baseline, gpu_id=gpu_id
+    )
+    if doc_path is not None:
+        update_benchmark_doc(doc_path, corpus, section)
+    return {"rows": rows, "summary": summarize_runs(rows), "section": section}
+
+
+def _settings_of(args: Dict[str, Any]) -> BenchmarkSettings:
+    """The ``BenchmarkSettings`` of :func:`run_benchmark`'s arguments (its ``locals()``): the
+    arguments of the fields' names, but ``output_dir``, which is ``output_dir / corpus``."""
+    names = [f.name for f in dataclasses.fields(BenchmarkSettings) if f.name != "output_dir"]
+    return BenchmarkSettings(**{name: args[name] for name in names}, output_dir=args["output_dir"] / args["corpus"])
+
+
+def _run_suite(
+    settings: BenchmarkSettings,
+    configs: List[Path],
+    run_seeds: List[Optional[int]],
+    command: str,
+    echo: Echo,
+    append: bool,
+) -> List[Dict]:
+    """Run every config with every seed, one after the other; the rows of all runs, those of
+    ``settings.output_dir / benchmark.json`` kept with ``append`` (:func:`merge_rows`)."""
     rows_path = settings.output_dir / "benchmark.json"
     earlier = json.loads(rows_path.read_text(encoding="utf8")) if append and rows_path.exists() else []
     rows: List[Dict] = []
@@ -146,13 +161,7 @@ def run_benchmark(
             # Every run so far, so that an interrupted benchmark keeps what it measured.
             rows_path.parent.mkdir(parents=True, exist_ok=True)
             rows_path.write_text(json.dumps(merge_rows(earlier, rows), indent=2), encoding="utf8")
-    rows = merge_rows(earlier, rows)
-    section = benchmark_markdown(
-        rows, corpus=corpus, command=command, budget_s=budget_s, baseline=baseline, gpu_id=gpu_id
-    )
-    if doc_path is not None:
-        update_benchmark_doc(doc_path, corpus, section)
-    return {"rows": rows, "summary": summarize_runs(rows), "section": section}
+    return merge_rows(earlier, rows)
 
 
 def section_from_rows(rows_path: Path, *, corpus: str, baseline: str, gpu_id: int = -1) -> Dict:
