@@ -19,7 +19,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..serve.process import ServerProcess
 from ..threads import use_threads
-from .benchmark import command_block, machine_description
+from .benchmark import machine_description
+from .serve_benchmark_doc import serve_benchmark_markdown, serve_benchmark_title  # noqa: F401 (re-exported)
 
 
 def load_texts(data_path: Path, limit: int = 0) -> Tuple[List[str], int]:
@@ -241,6 +242,22 @@ def _summary_line(result: Dict[str, Any]) -> str:
     )
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """The arguments of :func:`serve_benchmark` (see there)."""
+
+    model: str
+    data_path: Path
+    clients: int
+    repeats: int
+    limit: int
+    latency_requests: int
+    torch_threads: Optional[int]
+    model_workers: Sequence[int]
+    server_args: Sequence[str]
+    echo: Callable[[str], None]
+
+
 def serve_benchmark(
     model: str,
     data_path: Path,
@@ -275,33 +292,39 @@ def serve_benchmark(
     RETURNS (Dict[str, Any]): the numbers (words/s of each round, medians, ratios, latencies);
         ``server_median`` and ``ratio`` are the first server's.
     """
+    # The first statement, so that locals() holds the arguments and nothing else.
+    return _serve_benchmark(_Settings(**locals()))
+
+
+def _serve_benchmark(s: _Settings) -> Dict[str, Any]:
+    """:func:`serve_benchmark`: the texts and servers, the rounds, the latencies, the result."""
     import spacy
     import torch
 
-    texts, n_words = load_texts(data_path, limit)
-    servers = _server_plans(model_workers, server_args, torch_threads)
+    texts, n_words = load_texts(s.data_path, s.limit)
+    servers = _server_plans(s.model_workers, s.server_args, s.torch_threads)
     server_threads = servers[0]["threads"]
     timings = _Timings({t: [] for t in sorted({server_threads, torch.get_num_threads()})})
-    nlp = spacy.load(model)
+    nlp = spacy.load(s.model)
     short = next((t for t in texts if 8 <= len(t.split()) <= 15), texts[0])
-    echo(_intro_line(len(texts), n_words, clients, servers, timings))
+    s.echo(_intro_line(len(texts), n_words, s.clients, servers, timings))
     time_pipe(nlp, texts[:200])  # warm-up
     with contextlib.ExitStack() as stack:
-        _start_servers(stack, model, servers, clients, server_args, texts)
-        for round_ in range(repeats):
-            _one_round(nlp, texts, n_words, clients, servers, server_threads, timings)
-            echo(_round_line(round_, timings, servers, clients, server_threads))
-        latencies = time_latency(servers[0]["process"].port, short, latency_requests)
+        _start_servers(stack, s.model, servers, s.clients, s.server_args, texts)
+        for round_ in range(s.repeats):
+            _one_round(nlp, texts, n_words, s.clients, servers, server_threads, timings)
+            s.echo(_round_line(round_, timings, servers, s.clients, server_threads))
+        latencies = time_latency(servers[0]["process"].port, short, s.latency_requests)
     pipe_medians, best_threads = _rank_servers(servers, timings)
     use_threads(best_threads)
-    local = _local_latencies(nlp, short, latency_requests)
+    local = _local_latencies(nlp, short, s.latency_requests)
     result = {
-        "model": model,
-        "data": str(data_path),
-        "server_args": list(server_args),
+        "model": s.model,
+        "data": str(s.data_path),
+        "server_args": list(s.server_args),
         "n_texts": len(texts),
         "n_words": n_words,
-        "clients": clients,
+        "clients": s.clients,
         "servers": servers,
         "server_torch_threads": server_threads,
         "pipe_words_per_second": timings.pipe_wps,
@@ -315,7 +338,7 @@ def serve_benchmark(
         "mismatched_texts": timings.mismatched,
         "latency_text": short,
         "latency_words": len(nlp.make_doc(short)),
-        "latency_requests": latency_requests,
+        "latency_requests": s.latency_requests,
         "latency_p50_ms": 1000 * percentile(latencies, 50),
         "latency_p99_ms": 1000 * percentile(latencies, 99),
         "nlp_p50_ms": 1000 * percentile(local, 50),
@@ -323,65 +346,5 @@ def serve_benchmark(
         "machine": machine_description(),
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
     }
-    echo(_summary_line(result))
+    s.echo(_summary_line(result))
     return result
-
-
-def serve_benchmark_title(data_path: Path, model_thread: bool = False) -> str:
-    """The default section title of a serve benchmark: ``serve (<folder> <file>)`` of the
-    .spacy file, with ``, model thread`` when the server ran the model in its thread."""
-    where = ", model thread" if model_thread else ""
-    return f"serve ({data_path.parent.name} {data_path.stem}{where})"
-
-
-def serve_benchmark_markdown(result: Dict[str, Any], *, title: str, command: str) -> str:
-    """The benchmark document's section for one run."""
-    n_rounds = len(result["small_batch_words_per_second"])
-    rows = [
-        f"| `nlp.pipe` in process, torch threads {t} | {result['pipe_medians'][t]:,.0f} | "
-        f"{result['pipe_medians'][t] / result['pipe_median']:.2f} | "
-        f"{', '.join(f'{v:,.0f}' for v in result['pipe_words_per_second'][t])} |"
-        for t in sorted(result["pipe_medians"])
-    ]
-    rows.append(
-        f"| `nlp.pipe` in process, torch threads {result['server_torch_threads']}, batch size "
-        f"{result['clients']} | {result['small_batch_median']:,.0f} | "
-        f"{result['small_batch_median'] / result['pipe_median']:.2f} | "
-        f"{', '.join(f'{v:,.0f}' for v in result['small_batch_words_per_second'])} |"
-    )
-    rows.extend(
-        f"| server, {result['clients']} clients, {s['workers']} model worker(s), "
-        f"torch threads {s['threads']} each | {s['median']:,.0f} | **{s['ratio']:.2f}** | "
-        f"{', '.join(f'{v:,.0f}' for v in s['words_per_second'])} |"
-        for s in result["servers"]
-    )
-    return "\n".join(
-        [
-            f"## {title}",
-            "",
-            f"Run on {result['date']} on {result['machine']}, CPU. `python -m spacy_hybridner serve` in a child "
-            "process on loopback (defaults but the access log, off; the model "
-            f"{'in its worker thread' if '--model-thread' in result['server_args'] else 'in processes of its own'}); "
-            "its clients run in the benchmark's process, on the same cores.",
-            "",
-            *command_block(command),
-            f"Throughput on {result['n_texts']:,} texts ({result['n_words']:,} words) of `{result['data']}`: "
-            f"one text per request from {result['clients']} concurrent clients, against plain `nlp.pipe` on the "
-            f"same texts in the same run, alternating, median of {n_rounds} rounds; the ratio is to the faster "
-            "`nlp.pipe` setting. The row with batch size "
-            f"{result['clients']} is `nlp.pipe` held to the batches that {result['clients']} clients sending one "
-            "text at a time can form at most: what one model process of the server can do under this load.",
-            "",
-            "| | words/s | × nlp.pipe | rounds |",
-            "| --- | ---: | ---: | --- |",
-            *rows,
-            "",
-            f"Texts whose entities from a server differ from `nlp.pipe`'s (last round): {result['mismatched_texts']}.",
-            "",
-            f"Latency of one short text ({result['latency_words']} words) sent {result['latency_requests']} times "
-            f"in a row to the server with {result['servers'][0]['workers']} model worker(s): "
-            f"p50 **{result['latency_p50_ms']:.1f} ms**, p99 **{result['latency_p99_ms']:.1f} ms** "
-            f"(`nlp(text)` in process: p50 {result['nlp_p50_ms']:.1f} ms, p99 {result['nlp_p99_ms']:.1f} ms).",
-            "",
-        ]
-    )
