@@ -174,7 +174,13 @@ def benchmark_markdown(results: Dict, *, command: str, machine: str, title: str)
         "",
         *command_block(command),
     ]
-    first = results["ray_first_batch_s"]
+    return "\n".join(lines + _corpus_tables(results) + _scaling_paragraphs(results)) + "\n"
+
+
+def _corpus_tables(results: Dict) -> List[str]:
+    """The lines of a table per corpus: each configuration's median seconds, docs/s, words/s
+    and its ratio to ``nlp.pipe``."""
+    lines: List[str] = []
     for name, corpus in results["corpora"].items():
         base = median(corpus["seconds"]["nlp.pipe (this process)"])
         lines += [
@@ -189,6 +195,13 @@ def benchmark_markdown(results: Dict, *, command: str, machine: str, title: str)
                 f"| {config} | {s:.1f} | {corpus['docs'] / s:,.1f} | {corpus['words'] / s:,.0f} | {base / s:.2f} |"
             )
         lines.append("")
+    return lines
+
+
+def _scaling_paragraphs(results: Dict) -> List[str]:
+    """Ray's start-up, the scaling from 1 to 2 actors on the last corpus and the cluster
+    estimate from it."""
+    first = results["ray_first_batch_s"]
     name, corpus = list(results["corpora"].items())[-1]
     one, two = (median(corpus["seconds"][c]) for c in ("ray, 1 actor", "ray, 2 actors"))
     steady = one > 2 * first and two > 2 * first  # else start-up dominates: use wall times as they are
@@ -197,7 +210,7 @@ def benchmark_markdown(results: Dict, *, command: str, machine: str, title: str)
     efficiency = (steady_one / steady_two) / 2
     estimate = cluster_estimate(per_actor, efficiency)
     long_cores = estimate["cores"] * ARTICLE_WORDS / (corpus["words"] / corpus["docs"])
-    lines += [
+    return [
         (
             f"Ray start-up: `ray.init` {results['ray_init_s']:.1f} s, once per run of the command; a one-document "
             f"run (actor start, pipeline load, first batch, write) {first:.1f} s, paid by every run."
@@ -224,7 +237,6 @@ def benchmark_markdown(results: Dict, *, command: str, machine: str, title: str)
             f"store spilling, reading from shared storage), which the estimate assumes costs nothing."
         ),
     ]
-    return "\n".join(lines) + "\n"
 
 
 def write_benchmark(
