@@ -43,6 +43,7 @@ setup(
             "matplotlib>=3.5",
             "seqeval>=1.2",
             "ruff>=0.5",
+            "mypy>=1.10",
             "tensorboard>=2.10",
             "fastapi>=0.110",
             "uvicorn[standard]>=0.30.6,<0.56",

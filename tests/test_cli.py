@@ -1,4 +1,5 @@
 """spaCy's own command line with the plugin: fill-config and train, in subprocesses."""
+
 import json
 import subprocess
 import sys
@@ -14,9 +15,7 @@ CONFIG = ROOT / "configs" / "hybrid_cpu.cfg"
 
 
 def spacy_cli(*args, cwd=None):
-    result = subprocess.run(
-        [sys.executable, "-m", "spacy", *map(str, args)], cwd=cwd, capture_output=True, text=True
-    )
+    result = subprocess.run([sys.executable, "-m", "spacy", *map(str, args)], cwd=cwd, capture_output=True, text=True)
     assert result.returncode == 0, f"spacy {args[0]} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -50,8 +49,18 @@ def test_spacy_train_cli_and_load_without_import(tmp_path):
     config["components"]["ner"]["model"] = TINY_MODEL
     config.to_disk(tmp_path / "tiny.cfg")
     spacy_cli(
-        "train", tmp_path / "tiny.cfg", "--paths.train", train, "--paths.dev", train, "--output", tmp_path / "out",
-        "--training.max_steps", 100, "--training.eval_frequency", 10,
+        "train",
+        tmp_path / "tiny.cfg",
+        "--paths.train",
+        train,
+        "--paths.dev",
+        train,
+        "--output",
+        tmp_path / "out",
+        "--training.max_steps",
+        100,
+        "--training.eval_frequency",
+        10,
     )
     best = tmp_path / "out" / "model-best"
     assert (best / "ner" / "model").exists()

@@ -1,6 +1,7 @@
 """The command line as a package (spaCy's cli/ layout): one module per command, each a
 thin ``<name>_cli`` over a plain function; the defaults of the options are the plain
 functions' own; one GPU set-up and one recorded command line for every command."""
+
 import inspect
 import json
 import sys
@@ -24,8 +25,20 @@ from spacy_hybridner.tools.serve_benchmark import serve_benchmark
 from conftest import write_corpus
 
 COMMANDS = [
-    "convert", "texts", "showcase", "calibrate", "report", "benchmark", "benchmark-section", "speed", "visualize",
-    "serve", "serve-benchmark", "annotate", "annotate-benchmark", "crosscheck",
+    "convert",
+    "texts",
+    "showcase",
+    "calibrate",
+    "report",
+    "benchmark",
+    "benchmark-section",
+    "speed",
+    "visualize",
+    "serve",
+    "serve-benchmark",
+    "annotate",
+    "annotate-benchmark",
+    "crosscheck",
 ]
 
 
@@ -45,22 +58,25 @@ def test_commands_in_order_each_in_its_module():
     assert main.__module__ == "spacy_hybridner.cli"
 
 
-@pytest.mark.parametrize("command, option, plain, parameter", [
-    ("convert", "limit", convert_corpus, "limit"),
-    ("convert", "dev", convert_corpus, "dev"),
-    ("benchmark", "speed_batches", run_benchmark, "speed_batches"),
-    ("benchmark", "seed_start", run_benchmark, "seed_start"),
-    ("speed", "rounds", compare_speed, "rounds"),
-    ("serve-benchmark", "clients", serve_benchmark, "clients"),
-    ("annotate-benchmark", "synthetic_factor", run_annotate_benchmark, "synthetic_factor"),
-    ("annotate", "batch_size", annotate, "batch_size"),
-    ("annotate", "max_chars", annotate, "max_chars"),
-    ("annotate", "rejects", annotate, "rejects_path"),
-    ("serve", "port", ServeSettings, "port"),
-    ("serve", "queue_size", ServeSettings, "queue_size"),
-    ("serve", "receive_timeout", ServeSettings, "receive_timeout_s"),
-    ("serve", "shutdown_timeout", ServeSettings, "shutdown_timeout_s"),
-])
+@pytest.mark.parametrize(
+    "command, option, plain, parameter",
+    [
+        ("convert", "limit", convert_corpus, "limit"),
+        ("convert", "dev", convert_corpus, "dev"),
+        ("benchmark", "speed_batches", run_benchmark, "speed_batches"),
+        ("benchmark", "seed_start", run_benchmark, "seed_start"),
+        ("speed", "rounds", compare_speed, "rounds"),
+        ("serve-benchmark", "clients", serve_benchmark, "clients"),
+        ("annotate-benchmark", "synthetic_factor", run_annotate_benchmark, "synthetic_factor"),
+        ("annotate", "batch_size", annotate, "batch_size"),
+        ("annotate", "max_chars", annotate, "max_chars"),
+        ("annotate", "rejects", annotate, "rejects_path"),
+        ("serve", "port", ServeSettings, "port"),
+        ("serve", "queue_size", ServeSettings, "queue_size"),
+        ("serve", "receive_timeout", ServeSettings, "receive_timeout_s"),
+        ("serve", "shutdown_timeout", ServeSettings, "shutdown_timeout_s"),
+    ],
+)
 def test_option_defaults_are_the_plain_functions(command, option, plain, parameter):
     assert _params(command)[option].default == inspect.signature(plain).parameters[parameter].default
 

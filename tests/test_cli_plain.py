@@ -1,5 +1,6 @@
 """The plain functions that the commands' own logic moved into (tools/, calibration):
 what each command printed or checked, now callable without the command line."""
+
 import json
 from pathlib import Path
 
@@ -22,7 +23,9 @@ def test_write_results_writes_section_command_and_runs(tmp_path):
     path = tmp_path / "results" / "x.json"
     write_results(path, "tiny", "python -m spacy_hybridner speed a", [{"name": "a"}])
     assert json.loads(path.read_text()) == {
-        "section": "tiny", "command": "python -m spacy_hybridner speed a", "runs": [{"name": "a"}],
+        "section": "tiny",
+        "command": "python -m spacy_hybridner speed a",
+        "runs": [{"name": "a"}],
     }
 
 

@@ -5,6 +5,7 @@ The server, the local ``annotate`` engine and the Ray Data actors all call
 of a spaCy pipeline (``spacy.load``, ``nlp.pipe``, ``doc.ents``, ``ent._.confidence``,
 ``nlp.meta``): it serves any pipeline, and a ``hybrid_ner`` one adds confidences.
 """
+
 import re
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
@@ -126,13 +127,15 @@ def doc_records(doc) -> List[EntityRecord]:
         if is_invisible(ent.text):
             continue
         confidence = ent._.confidence if has_confidence else None
-        records.append({
-            "start_char": ent.start_char,
-            "end_char": ent.end_char,
-            "label": ent.label_,
-            "text": ent.text,
-            "confidence": None if confidence is None else float(confidence),
-        })
+        records.append(
+            {
+                "start_char": ent.start_char,
+                "end_char": ent.end_char,
+                "label": ent.label_,
+                "text": ent.text,
+                "confidence": None if confidence is None else float(confidence),
+            }
+        )
     return records
 
 
@@ -143,9 +146,11 @@ def surrogate_problem(value: str, what: str = "text") -> Optional[str]:
     match = _SURROGATE.search(value)
     if match is None:
         return None
-    return (f"{what} holds a lone surrogate U+{ord(match.group()):04X} at character {match.start()} "
-            f"(a \\u{ord(match.group()):04x} escape without its pair), which UTF-8 cannot encode: "
-            f"fix the encoding of this record")
+    return (
+        f"{what} holds a lone surrogate U+{ord(match.group()):04X} at character {match.start()} "
+        f"(a \\u{ord(match.group()):04x} escape without its pair), which UTF-8 cannot encode: "
+        f"fix the encoding of this record"
+    )
 
 
 def text_problem(value: Any, max_chars: Optional[int] = None) -> Optional[str]:

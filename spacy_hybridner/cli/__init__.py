@@ -6,6 +6,7 @@ wrapper, ``<name>_cli``, over a plain function that lives with the code it drive
 workflow call too. :mod:`._util` holds what they share: the ``app``, the GPU set-up and
 pipeline loading, the recorded command line and the defaults read from the plain functions.
 """
+
 # isort: off
 # The order of these imports is the order of the commands in --help (typer lists them as
 # they were registered): the corpora, then the reports, benchmarks and applications.
@@ -26,9 +27,22 @@ from .crosscheck import crosscheck_cli
 # isort: on
 
 __all__ = [
-    "app", "main", "annotate_benchmark_cli", "annotate_cli", "benchmark_cli", "benchmark_section_cli",
-    "calibrate_cli", "convert_cli", "crosscheck_cli", "report_cli", "serve_benchmark_cli", "serve_cli",
-    "showcase_cli", "speed_cli", "texts_cli", "visualize_cli",
+    "app",
+    "main",
+    "annotate_benchmark_cli",
+    "annotate_cli",
+    "benchmark_cli",
+    "benchmark_section_cli",
+    "calibrate_cli",
+    "convert_cli",
+    "crosscheck_cli",
+    "report_cli",
+    "serve_benchmark_cli",
+    "serve_cli",
+    "showcase_cli",
+    "speed_cli",
+    "texts_cli",
+    "visualize_cli",
 ]
 
 

@@ -1,6 +1,7 @@
 """What the commands share: the typer app they register on, the GPU set-up and pipeline
 loading, the recorded command line, option defaults read from the plain functions, and
 the printing of entities."""
+
 import inspect
 import sys
 from contextlib import contextmanager
@@ -12,7 +13,13 @@ from ..gpu import setup_gpu
 from ..tools.benchmark.runner import benchmark_command
 
 __all__ = [
-    "app", "bad_parameter", "defaults_of", "echo_entities", "gpu_option", "load_pipeline", "recorded_command",
+    "app",
+    "bad_parameter",
+    "defaults_of",
+    "echo_entities",
+    "gpu_option",
+    "load_pipeline",
+    "recorded_command",
     "setup_gpu",
 ]
 

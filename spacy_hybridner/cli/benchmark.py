@@ -1,6 +1,7 @@
 """``benchmark`` and ``benchmark-section``: configs trained and compared on one corpus
 (:func:`~spacy_hybridner.tools.benchmark.suite.run_benchmark`), and the section of stored
 runs (:func:`~spacy_hybridner.tools.benchmark.suite.section_from_rows`)."""
+
 from pathlib import Path
 from typing import List, Optional
 
@@ -20,47 +21,63 @@ def benchmark_cli(
     dev: Path = typer.Argument(..., help="Dev .spacy file (model selection)"),
     test: Path = typer.Argument(..., help="Test .spacy file (scores and speed)"),
     configs: List[Path] = typer.Option(
-        [Path("configs/spacy_ner.cfg"), Path("configs/hybrid_cpu.cfg")], "--config", "-c",
+        [Path("configs/spacy_ner.cfg"), Path("configs/hybrid_cpu.cfg")],
+        "--config",
+        "-c",
         help="Configs to compare, in order; repeat the option for several",
     ),
     corpus: str = typer.Option(..., help="Name of the corpus, the section title in the document"),
     budget_minutes: float = typer.Option(15.0, help="Wall-time budget of each training"),
     output_dir: Path = typer.Option(Path("training/benchmark"), help="Where the trained models go"),
     doc_path: Optional[Path] = typer.Option(
-        None, help="Markdown document to write the section into (its section of that title is replaced); "
-                   "default: print only",
+        None,
+        help="Markdown document to write the section into (its section of that title is replaced); default: print only",
     ),
     results_path: Optional[Path] = typer.Option(
-        None, help="Also write every run's row as JSON to this file (e.g. docs/results/<section>.json)",
+        None, help="Also write every run's row as JSON to this file (e.g. docs/results/<section>.json)"
     ),
     baseline: str = typer.Option(BASELINE, help="Config name that speed ratios refer to"),
-    speed_batches: int = typer.Option(DEFAULTS["speed_batches"], min=30, help=(
-        "--batches for spacy benchmark speed (spaCy needs at least 30; use --speed-batch-size for shorter runs)"
-    )),
+    speed_batches: int = typer.Option(
+        DEFAULTS["speed_batches"],
+        min=30,
+        help=("--batches for spacy benchmark speed (spaCy needs at least 30; use --speed-batch-size for shorter runs)"),
+    ),
     speed_repeats: int = typer.Option(
-        DEFAULTS["speed_repeats"], min=1, help="Runs of spacy benchmark speed per model (median reported)",
+        DEFAULTS["speed_repeats"], min=1, help="Runs of spacy benchmark speed per model (median reported)"
     ),
     speed_batch_size: Optional[int] = typer.Option(
-        DEFAULTS["speed_batch_size"], help="--batch-size for spacy benchmark speed (default: the pipeline's)",
+        DEFAULTS["speed_batch_size"], help="--batch-size for spacy benchmark speed (default: the pipeline's)"
     ),
     gpu_id: int = gpu_option(),
-    seeds: int = typer.Option(DEFAULTS["seeds"], min=1, help=(
-        "Train every config this many times, with [system] seed = seed-start, seed-start + 1, ...; "
-        "the table reports mean and standard deviation with each run beneath"
-    )),
-    seed_start: Optional[int] = typer.Option(
-        DEFAULTS["seed_start"], help="First seed (default 0); without it and with --seeds 1, the config's own seed",
+    seeds: int = typer.Option(
+        DEFAULTS["seeds"],
+        min=1,
+        help=(
+            "Train every config this many times, with [system] seed = seed-start, seed-start + 1, ...; "
+            "the table reports mean and standard deviation with each run beneath"
+        ),
     ),
-    crosscheck: bool = typer.Option(DEFAULTS["crosscheck"], help=(
-        "Cross-check every run's test F with seqeval and break recall down by type and unseen names (needs seqeval)"
-    )),
-    calibrate: bool = typer.Option(DEFAULTS["calibrate"], help=(
-        "Calibrate each hybrid_ner pipeline on the dev split before the cross-check, which gives its test ECE"
-    )),
-    append: bool = typer.Option(DEFAULTS["append"], "--append", help=(
-        "Keep the runs of earlier benchmark commands in OUTPUT_DIR/CORPUS/benchmark.json (runs split over "
-        "several sittings) and add these; a run of the same config and seed replaces the earlier one"
-    )),
+    seed_start: Optional[int] = typer.Option(
+        DEFAULTS["seed_start"], help="First seed (default 0); without it and with --seeds 1, the config's own seed"
+    ),
+    crosscheck: bool = typer.Option(
+        DEFAULTS["crosscheck"],
+        help=(
+            "Cross-check every run's test F with seqeval and break recall down by type and unseen names (needs seqeval)"
+        ),
+    ),
+    calibrate: bool = typer.Option(
+        DEFAULTS["calibrate"],
+        help=("Calibrate each hybrid_ner pipeline on the dev split before the cross-check, which gives its test ECE"),
+    ),
+    append: bool = typer.Option(
+        DEFAULTS["append"],
+        "--append",
+        help=(
+            "Keep the runs of earlier benchmark commands in OUTPUT_DIR/CORPUS/benchmark.json (runs split over "
+            "several sittings) and add these; a run of the same config and seed replaces the earlier one"
+        ),
+    ),
 ) -> None:
     """Train each config on the same data with the same wall-time budget, one after the
     other (--seeds N: N times each), evaluate on the test split, measure speed with
@@ -69,10 +86,25 @@ def benchmark_cli(
     command = recorded_command("benchmark")
     with bad_parameter(FileNotFoundError, ValueError):
         result = run_benchmark(
-            train, dev, test, configs, corpus=corpus, budget_s=budget_minutes * 60, output_dir=output_dir,
-            doc_path=doc_path, baseline=baseline, command=command, echo=typer.echo,
-            speed_batches=speed_batches, speed_repeats=speed_repeats, speed_batch_size=speed_batch_size,
-            gpu_id=gpu_id, seeds=seeds, seed_start=seed_start, crosscheck=crosscheck, calibrate=calibrate,
+            train,
+            dev,
+            test,
+            configs,
+            corpus=corpus,
+            budget_s=budget_minutes * 60,
+            output_dir=output_dir,
+            doc_path=doc_path,
+            baseline=baseline,
+            command=command,
+            echo=typer.echo,
+            speed_batches=speed_batches,
+            speed_repeats=speed_repeats,
+            speed_batch_size=speed_batch_size,
+            gpu_id=gpu_id,
+            seeds=seeds,
+            seed_start=seed_start,
+            crosscheck=crosscheck,
+            calibrate=calibrate,
             append=append,
         )
     typer.echo(result["section"])

@@ -1,5 +1,6 @@
 """``calibrate``: the temperature of ``ent._.confidence`` fitted on held-out data
 (:func:`~spacy_hybridner.calibration.calibrate_and_save`)."""
+
 from pathlib import Path
 
 import typer

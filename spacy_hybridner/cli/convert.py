@@ -1,4 +1,5 @@
 """``convert``: a corpus to spaCy's binary format (:func:`~spacy_hybridner.tools.corpora.convert_corpus`)."""
+
 from enum import Enum
 from pathlib import Path
 
@@ -19,14 +20,18 @@ class CorpusName(str, Enum):
 @app.command("convert")
 def convert_cli(
     corpus: CorpusName = typer.Argument(..., help="Which corpus INPUT holds"),
-    input_path: Path = typer.Argument(..., help=(
-        "gmb: ner_dataset.csv(.zip); conll03: the folder with eng.train, eng.testa, eng.testb; "
-        "wnut17: the folder with wnut17train.conll, emerging.dev.conll"
-    )),
+    input_path: Path = typer.Argument(
+        ...,
+        help=(
+            "gmb: ner_dataset.csv(.zip); conll03: the folder with eng.train, eng.testa, eng.testb; "
+            "wnut17: the folder with wnut17train.conll, emerging.dev.conll"
+        ),
+    ),
     output_dir: Path = typer.Argument(..., help="Where train.spacy, dev.spacy and test.spacy are written"),
-    limit: int = typer.Option(DEFAULTS["limit"], help=(
-        "gmb: read only the first N sentences (0: all); conll03/wnut17: keep the first N docs of each split"
-    )),
+    limit: int = typer.Option(
+        DEFAULTS["limit"],
+        help=("gmb: read only the first N sentences (0: all); conll03/wnut17: keep the first N docs of each split"),
+    ),
     dev: float = typer.Option(DEFAULTS["dev"], help="gmb: fraction of sentences for dev"),
     test: float = typer.Option(DEFAULTS["test"], help="gmb: fraction of sentences for test"),
     seed: int = typer.Option(DEFAULTS["seed"], help="gmb: seed of the sentence shuffle before splitting"),

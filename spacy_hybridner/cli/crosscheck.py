@@ -1,5 +1,6 @@
 """``crosscheck``: spaCy's scorer against seqeval, and recall on unseen names
 (:func:`~spacy_hybridner.tools.scoring.analyse`)."""
+
 import json
 from pathlib import Path
 from typing import Optional
@@ -17,7 +18,10 @@ def crosscheck_cli(
     model: str = typer.Argument(..., help="Pipeline name or path"),
     data_path: Path = typer.Argument(..., help="Gold .spacy file (e.g. the test split)"),
     train_data: Optional[Path] = typer.Option(
-        DEFAULTS["train_path"], "--train-data", exists=True, dir_okay=False,
+        DEFAULTS["train_path"],
+        "--train-data",
+        exists=True,
+        dir_okay=False,
         help="Training .spacy file: adds recall per type and on names with unseen words",
     ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the results to this JSON file"),

@@ -1,4 +1,5 @@
 """``showcase``: held-out documents annotated, as displaCy HTML (:func:`~spacy_hybridner.tools.display.showcase`)."""
+
 from pathlib import Path
 
 import typer

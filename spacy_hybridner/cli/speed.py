@@ -1,5 +1,6 @@
 """``speed``: words/s of trained pipelines side by side
 (:func:`~spacy_hybridner.tools.benchmark.speed.compare_speed`)."""
+
 from pathlib import Path
 from typing import List, Optional
 
@@ -20,12 +21,14 @@ DEFAULTS = defaults_of(compare_speed)
 
 @app.command("speed")
 def speed_cli(
-    models: List[str] = typer.Argument(..., help=(
-        "Trained pipelines as NAME=PATH (e.g. spacy_ner=training/benchmark/conll03/spacy_ner/seed0/model-best)"
-    )),
+    models: List[str] = typer.Argument(
+        ...,
+        help=("Trained pipelines as NAME=PATH (e.g. spacy_ner=training/benchmark/conll03/spacy_ner/seed0/model-best)"),
+    ),
     data: Path = typer.Option(..., "--data", help="The .spacy file to annotate (e.g. the test split)"),
     batch_size: Optional[int] = typer.Option(
-        DEFAULTS["batch_size"], help="--batch-size of spacy benchmark speed (default: the pipeline's)"),
+        DEFAULTS["batch_size"], help="--batch-size of spacy benchmark speed (default: the pipeline's)"
+    ),
     batches: int = typer.Option(DEFAULTS["batches"], min=30, help="--batches of spacy benchmark speed"),
     rounds: int = typer.Option(DEFAULTS["rounds"], min=1, help="Rounds; each runs every pipeline once, in turn"),
     baseline: Optional[str] = typer.Option(None, help="The NAME that ratios refer to (default: the first)"),
@@ -39,8 +42,9 @@ def speed_cli(
     with bad_parameter(FileNotFoundError, ValueError):
         named = parse_named_models(models)
         baseline = speed_baseline(named, baseline)
-        rows = compare_speed(named, data, echo=typer.echo, batch_size=batch_size, batches=batches, rounds=rounds,
-                             gpu_id=gpu_id)
+        rows = compare_speed(
+            named, data, echo=typer.echo, batch_size=batch_size, batches=batches, rounds=rounds, gpu_id=gpu_id
+        )
     command = recorded_command("speed")
     section = speed_markdown(rows, title=title, command=command, baseline=baseline, gpu_id=gpu_id)
     typer.echo(section)

@@ -1,4 +1,5 @@
 """``texts``: the text of .spacy corpora as JSON Lines (:func:`~spacy_hybridner.tools.corpora.write_texts`)."""
+
 from pathlib import Path
 from typing import List
 
@@ -14,8 +15,11 @@ DEFAULTS = defaults_of(write_texts)
 def texts_cli(
     corpora: List[Path] = typer.Argument(..., help="The .spacy files whose text to write (train splits)"),
     output: Path = typer.Option(..., "--output", "-o", help="JSON Lines file to write (id, text)"),
-    allow_held_out: bool = typer.Option(DEFAULTS["allow_held_out"], "--allow-held-out",
-        help="Accept a dev.spacy or test.spacy (e.g. another corpus's held-out splits)"),
+    allow_held_out: bool = typer.Option(
+        DEFAULTS["allow_held_out"],
+        "--allow-held-out",
+        help="Accept a dev.spacy or test.spacy (e.g. another corpus's held-out splits)",
+    ),
 ) -> None:
     """Write the documents' text of .spacy corpora as JSON Lines, without their
     annotations: unlabeled text for a teacher (`annotate TEACHER TEXT.jsonl SILVER

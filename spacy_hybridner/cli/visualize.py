@@ -1,5 +1,6 @@
 """``visualize``: a pipeline's entities in displaCy, served or written
 (:func:`~spacy_hybridner.tools.display.write_displacy`, ``displacy.serve``)."""
+
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,7 +16,7 @@ def visualize_cli(
     model: str = typer.Argument(..., help="Pipeline name or path"),
     text: Optional[str] = typer.Argument(None, help="Text to annotate (default: read from standard input)"),
     output: Optional[Path] = typer.Option(
-        None, "--output", "-o", help="Write displaCy HTML here instead of serving it",
+        None, "--output", "-o", help="Write displaCy HTML here instead of serving it"
     ),
     port: int = typer.Option(5000, help="Port of the displaCy server"),
     host: str = typer.Option("127.0.0.1", help="Host of the displaCy server"),
