@@ -17,9 +17,10 @@ the records are the same whichever engine runs them.
 
 Inputs (:mod:`.inputs`): JSON Lines (one object per line, ``--id-field``/``--text-field``),
 plain text (one document per line, the line number as id) or Parquet; a file, a folder or
-a glob. Outputs (:mod:`.outputs`): JSON Lines, Parquet (one record per document: ``id``,
-``ents``, optionally ``text``) or spaCy DocBin shards. Records that cannot be annotated go
-to a rejects file (JSON Lines: ``id``, ``reason``, ``source``, ``line``) and the run goes on.
+a glob. Outputs (:mod:`.outputs`; the local engine's writers in :mod:`.writers`): JSON Lines,
+Parquet (one record per document: ``id``, ``ents``, optionally ``text``) or spaCy DocBin
+shards. Records that cannot be annotated go to a rejects file (JSON Lines: ``id``,
+``reason``, ``source``, ``line``) and the run goes on.
 
 Outputs are published whole or not at all (:mod:`.publish`): a run locks OUTPUT
 (``.NAME.lock`` beside it), each engine writes OUTPUT, its rejects file and its manifest
