@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(SMOKE) $(SMOKE_PYTHONS)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=15
 
 smoke: setup
 	$(SMOKE) $(SMOKE_PYTHONS)
