@@ -33,7 +33,7 @@ for path in "$WHEELS" "$DATA"; do
 done
 
 # What spaCy 3.8 and thinc 8.3 need (Requires-Dist, followed down) less what the GPU
-# machine has (/work/.library/device/KINDS.md lists it): typer, click, numpy, requests,
+# machine has (the device tool's list of kinds says): typer, click, numpy, requests,
 # jinja2, packaging, tqdm, setuptools, httpx, wrapt, rich, shellingham, annotated-doc.
 # typing-extensions travels too: pydantic 2.14 needs >= 4.16, which the machine may lack.
 PACKAGES=(
