@@ -147,7 +147,8 @@ def fit_temperature(
 
 
 def fit_annotation_temperature(
-    annotate_at: Callable[[float], List[Doc]],
+    annotated: Sequence[Doc],
+    probs_at: Callable[[float], Sequence[Sequence[float]]],
     examples: Sequence[Example],
     temperatures: Optional[Sequence[float]] = None,
     *,
@@ -155,23 +156,24 @@ def fit_annotation_temperature(
     n_bins: int = 10,
 ) -> Dict[str, float]:
     """:func:`fit_temperature` for a component whose temperature changes its entities'
-    confidences and never the entities: which entities are right is read once, at
-    temperature 1, and their confidences at each candidate.
+    confidences and never the entities: which entities are right is read once, from the
+    docs annotated at temperature 1, and at each candidate only the segment probabilities
+    are computed again (an entity's confidence is the probability at its last token).
 
-    annotate_at (Callable[[float], List[Doc]]): the examples' docs annotated at a temperature.
+    annotated (Sequence[Doc]): the examples' docs annotated at temperature 1.
+    probs_at (Callable[[float], Sequence[Sequence[float]]]): each doc's per-token segment
+        probabilities at a temperature.
     examples (Sequence[Example]): the gold examples, in the same order.
     RETURNS (Dict[str, float]): as :func:`fit_temperature`.
     """
-    annotated = annotate_at(1.0)
-    ends = [(i, ent.start, ent.end) for i, doc in enumerate(annotated) for ent in doc.ents]
+    ends = [(i, ent.end - 1) for i, doc in enumerate(annotated) for ent in doc.ents]
     correct = [
         is_correct(ent, entity_offsets(eg.reference)) for doc, eg in zip(annotated, examples) for ent in doc.ents
     ]
 
     def confidences_at(temperature: float) -> List[float]:
-        docs = annotate_at(temperature)
-        found = {(i, e.start, e.end): e._.confidence for i, doc in enumerate(docs) for e in doc.ents}
-        return [float(found[key]) for key in ends]
+        probs = probs_at(temperature)
+        return [float(probs[i][j]) for i, j in ends]
 
     return fit_temperature(confidences_at, correct, temperatures, current=current, n_bins=n_bins)
 

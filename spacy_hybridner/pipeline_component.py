@@ -339,13 +339,14 @@ class HybridEntityRecognizer(TrainablePipe):
         with one_blas_thread(self.model.ops):
             scores = self._scores(docs)
 
-        def annotate_at(temperature: float) -> List[Doc]:
-            annotated = [doc.copy() for doc in docs]
-            self.set_annotations(annotated, Predictions(*self._decode(docs, scores, temperature), None))
-            return annotated
+        annotated = [doc.copy() for doc in docs]  # the entities, once: temperature never changes them
+        self.set_annotations(annotated, Predictions(*self._decode(docs, scores, temperature=1.0), None))
+
+        def probs_at(temperature: float) -> List:
+            return [self.model.ops.to_numpy(p) for p in self._decode(docs, scores, temperature)[1]]
 
         current = float(self.cfg.get("temperature", 1.0))
-        result = fit_annotation_temperature(annotate_at, examples, temperatures, current=current, n_bins=n_bins)
+        result = fit_annotation_temperature(annotated, probs_at, examples, temperatures, current=current, n_bins=n_bins)
         self.cfg["temperature"] = result["temperature"]
         return result
 
