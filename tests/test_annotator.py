@@ -66,3 +66,120 @@ def test_text_problem_and_filter():
     records = [{"confidence": 0.9}, {"confidence": 0.2}, {"confidence": None}]
     assert filter_records(records, None) == records
     assert filter_records(records, 0.5) == [{"confidence": 0.9}]
+
+
+# --- the inference settings (--precision, --runtime) reach the Annotator of every engine -----
+
+
+@pytest.fixture
+def applied(monkeypatch):
+    """``inference.apply_inference`` replaced by a recorder of the settings it was given."""
+    import spacy_hybridner.inference
+
+    calls = []
+    monkeypatch.setattr(
+        spacy_hybridner.inference, "apply_inference", lambda nlp, **settings: calls.append(settings) or []
+    )
+    return calls
+
+
+def _plain(output):
+    """A CLI's output with its error box and line wrapping taken out."""
+    return " ".join(output.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    "option, value, valid", [("--precision", "fp16", "fp32, int8"), ("--runtime", "tensorrt", "torch, onnxruntime")]
+)
+@pytest.mark.parametrize("command", ["serve", "annotate"])
+def test_cli_refuses_unknown_inference_settings(tmp_path, command, option, value, valid):
+    from typer.testing import CliRunner
+
+    from spacy_hybridner.cli import app
+
+    args = [command, "some-model"]
+    if command == "annotate":
+        args += [str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")]
+    result = CliRunner().invoke(app, args + [option, value])
+    assert result.exit_code == 2, result.output
+    assert f"{option} must be one of {valid}" in _plain(result.output) and repr(value) in _plain(result.output)
+
+
+def test_inference_settings_default_to_the_pipeline_as_saved():
+    import typer.main
+
+    from spacy_hybridner.annotate import annotate
+    from spacy_hybridner.cli import app
+    from spacy_hybridner.cli._util import defaults_of
+    from spacy_hybridner.serve.settings import ServeSettings
+
+    commands = typer.main.get_command(app).commands
+    for command, plain in (("annotate", annotate), ("serve", ServeSettings)):
+        params = {p.name: p for p in commands[command].params}
+        for name in ("precision", "runtime"):
+            assert params[name].default is None and defaults_of(plain)[name] is None, (command, name)
+    with pytest.raises(ValueError, match="--precision must be one of fp32, int8"):
+        ServeSettings(precision="fp16")
+    assert ServeSettings(precision="int8", runtime="onnxruntime").runtime == "onnxruntime"
+
+
+def test_local_engine_in_this_process_applies_them(model_dir, tmp_path, applied):
+    from spacy_hybridner.annotate import AnnotateInputError, annotate
+
+    (tmp_path / "in.txt").write_text("\n".join(TEXTS[:3]) + "\n")
+    with pytest.raises(AnnotateInputError, match="--runtime must be one of torch, onnxruntime"):
+        annotate(str(model_dir), str(tmp_path / "in.txt"), tmp_path / "bad.jsonl", runtime="onnx", progress=False)
+    assert applied == [] and not (tmp_path / "bad.jsonl").exists()
+    kwargs = dict(progress=False, echo=lambda line: None)
+    annotate(str(model_dir), str(tmp_path / "in.txt"), tmp_path / "a.jsonl", **kwargs)
+    assert applied == []  # neither given: the pipeline as saved
+    annotate(str(model_dir), str(tmp_path / "in.txt"), tmp_path / "b.jsonl", precision="int8", **kwargs)
+    annotate(str(model_dir), str(tmp_path / "in.txt"), tmp_path / "c.jsonl", runtime="onnxruntime", **kwargs)
+    assert [(c["precision"], c["runtime"]) for c in applied] == [("int8", "torch"), ("fp32", "onnxruntime")]
+
+
+class _Stop(Exception):
+    """Raised by a stand-in to stop a run once it has what the test checks."""
+
+
+def _stop(*args, **kwargs):
+    raise _Stop
+
+
+def test_local_engine_workers_and_ray_actors_get_them(monkeypatch, tmp_path):
+    from spacy_hybridner.annotate import BatchAnnotator, RayAnnotator, annotate, local, ray_engine
+
+    (tmp_path / "in.txt").write_text("One text .\n")
+    pools, jobs = [], []
+    monkeypatch.setattr(local, "_pool_results", lambda *args: pools.append(args[-1]) or (o for o in ()))
+    monkeypatch.setattr("spacy_hybridner.annotate.run.run_ray", lambda job, **kwargs: jobs.append(job) or _stop())
+    settings = dict(precision="int8", runtime="onnxruntime", progress=False, echo=lambda line: None)
+    annotate("some-model", str(tmp_path / "in.txt"), tmp_path / "out.jsonl", workers=2, **settings)
+    with pytest.raises(_Stop):
+        annotate("some-model", str(tmp_path / "in.txt"), tmp_path / "out", engine="ray", **settings)
+    # What each worker process builds (spawned with these arguments), and each actor
+    worker = BatchAnnotator(**pools[0], torch_threads=1)
+    monkeypatch.setattr(ray_engine, "die_with_parent", lambda *args, **kwargs: None)
+    monkeypatch.setattr(Annotator, "load", lambda self: self)
+    actor = RayAnnotator(**ray_engine._actor_kwargs(jobs[0], jobs[0].settings, None))
+    for annotator in (worker.annotator, actor.annotator):
+        assert (annotator.model, annotator.precision, annotator.runtime) == ("some-model", "int8", "onnxruntime")
+        assert pickle.loads(pickle.dumps(annotator)).runtime == "onnxruntime"  # as shipped to its process
+
+
+def test_serve_model_processes_get_them(monkeypatch, tmp_path):
+    from spacy_hybridner.serve import ServeSettings, runner
+    from spacy_hybridner.serve.model_process import ProcessAnnotator
+
+    annotators, built = runner._annotators, []
+    monkeypatch.setattr(runner, "bind_socket", lambda host, port: None)
+    monkeypatch.setattr(runner, "_annotators", lambda *args, **kwargs: built.append((args, kwargs)) or _stop())
+    with pytest.raises(_Stop):
+        runner.serve(str(tmp_path), ServeSettings(precision="int8", runtime="onnxruntime"), model_workers=2)
+    ((args, kwargs),) = built
+    processes = annotators(*args, **kwargs)  # started only when the app starts
+    assert len(processes) == 2 and all(isinstance(p, ProcessAnnotator) for p in processes)
+    for process in processes:
+        assert (process.annotator.precision, process.annotator.runtime) == ("int8", "onnxruntime")
+    thread = annotators(*args, **{**kwargs, "model_process": False})
+    assert (thread.precision, thread.runtime) == ("int8", "onnxruntime")

@@ -16,6 +16,23 @@ from .outputs import encode_batch
 from .records import RecordSettings, Row, id_digests, parse_batch
 
 
+def inference_problem(precision: Optional[str], runtime: Optional[str]) -> Optional[str]:
+    """Why ``precision`` and ``runtime`` are not inference settings an :class:`Annotator`
+    can run a pipeline with, or None if they are (None for either: left as saved; see
+    :data:`spacy_hybridner.inference.PRECISIONS` and ``RUNTIMES``). Checked by
+    ``annotate`` and ``serve`` before anything loads."""
+    if precision is None and runtime is None:
+        return None
+    from ..inference import PRECISIONS, RUNTIMES
+
+    for name, value, valid in (("precision", precision, PRECISIONS), ("runtime", runtime, RUNTIMES)):
+        if value is not None and value not in valid:
+            return (
+                f"--{name} must be one of {', '.join(valid)} (or left out: as the pipeline was saved), got {value!r}."
+            )
+    return None
+
+
 def annotate_rows(annotator: Annotator, rows: Iterable[Row], n_process: int = 1) -> Iterator[Tuple[Row, Any]]:
     """(row, Doc) for each row, in order, from ``nlp.pipe`` of the annotator's pipeline."""
     kwargs = {} if annotator.batch_size is None else {"batch_size": annotator.batch_size}
@@ -96,8 +113,17 @@ class BatchAnnotator:
         output_format: str,
         torch_threads: Optional[int] = None,
         marginals: bool = False,
+        precision: Optional[str] = None,
+        runtime: Optional[str] = None,
     ) -> None:
-        self.annotator = Annotator(model, batch_size=batch_size, torch_threads=torch_threads, marginals=marginals)
+        self.annotator = Annotator(
+            model,
+            batch_size=batch_size,
+            torch_threads=torch_threads,
+            marginals=marginals,
+            precision=precision,
+            runtime=runtime,
+        )
         self.settings = settings
         self.output_format = output_format
 

@@ -63,7 +63,9 @@ class Job:
     ``rejects_path``, on ``workers`` worker processes or actors, ``batch_size`` input
     records per batch, with ``nlp.pipe``'s ``pipe_batch_size`` (None: the pipeline's)
     and, if ``progress``, a progress bar; with ``marginals``, the ``hybrid_ner`` components
-    also store their tag marginals in each Doc (DocBin output: soft targets for distillation)."""
+    also store their tag marginals in each Doc (DocBin output: soft targets for distillation);
+    ``precision`` and ``runtime``, if given, the inference settings the transformers run
+    with (the Annotator's; None: as the pipeline was saved)."""
 
     model: str
     files: List[Path]
@@ -76,6 +78,8 @@ class Job:
     pipe_batch_size: Optional[int]
     progress: bool
     marginals: bool = False
+    precision: Optional[str] = None
+    runtime: Optional[str] = None
 
     def finish(
         self,

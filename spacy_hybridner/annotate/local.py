@@ -114,6 +114,8 @@ def run_local(job: Job, *, shard_size: int, worker_class: type) -> AnnotateSumma
         "settings": settings,
         "output_format": job.output_format,
         "marginals": job.marginals,
+        "precision": job.precision,
+        "runtime": job.runtime,
     }
     batches = iter_input_batches(job.files, settings, job.batch_size)
     if job.workers == 1:

@@ -29,8 +29,8 @@ class RayAnnotator(BatchAnnotator):
     each batch of input columns into output rows with :class:`~.batch.BatchAnnotator`, and
     reports its counts and rejects to the run's tally actor.
 
-    model, batch_size: the Annotator's. settings (RecordSettings), output_format (str),
-    tally: the handle of the run's :class:`_Tally` actor.
+    model, batch_size, marginals, precision, runtime: the Annotator's. settings
+    (RecordSettings), output_format (str), tally: the handle of the run's :class:`_Tally` actor.
 
     Fault injection in tests: subclass it and SIGKILL the process in ``__call__``
     (``os.kill(os.getpid(), signal.SIGKILL)``), then pass the subclass as
@@ -45,8 +45,19 @@ class RayAnnotator(BatchAnnotator):
         output_format: str,
         tally,
         marginals: bool = False,
+        precision: Optional[str] = None,
+        runtime: Optional[str] = None,
     ) -> None:
-        super().__init__(model, batch_size, settings, output_format, torch_threads=1, marginals=marginals)
+        super().__init__(
+            model,
+            batch_size,
+            settings,
+            output_format,
+            torch_threads=1,
+            marginals=marginals,
+            precision=precision,
+            runtime=runtime,
+        )
         # The actor's parent is Ray's raylet: if it is gone (its driver killed outright),
         # the actor, which holds a pipeline, ends too (the watchdog only: Ray owns the process).
         die_with_parent(os.getppid(), kernel=False)
@@ -159,6 +170,20 @@ def _start_ray(address: Optional[str], num_cpus: int) -> None:
             ray.init(num_cpus=num_cpus, include_dashboard=False)
 
 
+def _actor_kwargs(job: Job, settings: RecordSettings, tally: Any) -> Dict[str, Any]:
+    """The arguments each actor (:class:`RayAnnotator` or a subclass) is built with."""
+    return {
+        "model": job.model,
+        "batch_size": job.pipe_batch_size,
+        "settings": settings,
+        "output_format": job.output_format,
+        "tally": tally,
+        "marginals": job.marginals,
+        "precision": job.precision,
+        "runtime": job.runtime,
+    }
+
+
 def _annotated_dataset(job: Job, actor_class: type, max_restarts: int, max_task_retries: int) -> Tuple[Any, Any]:
     """The Ray dataset of the run, the inputs read (:class:`~.ray_io.InputDatasource`) and
     annotated by a pool of ``job.workers`` actors of ``actor_class``, and the handle of the
@@ -185,14 +210,7 @@ def _annotated_dataset(job: Job, actor_class: type, max_restarts: int, max_task_
         warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
         ds = ds.map_batches(
             actor_class,
-            fn_constructor_kwargs={
-                "model": job.model,
-                "batch_size": job.pipe_batch_size,
-                "settings": settings,
-                "output_format": job.output_format,
-                "tally": tally,
-                "marginals": job.marginals,
-            },
+            fn_constructor_kwargs=_actor_kwargs(job, settings, tally),
             batch_size=job.batch_size,
             batch_format="pyarrow",
             compute=ActorPoolStrategy(size=job.workers),

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from ..about import __version__
-from .batch import BatchAnnotator
+from .batch import BatchAnnotator, inference_problem
 from .errors import AnnotateInputError, AnnotateInterrupted, AnnotateRunError
 from .inputs import check_inputs, resolve_inputs, source_names
 from .job import AnnotateSummary, Job
@@ -59,6 +59,9 @@ class AnnotateOptions:
         completes), and remove the temporaries a killed run left.
     marginals (bool): DocBin output only: each Doc also holds the ``hybrid_ner`` components'
         tag marginals (``readers.MARGINALS_KEY``), soft targets for distillation.
+    precision (Optional[str]), runtime (Optional[str]): if either is given, the pipeline's
+        transformers run at this precision ("fp32", "int8") in this runtime ("torch",
+        "onnxruntime"), in every worker or actor (the Annotator's); None: as saved.
     actor_class / worker_class: subclasses of RayAnnotator / BatchAnnotator (fault injection).
     The other arguments: see the CLI's help.
     """
@@ -85,6 +88,8 @@ class AnnotateOptions:
     overwrite: bool
     progress: bool
     marginals: bool
+    precision: Optional[str]
+    runtime: Optional[str]
     actor_class: Optional[type]
     worker_class: Optional[type]
     echo: Callable[[str], None]
@@ -114,6 +119,8 @@ def annotate(
     overwrite: bool = False,
     progress: bool = True,
     marginals: bool = False,
+    precision: Optional[str] = None,
+    runtime: Optional[str] = None,
     actor_class: Optional[type] = None,
     worker_class: Optional[type] = None,
     echo: Callable[[str], None] = print,
@@ -156,6 +163,9 @@ def _plan(o: AnnotateOptions) -> _Plan:
         raise AnnotateInputError(f"unknown engine {o.engine!r}: use local or ray.")
     if o.workers < 1 or o.batch_size < 1:
         raise AnnotateInputError("--workers and --batch-size must be at least 1.")
+    problem = inference_problem(o.precision, o.runtime)
+    if problem is not None:
+        raise AnnotateInputError(problem)
     output = Path(o.output)
     paths = OutputPaths(
         output, Path(o.rejects_path) if o.rejects_path else default_rejects_path(output), manifest_path(output)
@@ -208,6 +218,8 @@ def _annotate(o: AnnotateOptions) -> AnnotateSummary:
             o.pipe_batch_size,
             o.progress,
             o.marginals,
+            o.precision,
+            o.runtime,
         )
         summary = _run_and_publish(
             job,

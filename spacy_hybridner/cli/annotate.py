@@ -22,7 +22,7 @@ class AnnotateEngine(str, Enum):
 ENGINE = AnnotateEngine(DEFAULTS["engine"])
 
 
-# Over 60 lines: typer declares a command's 3 arguments and 18 options as its parameters.
+# Over 60 lines: typer declares a command's 3 arguments and 20 options as its parameters.
 @app.command("annotate")
 def annotate_cli(
     model: str = typer.Argument(
@@ -87,6 +87,14 @@ def annotate_cli(
         help="docbin: also store each hybrid_ner component's tag marginals in the Docs (soft targets for "
         "distillation, GoldSilverCorpus soft_weight)",
     ),
+    precision: Optional[str] = typer.Option(
+        DEFAULTS["precision"], help="fp32 or int8: the transformer's weights (default: as the pipeline was saved)"
+    ),
+    runtime: Optional[str] = typer.Option(
+        DEFAULTS["runtime"],
+        help="torch, or onnxruntime: the transformer exported when the pipeline loads (the onnx extra); "
+        "default: as saved",
+    ),
 ) -> None:
     """Annotate a corpus: JSON Lines, plain text (one document per line) or Parquet in;
     JSON Lines, Parquet or DocBin shards out, one record per document (id, entities with
@@ -117,6 +125,8 @@ def annotate_cli(
             shard_size=shard_size,
             overwrite=overwrite,
             marginals=marginals,
+            precision=precision,
+            runtime=runtime,
             echo=typer.echo,
         )
     except AnnotateInputError as e:

@@ -11,7 +11,7 @@ from ._util import app, defaults_of, gpu_option
 SETTINGS = defaults_of(ServeSettings)
 
 
-# Over 60 lines: typer declares a command's argument and 19 options as its parameters.
+# Over 60 lines: typer declares a command's argument and 21 options as its parameters.
 @app.command("serve")
 def serve_cli(
     model: str = typer.Argument(..., help="Pipeline package name or path, loaded once at start-up"),
@@ -74,6 +74,14 @@ def serve_cli(
         show_default=False,
         help="Model processes (copies of the pipeline) that take batches in turn (default: 2; 1 with --model-thread)",
     ),
+    precision: Optional[str] = typer.Option(
+        SETTINGS["precision"], help="fp32 or int8: the transformer's weights (default: as the pipeline was saved)"
+    ),
+    runtime: Optional[str] = typer.Option(
+        SETTINGS["runtime"],
+        help="torch, or onnxruntime: the transformer exported when the pipeline loads (the onnx extra); "
+        "default: as saved",
+    ),
     access_log: bool = typer.Option(SETTINGS["access_log"], help="Log every request (uvicorn's access log)"),
     log_level: str = typer.Option(SETTINGS["log_level"], help="Log level: debug, info, warning, error"),
 ) -> None:
@@ -99,6 +107,8 @@ def serve_cli(
             shutdown_timeout_s=shutdown_timeout,
             access_log=access_log,
             log_level=log_level,
+            precision=precision,
+            runtime=runtime,
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error

@@ -106,8 +106,8 @@ def _check_model_workers(model: str, model_process: bool, model_workers: Optiona
 
 
 def _annotators(model: str, model_workers: int, *, model_process: bool, **settings: Any) -> Any:
-    """One Annotator of ``model`` (``settings``: its batch size, threads, GPU), or, with
-    ``model_process``, ``model_workers`` ProcessAnnotators of it."""
+    """One Annotator of ``model`` (``settings``: its batch size, threads, GPU, precision and
+    runtime), or, with ``model_process``, ``model_workers`` ProcessAnnotators of it."""
     annotator: Any = Annotator(model, **settings)
     if model_process:
         annotator = [ProcessAnnotator(annotator) for _ in range(model_workers)]
@@ -147,7 +147,8 @@ def serve(
     signal stops it at once (:class:`~spacy_hybridner.serve.server.GracefulServer`).
 
     model (str): a pipeline package name or the path of a saved pipeline.
-    settings (ServeSettings): host, port, limits, batching, API key.
+    settings (ServeSettings): host, port, limits, batching, API key, the inference
+        settings of the model processes (precision, runtime).
     batch_size (Optional[int]): ``nlp.pipe``'s batch size (None: the pipeline's own).
     torch_threads (Optional[int]): torch's intra-op threads for the model (None:
         :func:`~spacy_hybridner.serve.settings.default_torch_threads`: one less than the cores,
@@ -173,6 +174,8 @@ def serve(
         batch_size=batch_size,
         torch_threads=torch_threads,
         gpu_id=gpu_id,
+        precision=settings.precision,
+        runtime=settings.runtime,
     )
     failed: List[BaseException] = []
     server: Optional[GracefulServer] = None

@@ -4,6 +4,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional
 
+from ..annotate.batch import inference_problem
+
 API_KEY_ENV = "SPACY_HYBRIDNER_API_KEY"
 
 
@@ -54,6 +56,10 @@ class ServeSettings:
         signal exits at once.
     access_log (bool): uvicorn's per-request log lines.
     log_level (str): uvicorn's and the server's log level.
+    precision (Optional[str]), runtime (Optional[str]): if either is given, each copy of the
+        pipeline runs its transformers at this precision ("fp32", "int8") in this runtime
+        ("torch", "onnxruntime": exported when the pipeline loads), whatever it was saved
+        with (:class:`~spacy_hybridner.annotate.annotator.Annotator`); None: as saved.
     """
 
     host: str = "127.0.0.1"
@@ -71,6 +77,8 @@ class ServeSettings:
     shutdown_timeout_s: float = 10.0
     access_log: bool = True
     log_level: str = "info"
+    precision: Optional[str] = None
+    runtime: Optional[str] = None
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_text_chars", "max_texts", "queue_size", "max_batch_texts"):
@@ -89,3 +97,6 @@ class ServeSettings:
             raise ValueError(f"batch_wait_ms must be 0 or more, got {self.batch_wait_ms}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError(f"the API key is empty: give a non-empty --api-key or unset {API_KEY_ENV}")
+        problem = inference_problem(self.precision, self.runtime)
+        if problem is not None:
+            raise ValueError(problem)
