@@ -33,6 +33,7 @@ COMMANDS = [
     "benchmark",
     "benchmark-section",
     "speed",
+    "inference-benchmark",
     "visualize",
     "serve",
     "serve-benchmark",

@@ -18,6 +18,7 @@ from .calibrate import calibrate_cli
 from .report import report_cli
 from .benchmark import benchmark_cli, benchmark_section_cli
 from .speed import speed_cli
+from .inference_benchmark import inference_benchmark_cli
 from .visualize import visualize_cli
 from .serve import serve_cli
 from .serve_benchmark import serve_benchmark_cli
@@ -36,6 +37,7 @@ __all__ = [
     "calibrate_cli",
     "convert_cli",
     "crosscheck_cli",
+    "inference_benchmark_cli",
     "report_cli",
     "serve_benchmark_cli",
     "serve_cli",
