@@ -38,6 +38,8 @@ setup(
         "serve": ["fastapi>=0.110", "uvicorn[standard]>=0.30.6,<0.56"],
         # annotate --engine ray (Ray Data), and Parquet input/output for either engine
         "ray": ["ray[data]>=2.60", "pyarrow>=17"],
+        # the transformer as an ONNX Runtime graph (spacy-hybridner optimize --runtime onnxruntime)
+        "onnx": ["onnxruntime>=1.20", "onnx>=1.16"],
         "test": [
             "pytest>=7",
             "matplotlib>=3.5",
@@ -51,6 +53,8 @@ setup(
             "selenium>=4.11",
             "ray[data]>=2.60",
             "pyarrow>=17",
+            "onnxruntime>=1.20",
+            "onnx>=1.16",
             # property tests of annotate's record path and a schema-driven fuzz of serve's API
             "hypothesis>=6.100",
             "schemathesis>=4.0",
@@ -61,7 +65,10 @@ setup(
     },
     entry_points={
         "console_scripts": ["spacy-hybridner = spacy_hybridner.cli:main"],
-        "spacy_factories": ["hybrid_ner = spacy_hybridner.pipeline_component:make_hybrid_ner"],
+        "spacy_factories": [
+            "hybrid_ner = spacy_hybridner.pipeline_component:make_hybrid_ner",
+            "hybrid_inference = spacy_hybridner.inference.component:make_hybrid_inference",
+        ],
         "spacy_callbacks": [
             "spacy-hybridner.initialize_frozen.v1 = spacy_hybridner.callbacks:initialize_frozen_v1",
             "spacy-hybridner.component_learn_rates.v1 = spacy_hybridner.callbacks:component_learn_rates_v1",

@@ -11,6 +11,7 @@ from .about import __version__
 from .architectures import build_hybrid_ner
 from .callbacks import component_learn_rates_v1, initialize_frozen_v1
 from .extensions import install_extensions
+from .inference import make_hybrid_inference
 from .loggers import tensorboard_logger_v1, training_logger_v1
 from .pipeline_component import HybridEntityRecognizer, make_hybrid_ner
 from .readers import gold_silver_corpus
@@ -27,6 +28,7 @@ __all__ = [
     "component_learn_rates_v1",
     "initialize_frozen_v1",
     "install_extensions",
+    "make_hybrid_inference",
     "make_hybrid_ner",
     "tensorboard_logger_v1",
     "gold_silver_corpus",

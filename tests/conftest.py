@@ -99,6 +99,30 @@ def model_dir(trained_nlp, tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A tiny random BERT with its WordPiece vocabulary, saved as Hugging Face does."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    words = sorted({w.lower() for text, _ in TRAIN_DATA for w in text.split()})
+    chars = sorted({c for w in words for c in w})
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + words + chars + [f"##{c}" for c in chars]
+    (path / "vocab.txt").write_text("\n".join(dict.fromkeys(vocab)) + "\n")
+    BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True).save_pretrained(path)
+    config = BertConfig(
+        vocab_size=len(dict.fromkeys(vocab)),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(path)
+    return path
+
+
 def run_python(code: str, cwd=None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run code in a fresh interpreter; raise with its output if it fails."""
     env = dict(os.environ, OMP_NUM_THREADS="1")

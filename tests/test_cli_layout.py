@@ -29,6 +29,7 @@ COMMANDS = [
     "texts",
     "showcase",
     "calibrate",
+    "optimize",
     "report",
     "benchmark",
     "benchmark-section",

@@ -36,6 +36,11 @@ class Annotator:
         a whitespace-free run longer than this is tokenized in pieces of this many
         characters, so no text costs more than linear time. A pipeline whose tokenizer has
         a bound of its own (``spacy-hybridner.BoundedTokenizer.v1``) keeps it.
+    precision (Optional[str]), runtime (Optional[str]): if either is given, the
+        pipeline's transformers run with these inference settings
+        (:func:`spacy_hybridner.inference.apply_inference`: "fp32" or "int8"; "torch" or
+        "onnxruntime", the latter exported when loading), whatever settings it was saved
+        with; None for both: as saved.
 
     The pipeline is loaded on first use (or by :meth:`load`). A pickled Annotator
     carries only these settings, never the pipeline, so it can be shipped to worker
@@ -51,6 +56,8 @@ class Annotator:
         gpu_id: int = -1,
         marginals: bool = False,
         max_run_chars: int = DEFAULT_MAX_RUN_CHARS,
+        precision: Optional[str] = None,
+        runtime: Optional[str] = None,
     ) -> None:
         self.model = str(model)
         self.marginals = marginals
@@ -58,6 +65,7 @@ class Annotator:
         self.torch_threads = torch_threads
         self.gpu_id = gpu_id
         self.max_run_chars = max_run_chars
+        self.precision, self.runtime = precision, runtime
         self._nlp = None
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -73,7 +81,14 @@ class Annotator:
             if self.torch_threads is not None:
                 use_threads(self.torch_threads)
             setup_gpu(self.gpu_id)
-            nlp = bound_tokenizer(spacy.load(self.model), self.max_run_chars)
+            if self.precision is None and self.runtime is None:
+                nlp = spacy.load(self.model)
+            else:
+                from ..inference import apply_inference, load_float32
+
+                nlp = load_float32(self.model)
+                apply_inference(nlp, precision=self.precision or "fp32", runtime=self.runtime or "torch")
+            nlp = bound_tokenizer(nlp, self.max_run_chars)
             if self.marginals:
                 enable_marginals(nlp, self.model)
             self._nlp = nlp

@@ -15,6 +15,7 @@ from .convert import convert_cli
 from .texts import texts_cli
 from .showcase import showcase_cli
 from .calibrate import calibrate_cli
+from .optimize import optimize_cli
 from .report import report_cli
 from .benchmark import benchmark_cli, benchmark_section_cli
 from .speed import speed_cli
@@ -38,6 +39,7 @@ __all__ = [
     "convert_cli",
     "crosscheck_cli",
     "inference_benchmark_cli",
+    "optimize_cli",
     "report_cli",
     "serve_benchmark_cli",
     "serve_cli",
