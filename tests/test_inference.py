@@ -38,13 +38,12 @@ def offline(monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
 
 
-@pytest.fixture(scope="module")
-def trf_dir(tiny_bert, tmp_path_factory):
-    """A tiny hybrid_trf pipeline (the shipped config on the tiny BERT), trained and saved."""
-    path = tmp_path_factory.mktemp("trf")
+def train_trf(config_path, tiny_bert, path, steps=40):
+    """A shipped transformer config on the tiny BERT, trained on TRAIN_DATA, saved to
+    ``path / "fp32"``."""
     write_corpus(path / "train.spacy")
     config = load_config(
-        TRF_CONFIG,
+        config_path,
         overrides={"variables.transformer": str(tiny_bert), "paths.train": str(path / "train.spacy")},
         interpolate=True,
     )
@@ -53,10 +52,16 @@ def trf_dir(tiny_bert, tmp_path_factory):
     examples = make_examples(nlp)
     optimizer = nlp.initialize(lambda: examples)
     optimizer.learn_rate = 0.01
-    for _ in range(40):
+    for _ in range(steps):
         nlp.update(examples, sgd=optimizer)
     nlp.to_disk(path / "fp32")
     return path / "fp32"
+
+
+@pytest.fixture(scope="module")
+def trf_dir(tiny_bert, tmp_path_factory):
+    """A tiny hybrid_trf pipeline (the shipped config on the tiny BERT), trained and saved."""
+    return train_trf(TRF_CONFIG, tiny_bert, tmp_path_factory.mktemp("trf"))
 
 
 def entities_in_fresh_process(model_dir, texts=TEXTS):
@@ -105,6 +110,21 @@ def test_optimized_pipeline_loads_in_a_fresh_process_with_the_same_entities(
     assert found["runs"] == "InferenceEncoder"
     assert found["int8"] == (precision == "int8" and runtime == "torch")
     assert share_identical(found["ents"], fp32_entities) >= 0.95
+
+
+def test_spacy_ner_on_the_same_transformer_runs_at_int8_too(tiny_bert, tmp_path):
+    """spaCy's own ner head (configs/spacy_ner_trf.cfg) listens to the same transformer
+    component: the settings apply to it alike, so comparisons stay like with like."""
+    fp32 = train_trf(ROOT_CONFIG.parent / "spacy_ner_trf.cfg", tiny_bert, tmp_path, steps=30)
+    expected = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in spacy.load(fp32).pipe(TEXTS)]
+    assert sum(len(doc) for doc in expected) >= len(TRAIN_DATA)
+    assert optimize(fp32, tmp_path / "int8", precision="int8") == [
+        "transformer: PyTorch at int8, windows grouped by length"
+    ]
+    nlp = spacy.load(tmp_path / "int8")
+    assert is_quantized(nlp.get_pipe("transformer").model.layers[0].shims[0]._hfmodel.transformer)
+    got = [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(TEXTS)]
+    assert sum(a == b for a, b in zip(got, expected)) / len(TEXTS) >= 0.95
 
 
 def test_int8_pipeline_saves_the_float32_weights_it_was_loaded_from(trf_dir, tmp_path):
