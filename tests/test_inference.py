@@ -231,3 +231,28 @@ def test_optimize_command_changes_the_windows(trf_dir, tmp_path):
     nlp = spacy.load(tmp_path / "out")
     assert isinstance(nlp.get_pipe("inference"), InferenceSettings)
     assert [d.ents for d in nlp.pipe(TEXTS[:2])]
+
+
+def test_calibrate_runs_at_the_precision_the_pipeline_is_used_at(trf_dir, tmp_path):
+    """``calibrate`` on an int8 pipeline fits the temperature on int8 predictions (the
+    transformer is quantized while it does) and saves it in place, still int8 when loaded."""
+    from spacy_hybridner.calibration import calibrate_and_save
+
+    optimize(trf_dir, tmp_path / "int8", precision="int8")
+    write_corpus(tmp_path / "dev.spacy")
+    nlp = spacy.load(tmp_path / "int8")
+    seen = []
+    ner = nlp.get_pipe("ner")
+    original_calibrate = ner.calibrate
+
+    def calibrate(examples, temperatures=None):
+        seen.append(is_quantized(nlp.get_pipe("transformer").model.layers[0].shims[0]._hfmodel.transformer))
+        return original_calibrate(examples, temperatures=temperatures)
+
+    ner.calibrate = calibrate
+    results = calibrate_and_save(nlp, tmp_path / "dev.spacy", tmp_path / "int8")
+    assert seen == [True] and set(results) == {"ner"}
+    found = entities_in_fresh_process(tmp_path / "int8")
+    assert found["int8"] and found["runs"] == "InferenceEncoder"
+    saved = srsly.read_json(tmp_path / "int8" / "ner" / "cfg")
+    assert saved["temperature"] == pytest.approx(results["ner"]["temperature"])
