@@ -13,7 +13,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy
 import torch
@@ -55,12 +55,16 @@ def input_names(model: nn.Module) -> List[str]:
     return names
 
 
-def export_encoder(model: nn.Module, *, int8: bool, per_channel: bool = True, opset: int = 17) -> bytes:
+def export_encoder(
+    model: nn.Module, *, int8: bool, per_channel: bool = True, keep_float: Sequence[str] = (), opset: int = 17
+) -> bytes:
     """The ONNX graph of a Hugging Face encoder, fused and, with ``int8``, quantized.
 
     model (nn.Module): The transformer (``AutoModel``), trained, on the CPU.
     int8 (bool): Quantize the weights of its matrix products to int8 (dynamic).
     per_channel (bool): One int8 scale per output channel (else per matrix).
+    keep_float (Sequence[str]): Operators whose name contains one of these stay float32
+        (e.g. ``"layer.5/"``: the last layer of a 6-layer model).
     opset (int): The ONNX operator set to export to.
     RETURNS (bytes): The serialized ONNX model.
     """
@@ -92,7 +96,9 @@ def export_encoder(model: nn.Module, *, int8: bool, per_channel: bool = True, op
                 dynamo=False,
             )
         with _quiet_loggers():
-            return _fuse_and_quantize(raw, fused, final, model.config, int8=int8, per_channel=per_channel)
+            return _fuse_and_quantize(
+                raw, fused, final, model.config, int8=int8, per_channel=per_channel, keep_float=keep_float
+            )
 
 
 @contextlib.contextmanager
@@ -110,7 +116,9 @@ def _quiet_loggers():
             logger.setLevel(level)
 
 
-def _fuse_and_quantize(raw: Path, fused: Path, final: Path, config: Any, *, int8: bool, per_channel: bool) -> bytes:
+def _fuse_and_quantize(
+    raw: Path, fused: Path, final: Path, config: Any, *, int8: bool, per_channel: bool, keep_float: Sequence[str]
+) -> bytes:
     """Fuse the exported graph (ONNX Runtime's BERT optimizer) and, for int8, quantize the
     weights of its matrix products; RETURNS the final graph's bytes."""
     import onnx
@@ -123,11 +131,13 @@ def _fuse_and_quantize(raw: Path, fused: Path, final: Path, config: Any, *, int8
     optimized.save_model_to_file(str(fused))
     if not int8:
         return fused.read_bytes()
+    excluded = [n.name for n in optimized.model.graph.node if any(k in n.name for k in keep_float)]
     quantize_dynamic(
         str(fused),
         str(final),
         weight_type=QuantType.QInt8,
         per_channel=per_channel,
+        nodes_to_exclude=excluded,
         # The fused operators (domain com.microsoft) defeat ONNX's shape inference; their
         # outputs are float32.
         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
