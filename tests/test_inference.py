@@ -64,16 +64,19 @@ def trf_dir(tiny_bert, tmp_path_factory):
     return train_trf(TRF_CONFIG, tiny_bert, tmp_path_factory.mktemp("trf"))
 
 
-def entities_in_fresh_process(model_dir, texts=TEXTS):
-    """The entities (and whether the transformer runs int8 / ONNX) of a pipeline loaded
-    with spacy.load in a new interpreter, no import of this package first."""
+def entities_in_fresh_process(*model_dirs, texts=TEXTS):
+    """For each pipeline, loaded with spacy.load in one new interpreter (no import of this
+    package first): its entities and whether its transformer runs int8 / in a stand-in."""
     code = f"""
 import json, spacy
-nlp = spacy.load({str(model_dir)!r})
-shim = nlp.get_pipe("transformer").model.layers[0].shims[0]
 from spacy_hybridner.inference.quantize import is_quantized
-ents = [[(e.start_char, e.end_char, e.label_, e._.confidence) for e in doc.ents] for doc in nlp.pipe({texts!r})]
-print(json.dumps({{"ents": ents, "runs": type(shim._model).__name__, "int8": is_quantized(shim._hfmodel.transformer)}}))
+found = []
+for path in {[str(p) for p in model_dirs]!r}:
+    nlp = spacy.load(path)
+    shim = nlp.get_pipe("transformer").model.layers[0].shims[0]
+    ents = [[(e.start_char, e.end_char, e.label_, e._.confidence) for e in doc.ents] for doc in nlp.pipe({texts!r})]
+    found.append({{"ents": ents, "runs": type(shim._model).__name__, "int8": is_quantized(shim._hfmodel.transformer)}})
+print(json.dumps(found))
 """
     return json.loads(run_python(code).stdout.strip().splitlines()[-1])
 
@@ -82,34 +85,31 @@ def share_identical(got, expected):
     return sum([e[:3] for e in g] == [e[:3] for e in x] for g, x in zip(got, expected)) / len(expected)
 
 
-@pytest.fixture(scope="module")
-def fp32_entities(trf_dir):
-    found = entities_in_fresh_process(trf_dir)
-    assert found["runs"] != "InferenceEncoder" and not found["int8"]
-    assert sum(len(doc) for doc in found["ents"]) >= len(TEXTS)  # the tiny model does find entities
-    return found["ents"]
+SETTINGS = [("int8", "torch"), ("fp32", "onnxruntime"), ("int8", "onnxruntime")]
 
 
-@pytest.mark.parametrize("precision,runtime", [("int8", "torch"), ("fp32", "onnxruntime"), ("int8", "onnxruntime")])
-def test_optimized_pipeline_loads_in_a_fresh_process_with_the_same_entities(
-    trf_dir, fp32_entities, tmp_path, precision, runtime
-):
-    lines = optimize(trf_dir, tmp_path / "out", precision=precision, runtime=runtime)
-    engine = "ONNX Runtime" if runtime == "onnxruntime" else "PyTorch"
-    assert lines == [f"transformer: {engine} at {precision}, windows grouped by length"]
-    config = load_config(tmp_path / "out" / "config.cfg")
-    assert config["nlp"]["pipeline"][-1] == "inference"
-    assert config["components"]["inference"] == {
-        "factory": "hybrid_inference",
-        "precision": precision,
-        "runtime": runtime,
-        "by_length": True,
-    }
-    assert (tmp_path / "out" / "inference" / "transformer.onnx").exists() == (runtime == "onnxruntime")
-    found = entities_in_fresh_process(tmp_path / "out")
-    assert found["runs"] == "InferenceEncoder"
-    assert found["int8"] == (precision == "int8" and runtime == "torch")
-    assert share_identical(found["ents"], fp32_entities) >= 0.95
+def test_optimized_pipelines_load_in_a_fresh_process_with_the_same_entities(trf_dir, tmp_path):
+    for precision, runtime in SETTINGS:
+        out = tmp_path / f"{precision}-{runtime}"
+        lines = optimize(trf_dir, out, precision=precision, runtime=runtime)
+        engine = "ONNX Runtime" if runtime == "onnxruntime" else "PyTorch"
+        assert lines == [f"transformer: {engine} at {precision}, windows grouped by length"]
+        config = load_config(out / "config.cfg")
+        assert config["nlp"]["pipeline"][-1] == "inference"
+        assert config["components"]["inference"] == {
+            "factory": "hybrid_inference",
+            "precision": precision,
+            "runtime": runtime,
+            "by_length": True,
+        }
+        assert (out / "inference" / "transformer.onnx").exists() == (runtime == "onnxruntime")
+    fp32, *optimized = entities_in_fresh_process(trf_dir, *(tmp_path / f"{p}-{r}" for p, r in SETTINGS))
+    assert fp32["runs"] != "InferenceEncoder" and not fp32["int8"]
+    assert sum(len(doc) for doc in fp32["ents"]) >= len(TEXTS)  # the tiny model does find entities
+    for (precision, runtime), found in zip(SETTINGS, optimized):
+        assert found["runs"] == "InferenceEncoder"
+        assert found["int8"] == (precision == "int8" and runtime == "torch")
+        assert share_identical(found["ents"], fp32["ents"]) >= 0.95, (precision, runtime)
 
 
 def test_spacy_ner_on_the_same_transformer_runs_at_int8_too(tiny_bert, tmp_path):
@@ -252,7 +252,7 @@ def test_calibrate_runs_at_the_precision_the_pipeline_is_used_at(trf_dir, tmp_pa
     ner.calibrate = calibrate
     results = calibrate_and_save(nlp, tmp_path / "dev.spacy", tmp_path / "int8")
     assert seen == [True] and set(results) == {"ner"}
-    found = entities_in_fresh_process(tmp_path / "int8")
+    (found,) = entities_in_fresh_process(tmp_path / "int8")
     assert found["int8"] and found["runs"] == "InferenceEncoder"
     saved = srsly.read_json(tmp_path / "int8" / "ner" / "cfg")
     assert saved["temperature"] == pytest.approx(results["ner"]["temperature"])
