@@ -19,6 +19,9 @@ __all__ = [
     "echo_entities",
     "gpu_option",
     "load_pipeline",
+    "named_models_argument",
+    "precision_option",
+    "runtime_option",
     "recorded_command",
     "setup_gpu",
 ]
@@ -43,6 +46,25 @@ def defaults_of(func: Callable[..., Any]) -> Dict[str, Any]:
 def gpu_option() -> Any:
     """The ``--gpu-id`` option of the commands that load a pipeline (-1: the CPU)."""
     return typer.Option(-1, help="GPU id, -1 for CPU")
+
+
+def named_models_argument(example: str) -> Any:
+    """The ``NAME=PATH ...`` argument of the commands that compare trained pipelines."""
+    return typer.Argument(..., help=f"Trained pipelines as NAME=PATH (e.g. {example})")
+
+
+def precision_option(default: Any) -> Any:
+    """``--precision`` of the commands that load a pipeline to run it (serve, annotate)."""
+    return typer.Option(default, help="fp32 or int8: the transformer's weights (default: as the pipeline was saved)")
+
+
+def runtime_option(default: Any) -> Any:
+    """``--runtime`` of the commands that load a pipeline to run it (serve, annotate)."""
+    return typer.Option(
+        default,
+        help="torch, or onnxruntime: the transformer exported when the pipeline loads (the onnx extra); "
+        "default: as saved",
+    )
 
 
 def load_pipeline(model: str, gpu_id: int = -1):

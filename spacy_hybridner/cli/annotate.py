@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from ..annotate import AnnotateInputError, AnnotateRunError, annotate
-from ._util import app, defaults_of
+from ._util import app, defaults_of, precision_option, runtime_option
 
 DEFAULTS = defaults_of(annotate)
 
@@ -87,14 +87,8 @@ def annotate_cli(
         help="docbin: also store each hybrid_ner component's tag marginals in the Docs (soft targets for "
         "distillation, GoldSilverCorpus soft_weight)",
     ),
-    precision: Optional[str] = typer.Option(
-        DEFAULTS["precision"], help="fp32 or int8: the transformer's weights (default: as the pipeline was saved)"
-    ),
-    runtime: Optional[str] = typer.Option(
-        DEFAULTS["runtime"],
-        help="torch, or onnxruntime: the transformer exported when the pipeline loads (the onnx extra); "
-        "default: as saved",
-    ),
+    precision: Optional[str] = precision_option(DEFAULTS["precision"]),
+    runtime: Optional[str] = runtime_option(DEFAULTS["runtime"]),
 ) -> None:
     """Annotate a corpus: JSON Lines, plain text (one document per line) or Parquet in;
     JSON Lines, Parquet or DocBin shards out, one record per document (id, entities with

@@ -15,17 +15,14 @@ from ..tools.inference_benchmark import (
     plot_frontier,
     run_inference_benchmark,
 )
-from ._util import app, bad_parameter, defaults_of, gpu_option, recorded_command
+from ._util import app, bad_parameter, defaults_of, gpu_option, named_models_argument, recorded_command
 
 DEFAULTS = defaults_of(run_inference_benchmark)
 
 
 @app.command("inference-benchmark")
 def inference_benchmark_cli(
-    models: List[str] = typer.Argument(
-        ...,
-        help="Trained pipelines as NAME=PATH (e.g. hybrid_trf=training/finetune/conll03/hybrid_trf/seed0/model-best)",
-    ),
+    models: List[str] = named_models_argument("hybrid_trf=training/finetune/conll03/hybrid_trf/seed0/model-best"),
     dev: Path = typer.Option(..., "--dev", help="The dev split (.spacy)"),
     test: Path = typer.Option(..., "--test", help="The test split (.spacy)"),
     twin: Optional[List[str]] = typer.Option(

@@ -6,7 +6,7 @@ from typing import Optional
 import typer
 
 from ..serve.settings import API_KEY_ENV, ServeSettings
-from ._util import app, defaults_of, gpu_option
+from ._util import app, defaults_of, gpu_option, precision_option, runtime_option
 
 SETTINGS = defaults_of(ServeSettings)
 
@@ -74,14 +74,8 @@ def serve_cli(
         show_default=False,
         help="Model processes (copies of the pipeline) that take batches in turn (default: 2; 1 with --model-thread)",
     ),
-    precision: Optional[str] = typer.Option(
-        SETTINGS["precision"], help="fp32 or int8: the transformer's weights (default: as the pipeline was saved)"
-    ),
-    runtime: Optional[str] = typer.Option(
-        SETTINGS["runtime"],
-        help="torch, or onnxruntime: the transformer exported when the pipeline loads (the onnx extra); "
-        "default: as saved",
-    ),
+    precision: Optional[str] = precision_option(SETTINGS["precision"]),
+    runtime: Optional[str] = runtime_option(SETTINGS["runtime"]),
     access_log: bool = typer.Option(SETTINGS["access_log"], help="Log every request (uvicorn's access log)"),
     log_level: str = typer.Option(SETTINGS["log_level"], help="Log level: debug, info, warning, error"),
 ) -> None:

@@ -14,17 +14,14 @@ from ..tools.benchmark import (
     update_benchmark_doc,
     write_results,
 )
-from ._util import app, bad_parameter, defaults_of, gpu_option, recorded_command
+from ._util import app, bad_parameter, defaults_of, gpu_option, named_models_argument, recorded_command
 
 DEFAULTS = defaults_of(compare_speed)
 
 
 @app.command("speed")
 def speed_cli(
-    models: List[str] = typer.Argument(
-        ...,
-        help=("Trained pipelines as NAME=PATH (e.g. spacy_ner=training/benchmark/conll03/spacy_ner/seed0/model-best)"),
-    ),
+    models: List[str] = named_models_argument("spacy_ner=training/benchmark/conll03/spacy_ner/seed0/model-best"),
     data: Path = typer.Option(..., "--data", help="The .spacy file to annotate (e.g. the test split)"),
     batch_size: Optional[int] = typer.Option(
         DEFAULTS["batch_size"], help="--batch-size of spacy benchmark speed (default: the pipeline's)"
