@@ -13,7 +13,7 @@ import torch
 from spacy.tokens import DocBin
 from spacy.training.batchers import minibatch_by_padded_size
 from spacy.util import load_config, registry
-from test_transformer import offline, tiny_bert, trf_nlp  # noqa: F401  (fixtures)
+from test_transformer import offline, trf_nlp  # noqa: F401  (offline: a fixture)
 from thinc.api import Adam
 
 from spacy_hybridner.callbacks import ComponentLearnRates
@@ -131,7 +131,7 @@ def _update(nlp, examples, optimizer, callback, step):
         pipe.finish_update(optimizer)
 
 
-def test_component_learn_rates_hold_then_scale_the_transformer(tiny_bert, tmp_path):  # noqa: F811
+def test_component_learn_rates_hold_then_scale_the_transformer(tiny_bert, tmp_path):
     write_corpus(tmp_path / "train.spacy")
     nlp = trf_nlp(tiny_bert, tmp_path / "train.spacy")
     examples = make_examples(nlp)
@@ -157,7 +157,7 @@ def test_component_learn_rates_hold_then_scale_the_transformer(tiny_bert, tmp_pa
     assert any(not torch.equal(hf.state_dict()[k], v) for k, v in before.items())  # moves now
 
 
-def test_component_learn_rates_explain_their_errors(tiny_bert):  # noqa: F811
+def test_component_learn_rates_explain_their_errors(tiny_bert):
     nlp = spacy.blank("en")
     nlp.add_pipe("ner")
     with pytest.raises(ValueError, match="no component 'transformer'"):
@@ -169,7 +169,7 @@ def test_component_learn_rates_explain_their_errors(tiny_bert):  # noqa: F811
 
 
 @pytest.mark.parametrize("name", ["hybrid_trf", "spacy_ner_trf"])
-def test_recipe_fine_tunes_with_spacy_train(name, tiny_bert, tmp_path):  # noqa: F811
+def test_recipe_fine_tunes_with_spacy_train(name, tiny_bert, tmp_path):
     """``spacy train`` with the shipped recipe: a few epochs on a tiny random BERT, the
     transformer fine-tuned (its weights move) and the best model loads with spaCy alone."""
     write_corpus(tmp_path / "train.spacy", TRAIN_DATA * 4)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy
 import pytest
-from test_transformer import tiny_bert  # noqa: F401  (fixture)
 
 from conftest import assert_same_entities
 
@@ -99,7 +98,7 @@ def test_package_installs_into_a_fresh_venv_and_predicts_the_same(project, tmp_p
         numpy.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_workflow_finetune_runs_end_to_end(tmp_path, tiny_bert):  # noqa: F811
+def test_workflow_finetune_runs_end_to_end(tmp_path, tiny_bert):
     """``spacy project run finetune`` with --vars.config hybrid_trf and a transformer folder:
     convert, fine-tune (the CPU recipe), calibrate, evaluate, showcase, package."""
     for folder in ("configs", "assets"):
