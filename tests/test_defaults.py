@@ -149,6 +149,7 @@ RELEASED = {
     ],
     "callbacks:spacy-hybridner.component_learn_rates.v1": ["scales", "frozen_steps"],
     "callbacks:spacy-hybridner.initialize_frozen.v1": [],
+    "factories:hybrid_inference": ["nlp", "name", "precision", "runtime", "by_length"],
     "factories:hybrid_ner": ["nlp", "name", "model", "scorer", "max_predict_words"],
     "loggers:spacy-hybridner.TensorBoardLogger.v1": ["log_dir='tensorboard'", "console_logger=None"],
     "loggers:spacy-hybridner.TrainingLogger.v1": ["path=None", "progress_bar=None"],
