@@ -14,7 +14,7 @@ import random
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Sequence, Set, Tuple
+from typing import Dict, Iterable, Iterator, List, Sequence, Tuple
 
 from spacy.tokens import Doc
 from spacy.training import biluo_tags_to_spans, iob_to_biluo
@@ -306,70 +306,44 @@ def convert_corpus(
 HELD_OUT_SPLITS = ("dev", "test")
 
 
-def write_texts(corpora: Sequence[Path], output: Path, *, allow_held_out: bool = False) -> Dict[str, Any]:
-    """Write the text of every document of ``corpora`` as JSON Lines, ``{"id": ..., "text":
-    ...}``, without annotations: unlabeled text for a teacher to annotate (``annotate``).
-    Each source is a ``.spacy`` corpus, a Reuters-21578 ``.sgm`` file, a ``.txt`` (a
-    document per line), a ``.jsonl`` (a ``text`` field) or a folder of such files; what
-    each gives, its ids and the rules that drop documents are in
-    :mod:`~spacy_hybridner.tools.text_sources`. A document of a ``.sgm``, ``.txt`` or
-    ``.jsonl`` file whose text (whitespace runs made single spaces, case-folded) was
-    already written, from any source, is dropped; a ``.spacy`` corpus is written whole
-    (its own repeats are in its gold data too). A ``dev.spacy`` or ``test.spacy`` is
-    refused unless ``allow_held_out``: a student that trains on the text its scores are
-    measured on is measured wrongly. The file is written whole or not at all.
+def write_texts(corpora: Sequence[Path], output: Path, *, allow_held_out: bool = False) -> Dict[str, int]:
+    """Write the text of every document of ``corpora`` (``.spacy`` files) as JSON Lines,
+    ``{"id": "FOLDER/NAME:INDEX", "text": ...}``, without the annotations: unlabeled text
+    for a teacher to annotate (``annotate``). A ``dev.spacy`` or ``test.spacy`` is refused
+    unless ``allow_held_out``: a student that trains on the text its scores are measured
+    on is measured wrongly.
 
-    RETURNS (Dict[str, Any]): ``docs`` and ``words`` (whitespace-separated) written, and by
-        source (as given) its ``docs``, ``words`` and ``dropped`` (documents by rule).
+    RETURNS (Dict[str, int]): ``docs`` and ``words`` written.
     """
+    import spacy
     import srsly
+    from spacy.tokens import DocBin
 
-    from .text_sources import source_files
-
-    files = source_files(corpora)
-    held_out = [str(p) for paths in files.values() for p in paths if p.suffix == ".spacy" and p.stem in HELD_OUT_SPLITS]
+    paths = [Path(p) for p in corpora]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"not found: {', '.join(missing)} (give .spacy files, e.g. corpus/gmb/train.spacy)")
+    held_out = [str(p) for p in paths if p.stem in HELD_OUT_SPLITS]
     if held_out and not allow_held_out:
         raise ValueError(
             f"{', '.join(held_out)}: the text of a dev or test split is not used as unlabeled text, since "
             "models are chosen and scored on it; give the train splits (or --allow-held-out for "
             "another corpus's held-out splits)."
         )
-    sources: Dict[str, Dict[str, Any]] = {}
+    vocab = spacy.blank("xx").vocab
+    docs = words = 0
+
+    def records() -> Iterator[Dict[str, str]]:
+        nonlocal docs, words
+        for path in paths:
+            for i, doc in enumerate(DocBin().from_disk(path).get_docs(vocab)):
+                if not doc.text.strip():
+                    continue
+                docs += 1
+                words += len(doc)
+                yield {"id": f"{path.parent.name}/{path.stem}:{i}", "text": doc.text}
+
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(output.name + ".partial")
-    try:
-        srsly.write_jsonl(partial, _text_records(files, sources))
-        partial.replace(output)
-    finally:
-        partial.unlink(missing_ok=True)
-    totals = {key: sum(c[key] for c in sources.values()) for key in ("docs", "words")}
-    return {**totals, "sources": sources}
-
-
-def _text_records(files: Dict[str, List[Path]], sources: Dict[str, Dict[str, Any]]) -> Iterator[Dict[str, str]]:
-    """The records of ``write_texts``, source by source; each source's counts are put in
-    ``sources`` as its documents are read."""
-    import spacy
-
-    from .text_sources import SUFFIX_RULES, duplicate_key, read_documents, rules_of
-
-    any_docbin = any(p.suffix == ".spacy" for paths in files.values() for p in paths)
-    vocab = spacy.blank("xx").vocab if any_docbin else None
-    seen: Set[bytes] = set()
-    for source, paths in files.items():
-        counts = sources[source] = {"docs": 0, "words": 0, "dropped": dict.fromkeys(rules_of(paths), 0)}
-        for path in paths:
-            deduplicate = "duplicate" in SUFFIX_RULES[path.suffix]
-            for id_, text, rule in read_documents(path, vocab):
-                if rule is None:
-                    key = duplicate_key(text)
-                    if deduplicate and key in seen:
-                        rule = "duplicate"
-                    seen.add(key)
-                if rule is not None:
-                    counts["dropped"][rule] += 1
-                    continue
-                counts["docs"] += 1
-                counts["words"] += len(text.split())
-                yield {"id": id_, "text": text}
+    srsly.write_jsonl(output, records())
+    return {"docs": docs, "words": words}
